@@ -1,0 +1,628 @@
+"""The Web Site Process Bus: a process's state machine and its publish/subscribe channels.
+
+A Bus holds site-wide behaviour (servers, signals, PID file, daemonizing, reloads) as
+listeners on channels. Bus methods move the process between five states and publish on the
+channel of each change; everything else is a plugin. Standard library only, so the bus can be
+embedded anywhere (a test keeps it so). There should be one Bus per process.
+
+States and the transitions the methods make::
+
+          start()                        stop()               exit()
+    STOPPED ──────▶ STARTING ──▶ STARTED ──────▶ STOPPING ──▶ STOPPED ──────▶ EXITING
+       ▲               │                                                       │
+       │               └─ a start listener failed: stop(), then exit() ────────┘
+       └── (stop() from STOPPED publishes 'stop' again, as exit() always stops first)
+
+Rules:
+
+- Listeners run in ascending priority (default 50, or the callback's ``priority``); equal
+  priorities run in subscription order. Subscribing rebuilds the channel's ordered tuple, so
+  ``publish`` never sorts and never takes a lock: it reads one tuple.
+- Every listener runs even when an earlier one failed. Failures are logged and raised together
+  as ``ChannelFailures`` at the end. ``KeyboardInterrupt`` and ``SystemExit`` pass straight
+  through; a ``SystemExit(0)`` after earlier failures becomes ``SystemExit(1)``.
+- A failing ``start`` listener makes the bus log it, exit, and re-raise. If that error is never
+  caught, the process ends with 70 (EX_SOFTWARE) rather than Python's 1.
+- ``block()`` does not poll. The main thread sleeps on a wake-up pipe until a state change, a
+  request from a signal handler (``call_in_main_thread``), or, only while something listens
+  to ``main``, the next ``interval``. Idle, the bus makes no wake-ups at all. A pipe rather than
+  the condition variable that other threads wait on, because a signal handler that runs in the
+  middle of the main thread's own condition bookkeeping could corrupt it; writing a byte to a
+  pipe is safe at any moment.
+- ``restart()`` sets ``execv`` and exits; the main thread, in ``block()``, joins the other
+  non-daemon threads and re-executes the same command line (``sys.orig_argv``) from the start-up
+  directory. Only descriptors listed in ``inherit_fds`` survive the exec; the others are
+  already close-on-exec (PEP 446) or are made so by walking ``/proc/self/fd``, which costs the
+  number of open descriptors, not the descriptor limit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import logging
+import os
+import select
+import sys
+import threading
+import traceback as _traceback
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+__all__ = ["Bus", "ChannelFailures", "states", "reexec_argv"]
+
+EX_SOFTWARE = 70
+DEFAULT_PRIORITY = 50
+BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
+
+Listener = TypeVar("Listener", bound=Callable[..., Any])
+
+_log = logging.getLogger("sitebus")
+
+# The directory the process started in: restart() goes back there before re-executing, so a
+# relative script path or module search path in the command line means the same thing again.
+_startup_cwd = os.path.abspath(os.getcwd())
+
+
+class State(enum.Enum):
+    """The states of a Bus (``Bus.states``, ``sitebus.bus.states``)."""
+
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    STOPPING = "STOPPING"
+    EXITING = "EXITING"
+
+    def __repr__(self) -> str:
+        return f"states.{self.name}"
+
+    __str__ = __repr__
+
+
+states = State  # the reference's name
+
+
+# The transitions the Bus methods make; _set_state refuses any other.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    states.STOPPED: frozenset({states.STARTING, states.STOPPING, states.EXITING}),
+    states.STARTING: frozenset({states.STARTED, states.STOPPING}),
+    states.STARTED: frozenset({states.STOPPING}),
+    states.STOPPING: frozenset({states.STOPPED}),
+    states.EXITING: frozenset(),
+}
+
+
+class ChannelFailures(Exception):
+    """Raised by ``Bus.publish`` when one or more listeners failed; holds their errors."""
+
+    delimiter = "\n"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._exceptions: list[BaseException] = []
+
+    def handle_exception(self) -> None:
+        """Append the exception being handled to this one."""
+        error = sys.exc_info()[1]
+        if error is not None:
+            self._exceptions.append(error)
+
+    def get_instances(self) -> list[BaseException]:
+        """Return a list of the exceptions gathered."""
+        return self._exceptions[:]
+
+    def __str__(self) -> str:
+        return self.delimiter.join(repr(e) for e in self._exceptions)
+
+    def __bool__(self) -> bool:
+        return bool(self._exceptions)
+
+
+def reexec_argv(orig_argv: list[str], executable: str) -> list[str]:
+    """Return the argv that starts this program again.
+
+    ``sys.orig_argv`` keeps the interpreter options and the way the program was named
+    (``script.py``, ``-m pkg``, ``-c code``, or a console script's path), which
+    ``sys.argv`` loses; only the interpreter's own name is replaced by its full path.
+    """
+    if not orig_argv:
+        raise ValueError("cannot re-execute: the original command line is unknown")
+    return [executable or orig_argv[0], *orig_argv[1:]]
+
+
+class Bus:
+    """Process state-machine and messenger for HTTP site deployment.
+
+    All listeners for a given channel are called even if others at the same channel fail.
+    Each failure is logged, and execution proceeds to the next listener. The only way to
+    stop all processing from inside a listener is to raise SystemExit.
+    """
+
+    states = states
+    execv = False
+    max_cloexec_files = 524288  # kept for compatibility; /proc/self/fd is walked instead
+
+    def __init__(self) -> None:
+        self.execv = False
+        self.listeners: dict[str, set[Callable[..., Any]]] = {c: set() for c in BUILTIN_CHANNELS}
+        self._priorities: dict[tuple[str, Callable[..., Any]], tuple[int, int]] = {}
+        self._ordered: dict[str, tuple[Callable[..., Any], ...]] = {}
+        self._sequence = 0
+        self._listeners_lock = threading.Lock()
+        # Serialises start/stop/exit; re-entrant so a listener may call stop() or exit().
+        self._lifecycle_lock = threading.RLock()
+        # Guards the requests that another thread's exit() leaves for start() or stop().
+        self._requests_lock = threading.Lock()
+        self._starting_thread: int | None = None
+        self._exit_after_start = False
+        self._exit_after_stop = False
+        self._exit_in_progress = False
+        self._state = states.STOPPED
+        self._state_changed = threading.Condition(threading.Lock())
+        self._main_calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._wakeup_r, self._wakeup_w = _wakeup_pipe()
+        self._atexit_registered = False
+        self.inherit_fds: dict[int, str] = {}
+        self.subscribe("log", self._log_to_logging)
+        _live_buses.add(self)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The bus's current state."""
+        return self._state
+
+    @state.setter
+    def state(self, new: State) -> None:
+        self._set_state(new)
+
+    def _set_state(self, new: State) -> None:
+        """Move to ``new``, log ``Bus NEW`` and wake everything that waits on the state."""
+        with self._state_changed:
+            if new not in TRANSITIONS[self._state]:
+                raise RuntimeError(f"the bus cannot go from {self._state!r} to {new!r}")
+            self._state = new
+            self._state_changed.notify_all()
+        self._wake_main_thread()
+        self.log(f"Bus {new.name}")
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def subscribe(
+        self, channel: str, callback: Listener | None = None, priority: int | None = None
+    ) -> Any:
+        """Add ``callback`` to ``channel`` (if not present); usable as a decorator."""
+        if callback is None:
+            return lambda func: self.subscribe(channel, func, priority)
+        if priority is None:
+            priority = getattr(callback, "priority", DEFAULT_PRIORITY)
+        with self._listeners_lock:
+            key = (channel, callback)
+            members = self.listeners.setdefault(channel, set())
+            if key in self._priorities:
+                order = self._priorities[key][1]
+            else:
+                self._sequence += 1
+                order = self._sequence
+            members.add(callback)
+            self._priorities[key] = (priority, order)
+            self._reorder(channel)
+        if channel == "main":
+            self._wake_main_thread()
+        return callback
+
+    def unsubscribe(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Discard ``callback`` from ``channel`` (if present)."""
+        with self._listeners_lock:
+            members = self.listeners.get(channel)
+            if members is None or callback not in members:
+                return
+            members.discard(callback)
+            self._priorities.pop((channel, callback), None)
+            self._reorder(channel)
+
+    def _reorder(self, channel: str) -> None:
+        members = self.listeners[channel]
+        ranked = sorted(members, key=lambda cb: self._priorities[(channel, cb)])
+        self._ordered[channel] = tuple(ranked)
+
+    def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call every listener of ``channel`` and return their outputs, in order."""
+        listeners = self._ordered.get(channel)
+        if not listeners:
+            return []
+        output = []
+        failures: ChannelFailures | None = None
+        for listener in listeners:
+            try:
+                output.append(listener(*args, **kwargs))
+            except KeyboardInterrupt:
+                raise
+            except SystemExit as error:
+                if failures and error.code == 0:
+                    error.code = 1
+                raise
+            except Exception:
+                if failures is None:
+                    failures = ChannelFailures()
+                failures.handle_exception()
+                if channel != "log":  # a failing log listener must not recurse
+                    self.log(f"Error in {channel!r} listener {listener!r}", 40, traceback=True)
+        if failures:
+            raise failures
+        return output
+
+    def log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """Publish ``msg`` on the log channel, with the current traceback if asked.
+
+        A failing log listener (a full disk, a closed stream) is reported on stderr but never
+        raised: logging trouble must not stop a site from starting, serving or exiting.
+        """
+        if traceback and sys.exc_info()[0] is not None:
+            msg = f"{msg}\n{_traceback.format_exc().rstrip()}"
+        try:
+            self.publish("log", msg, level)
+        except ChannelFailures as failures:
+            try:
+                sys.stderr.write(f"sitebus: a log listener failed ({failures}): {msg}\n")
+            except (AttributeError, ValueError, OSError):
+                pass
+
+    @staticmethod
+    def _log_to_logging(msg: str, level: int) -> None:
+        _log.log(level, msg, extra={"context": "ENGINE"})
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start all services."""
+        with self._lifecycle_lock:
+            if self._state is states.STARTED:
+                self.log("Bus already STARTED")
+                return
+            self._register_atexit()
+            with self._requests_lock:
+                self._starting_thread = threading.get_ident()
+                self._exit_after_start = False
+            try:
+                self._set_state(states.STARTING)
+                self.publish("start")
+                self._set_state(states.STARTED)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:
+                self.log("Shutting down due to error in start listener:", 40, traceback=True)
+                try:
+                    self._exit_services()
+                except Exception:
+                    pass
+                _failed_starts.append(error)
+                _install_start_failure_exit_code()
+                raise
+            finally:
+                with self._requests_lock:
+                    self._starting_thread = None
+                    exit_requested = self._exit_after_start
+            if exit_requested:
+                self.exit()
+
+    def stop(self) -> None:
+        """Stop all services."""
+        with self._lifecycle_lock:
+            if self._state in (states.STOPPING, states.EXITING):
+                return  # a stop listener asked again, or the bus is gone
+            self._set_state(states.STOPPING)
+            try:
+                self.publish("stop")
+            finally:
+                self._set_state(states.STOPPED)
+            if self._exit_after_stop:
+                self._exit_after_stop = False
+                self.exit()
+
+    def exit(self) -> None:
+        """Stop all services and prepare to exit the process.
+
+        Called from another thread while one thread runs start(), the exit happens as soon
+        as start() returns; called from a stop listener, as soon as stop() has finished.
+        """
+        with self._requests_lock:
+            starter = self._starting_thread
+            if starter is not None and starter != threading.get_ident():
+                self._exit_after_start = True
+                return
+        with self._lifecycle_lock:
+            if self._state is states.EXITING or self._exit_in_progress:
+                return
+            if self._state is states.STOPPING:
+                self._exit_after_stop = True
+                return
+            called_by_start = starter is not None
+            try:
+                self._exit_services()
+            except Exception:
+                # Exiting must not fail half-way: nothing else could clean up after us.
+                self.log("Error while exiting; ending the process now.", 40, traceback=True)
+                _flush_and_exit(EX_SOFTWARE)
+            if called_by_start:
+                # A start listener asked to exit: start() cannot be unwound sensibly.
+                _flush_and_exit(EX_SOFTWARE)
+
+    def _exit_services(self) -> None:
+        self._exit_after_stop = False
+        self._exit_in_progress = True
+        try:
+            if self._state is states.STARTING:
+                self._set_state(states.STOPPING)
+                try:
+                    self.publish("stop")
+                finally:
+                    self._set_state(states.STOPPED)
+            else:
+                self.stop()
+            self._set_state(states.EXITING)
+        finally:
+            self._exit_in_progress = False
+        atexit.unregister(self._exit_at_interpreter_exit)
+        self.publish("exit")
+        self.log("Bus EXITED")
+
+    def graceful(self) -> None:
+        """Advise all services to reload."""
+        self.log("Bus graceful")
+        self.publish("graceful")
+
+    def restart(self) -> None:
+        """Restart the process: stop the bus and have the main thread re-execute."""
+        self.execv = True
+        self.exit()
+
+    def start_with_callback(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> threading.Thread:
+        """Start ``func`` in a new thread T once the bus is STARTED, start the bus, return T."""
+        call_args = tuple(args or ())
+        call_kwargs = dict(kwargs or {})
+
+        def _callback() -> None:
+            self.wait(states.STARTED)
+            func(*call_args, **call_kwargs)
+
+        thread = threading.Thread(target=_callback, daemon=True)
+        thread.name = f"Bus Callback {thread.name}"
+        thread.start()
+        self.start()
+        return thread
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait(
+        self,
+        state: State | Iterable[State],
+        interval: float = 0.1,
+        channel: str | None = None,
+    ) -> None:
+        """Wait for the given state(s), publishing to ``channel`` every ``interval`` meanwhile.
+
+        Without listeners on ``channel`` nothing wakes up until the state changes.
+        """
+        wanted = frozenset([state] if isinstance(state, State) else state)
+        if threading.current_thread() is threading.main_thread():
+            self._wait_in_main_thread(wanted, interval, channel)
+            return
+        with self._state_changed:
+            while self._state not in wanted:
+                publishing = channel is not None and bool(self._ordered.get(channel))
+                woken = self._state_changed.wait(interval if publishing else None)
+                if not woken and channel is not None and self._state not in wanted:
+                    self._state_changed.release()
+                    try:
+                        self.publish(channel)
+                    finally:
+                        self._state_changed.acquire()
+
+    def _wait_in_main_thread(
+        self, wanted: frozenset[State], interval: float, channel: str | None
+    ) -> None:
+        poller = select.poll()
+        poller.register(self._wakeup_r, select.POLLIN)
+        while True:
+            self._run_main_calls()
+            if self._state in wanted:
+                return
+            publishing = channel is not None and bool(self._ordered.get(channel))
+            timeout_ms = max(0, int(interval * 1000)) if publishing else None
+            if poller.poll(timeout_ms):
+                _drain(self._wakeup_r)
+            elif channel is not None and self._state not in wanted:
+                self.publish(channel)
+
+    def call_in_main_thread(self, func: Callable[..., Any], *args: Any) -> None:
+        """Have the main thread run ``func(*args)`` from ``block()`` or ``wait()``.
+
+        Signal handlers use this: they only record and wake, and the work happens at a
+        point where the main thread holds no lock.
+        """
+        self._main_calls.append((func, args))
+        self._wake_main_thread()
+
+    def _run_main_calls(self) -> None:
+        while self._main_calls:
+            func, args = self._main_calls.popleft()
+            try:
+                func(*args)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception:
+                # Already logged by publish; the main loop must go on waiting.
+                self.log(f"Error in main-thread call {func!r}", 40, traceback=True)
+
+    def _wake_main_thread(self) -> None:
+        try:
+            os.write(self._wakeup_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or closed
+
+    def block(self, interval: float = 0.1) -> None:
+        """Wait for the EXITING state, KeyboardInterrupt or SystemExit; then maybe re-execute.
+
+        For the main thread only. After EXITING it waits for the other non-daemon threads to
+        end, then calls ``os.execv`` if ``self.execv`` is set (by ``restart()``).
+        """
+        try:
+            self.wait(states.EXITING, interval=interval, channel="main")
+        except (KeyboardInterrupt, OSError):
+            self.log("Keyboard Interrupt: shutting down bus")
+            self.exit()
+        except SystemExit:
+            self.log("SystemExit raised: shutting down bus")
+            self.exit()
+            raise
+
+        self.log("Waiting for child threads to terminate...")
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is current or thread is threading.main_thread() or thread.daemon:
+                continue
+            if thread.is_alive():
+                self.log(f"Waiting for thread {thread.name}.")
+                thread.join()
+
+        if self.execv:
+            self._do_execv()
+
+    def _do_execv(self) -> None:
+        """Re-execute this program in place: same pid, same command line, same directory."""
+        argv = reexec_argv(list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv],
+                           sys.executable)
+        self.log(f"Re-spawning {' '.join(argv)}")
+        os.chdir(_startup_cwd)
+        _close_on_exec_except(set(self.inherit_fds))
+        for fd in self.inherit_fds:
+            os.set_inheritable(fd, True)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+        os.execv(argv[0], argv)
+
+    def _register_atexit(self) -> None:
+        if not self._atexit_registered:
+            atexit.register(self._exit_at_interpreter_exit)
+            self._atexit_registered = True
+
+    def _exit_at_interpreter_exit(self) -> None:
+        if self._state is not states.EXITING:
+            message = (
+                f"The main thread is exiting, but the Bus is in the {self._state!r} state; "
+                "shutting it down automatically now. You must either call bus.block() after "
+                "start(), or call bus.exit() before the main thread exits."
+            )
+            self.log(message, 30)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.warn(message, RuntimeWarning, stacklevel=1)
+            self.exit()
+
+    def _reopen_wakeup_pipe(self) -> None:
+        """Give a forked child its own wake-up pipe, so it and its parent don't wake each other."""
+        for fd in (self._wakeup_r, self._wakeup_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wakeup_r, self._wakeup_w = _wakeup_pipe()
+
+
+def _wakeup_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    return read_fd, write_fd
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _close_on_exec_except(keep: set[int]) -> None:
+    """Mark every open descriptor above 2 close-on-exec, except those in ``keep``."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(3, Bus.max_cloexec_files)]
+    for name in names:
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # closed meanwhile, or the directory's own descriptor
+
+
+def _flush_and_exit(code: int) -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+    os._exit(code)
+
+
+# -- the exit status after a failed start -----------------------------------------------------
+#
+# start() re-raises the error of a failed start listener so callers can handle it; when nobody
+# does, the process should end with EX_SOFTWARE (70), not the interpreter's 1. The excepthook
+# notes that the uncaught error was a failed start, and a hook registered when this module is
+# imported (so it runs after the atexit hooks registered later) sets the exit status.
+
+_failed_starts: list[BaseException] = []
+_uncaught_failed_start = False
+_hook_installed = False
+
+
+def _install_start_failure_exit_code() -> None:
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
+    previous = sys.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        global _uncaught_failed_start
+        if error in _failed_starts:
+            _uncaught_failed_start = True
+        previous(kind, error, tb)
+
+    sys.excepthook = excepthook
+
+
+def _exit_status_at_interpreter_exit() -> None:
+    if _uncaught_failed_start:
+        _flush_and_exit(EX_SOFTWARE)
+
+
+atexit.register(_exit_status_at_interpreter_exit)
+
+_live_buses: weakref.WeakSet[Bus] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for live in list(_live_buses):
+        live._reopen_wakeup_pipe()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

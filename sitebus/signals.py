@@ -1,0 +1,158 @@
+"""SignalHandler: OS signals become bus channels.
+
+Each handled signal is published on a channel named after it (``'SIGTERM'``, ``'SIGHUP'``...),
+and the entries of ``handlers`` are subscribed there: SIGTERM exits, SIGUSR1 is graceful, and
+SIGHUP restarts when the process has no terminal (systemd, supervisord, a daemon) and exits
+when it has one (a window manager closing the terminal sends SIGHUP).
+
+The reference restarts on SIGHUP only after its own daemonizing fork, so under systemd or
+supervisord a reload request stops the site; sitebus looks at the terminal instead.
+
+The OS-level handler only records and wakes (``bus.call_in_main_thread``): the work (logging,
+publishing, stopping servers) happens in the main thread's ``block()``, at a point where it
+holds no lock. A site that never calls ``block()`` therefore handles no signals; embedded
+sites leave signals to their host anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from sitebus.bus import Bus
+
+__all__ = ["SignalHandler"]
+
+Handler = Callable[..., Any]
+
+
+def _signal_names() -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name in dir(_signal):
+        if name.startswith("SIG") and not name.startswith("SIG_"):
+            number = getattr(_signal, name)
+            if isinstance(number, int):
+                names.setdefault(number, name)  # the first spelling wins: SIGABRT over SIGIOT
+    return names
+
+
+def has_terminal() -> bool:
+    """Return True when standard input is a terminal."""
+    try:
+        return os.isatty(sys.stdin.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class SignalHandler:
+    """Register bus channels (and listeners) for system signals."""
+
+    handlers: dict[str, Handler | None]
+    """A map from signal names (e.g. 'SIGTERM') to listeners (e.g. bus.exit)."""
+
+    signals: dict[int, str] = _signal_names()
+    """A map from signal numbers to names."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.handlers = {
+            "SIGHUP": self.handle_SIGHUP,
+            "SIGTERM": self.bus.exit,
+            "SIGUSR1": self.bus.graceful,
+        }
+        self._previous_handlers: dict[int, Any] = {}
+        self._subscribed: dict[str, Handler] = {}
+
+    def _resolve(self, signal: int | str) -> tuple[int, str]:
+        if isinstance(signal, int):
+            if signal not in self.signals:
+                raise ValueError(f"unknown signal number {signal}")
+            return signal, self.signals[signal]
+        number = getattr(_signal, str(signal), None)
+        if not isinstance(number, int) or not str(signal).startswith("SIG"):
+            raise ValueError(f"unknown signal name {signal!r}")
+        return number, str(signal)
+
+    def set_handler(self, signal: int | str, listener: Handler | None = None) -> None:
+        """Handle ``signal`` (a number or a name), and subscribe ``listener`` to its channel.
+
+        Raises ValueError if the signal does not exist on this platform.
+        """
+        number, name = self._resolve(signal)
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(f"signal handlers can only be set from the main thread ({name})")
+        previous = _signal.signal(number, self._handle_signal)
+        self._previous_handlers.setdefault(number, previous)
+        self.bus.log(f"Listening for {name}.")
+        if listener is not None:
+            old = self._subscribed.pop(name, None)
+            if old is not None:
+                self.bus.unsubscribe(name, old)
+            self.bus.subscribe(name, listener)
+            self._subscribed[name] = listener
+
+    def _handle_signal(self, signum: int, frame: FrameType | None = None) -> None:
+        """Record the signal and wake the main thread, which publishes it."""
+        self.bus.call_in_main_thread(self._publish_signal, self.signals.get(signum, str(signum)))
+
+    def _publish_signal(self, name: str) -> None:
+        self.bus.log(f"Caught signal {name}.")
+        self.bus.publish(name)
+
+    def subscribe(self) -> None:
+        """Install a handler for every entry of ``handlers``; skip signals this OS lacks."""
+        for name, listener in self.handlers.items():
+            if listener is None:
+                continue
+            try:
+                self.set_handler(name, listener)
+            except ValueError:
+                pass
+
+    def unsubscribe(self) -> None:
+        """Restore the handlers that were installed before, and drop our listeners."""
+        for number, previous in self._previous_handlers.items():
+            name = self.signals.get(number, str(number))
+            if previous is None:
+                previous = _signal.SIG_DFL
+            self.bus.log(f"Restoring {name} handler {previous!r}.", level=10)
+            try:
+                _signal.signal(number, previous)
+            except (ValueError, OSError) as error:
+                self.bus.log(f"Unable to restore {name} handler {previous!r}: {error}", level=40)
+        self._previous_handlers.clear()
+        for name, listener in self._subscribed.items():
+            self.bus.unsubscribe(name, listener)
+        self._subscribed.clear()
+
+    def configure(self, name: str, listener: Handler | None) -> None:
+        """Replace the listener for one signal; None turns its handling off.
+
+        This is what the ``engine.SIGHUP`` and ``engine.SIGTERM`` config keys call.
+        """
+        number, name = self._resolve(name)
+        self.handlers[name] = listener
+        if number not in self._previous_handlers:
+            return  # not installed yet: subscribe() will pick the new value up
+        if listener is None:
+            old = self._subscribed.pop(name, None)
+            if old is not None:
+                self.bus.unsubscribe(name, old)
+            previous = self._previous_handlers.pop(number)
+            _signal.signal(number, _signal.SIG_DFL if previous is None else previous)
+        else:
+            self.set_handler(name, listener)
+
+    def handle_SIGHUP(self) -> None:
+        """Restart if no terminal is attached, else exit."""
+        if has_terminal():
+            self.bus.log("SIGHUP caught on a terminal. Exiting.")
+            self.bus.exit()
+        else:
+            self.bus.log("SIGHUP caught with no terminal attached. Restarting.")
+            self.bus.restart()

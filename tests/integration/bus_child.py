@@ -1,0 +1,66 @@
+"""A small program on a sitebus Bus, run by the integration tests in several scenarios.
+
+``python bus_child.py SCENARIO`` (also as ``python -m``, and as a console-script-like file).
+Each generation (re-execution) appends ``gen=N pid=P cwd=D fds=...`` to ``generations.txt``
+and says READY=1 on NOTIFY_SOCKET once the bus is STARTED.
+"""
+
+import os
+import socket
+import sys
+import threading
+
+from sitebus.bus import Bus
+from sitebus.logs import log_to_screen
+from sitebus.signals import SignalHandler
+
+HERE = os.getcwd()
+
+
+def notify(message: str) -> None:
+    path = os.environ.get("NOTIFY_SOCKET")
+    if path:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), path)
+
+
+def main() -> None:
+    scenario = sys.argv[1]
+    generation = int(os.environ.get("CHILD_GENERATION", "0"))
+    os.environ["CHILD_GENERATION"] = str(generation + 1)
+    log_to_screen()
+    bus = Bus()
+    bus.subscribe("exit", lambda: print("exit listener ran", flush=True))
+    bus.subscribe("graceful", lambda: notify("GRACEFUL=1"))
+    with open(os.path.join(HERE, "generations.txt"), "a") as record:
+        fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+        record.write(f"gen={generation} pid={os.getpid()} cwd={os.getcwd()} fds={fds}\n")
+
+    if scenario == "failstart":
+        def broken():
+            raise OSError("address already in use (on purpose)")
+        bus.subscribe("start", broken)
+        bus.start()
+    if scenario == "failexit":
+        def broken_exit():
+            raise RuntimeError("exit listener failed (on purpose)")
+        bus.subscribe("exit", broken_exit)
+    if scenario == "noblock":
+        bus.start()
+        print("main thread returning", flush=True)
+        return
+
+    SignalHandler(bus).subscribe()
+    bus.start()
+    if scenario == "restart" and generation == 0:
+        os.chdir("/")  # restart must go back to the start-up directory
+        leak = os.open(os.devnull, os.O_RDONLY)
+        os.set_inheritable(leak, True)  # even an inheritable stray fd must not survive
+        threading.Thread(target=bus.restart).start()
+    notify(f"READY=1\nGENERATION={generation}")
+    bus.block()
+    print(f"block returned in generation {generation}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
