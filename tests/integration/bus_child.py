@@ -57,7 +57,8 @@ def main() -> None:
         leak = os.open(os.devnull, os.O_RDONLY)
         os.set_inheritable(leak, True)  # even an inheritable stray fd must not survive
         threading.Thread(target=bus.restart).start()
-    notify(f"READY=1\nGENERATION={generation}")
+    # Say READY from inside block(), where every signal (Ctrl-C too) is handled.
+    bus.call_in_main_thread(notify, f"READY=1\nGENERATION={generation}")
     bus.block()
     print(f"block returned in generation {generation}", flush=True)
 
