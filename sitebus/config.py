@@ -87,7 +87,7 @@ environments: dict[str, dict[str, Any]] = {
 
 # -- values ----------------------------------------------------------------------------------
 
-_BINARY = {
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -100,8 +100,12 @@ _BINARY = {
     ast.LShift: operator.lshift,
     ast.RShift: operator.rshift,
 }
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_,
-          ast.Invert: operator.invert}
+_UNARY: dict[type, Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Not: operator.not_,
+    ast.Invert: operator.invert,
+}
 
 
 def modules(module_path: str) -> Any:
@@ -154,9 +158,10 @@ def _evaluate(node: ast.AST) -> Any:
     if isinstance(node, ast.Set):
         return {_evaluate(e) for e in node.elts}
     if isinstance(node, ast.Dict):
-        if any(k is None for k in node.keys):
+        pairs = list(zip(node.keys, node.values, strict=True))
+        if any(k is None for k, _ in pairs):
             raise ValueError("'**' is not allowed in a config value")
-        return {_evaluate(k): _evaluate(v) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
+        return {_evaluate(k): _evaluate(v) for k, v in pairs if k is not None}
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         return _BINARY[type(node.op)](_evaluate(node.left), _evaluate(node.right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
@@ -197,7 +202,7 @@ def unrepr(s: str) -> Any:
 # -- files -------------------------------------------------------------------------------------
 
 
-class SourcedDict(dict):  # type: ignore[type-arg]
+class SourcedDict(dict):
     """A two-level config dict that remembers each key's file, section and line."""
 
     origins: dict[tuple[str, str], tuple[str | None, int | None]]
@@ -253,31 +258,29 @@ class Parser(configparser.ConfigParser):
         for section in self.sections():
             values = result.setdefault(section, {})
             for option in self.options(section):
-                where = {"filename": filename, "section": section,
-                         "lineno": lines.get((section, option))}
+                lineno = lines.get((section, option))
                 try:
                     text = self.get(section, option, raw=raw, vars=vars)
                 except configparser.Error as error:
                     raise ConfigError(f"cannot read the value: {error}", key=option,
-                                      **where) from None
+                                      filename=filename, section=section, lineno=lineno) from None
                 try:
                     values[option] = unrepr(text)
                 except Exception as error:
                     raise ConfigError(
                         f"expected a Python value (strings need quotes), got {text!r}: "
                         f"{type(error).__name__}: {error}",
-                        key=option,
-                        value=text,
-                        **where,
+                        key=option, value=text, filename=filename, section=section,
+                        lineno=lineno,
                     ) from None
-                result.origins[(section, option)] = (filename, where["lineno"])
+                result.origins[(section, option)] = (filename, lineno)
         return result
 
     def dict_from_file(self, file: str | os.PathLike[str] | IO[str]) -> SourcedDict:
         """Parse a filename or an open file into a two-level dict."""
         if hasattr(file, "read"):
             filename = getattr(file, "name", None)
-            text = file.read()  # type: ignore[union-attr]
+            text = file.read()
         else:
             filename = os.fspath(file)
             try:
@@ -324,7 +327,7 @@ def merge(base: dict[str, Any], config: Any) -> None:
 Handler = Callable[[str, Any], Any]
 
 
-class NamespaceSet(dict):  # type: ignore[type-arg]
+class NamespaceSet(dict):
     """A dict of config namespace names to handlers, called once per key of their namespace."""
 
     def __call__(self, config: Mapping[str, Any],
@@ -375,7 +378,7 @@ def _strip_key(message: str, key: str) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-class Config(dict):  # type: ignore[type-arg]
+class Config(dict):
     """A dict of site-wide config with defaults, environments and namespaces.
 
     ``update`` takes a dict, a filename or an open file; of a file, only ``[global]`` is site

@@ -1,0 +1,196 @@
+"""The tree: the WSGI router that hosts several applications in one site.
+
+Each request goes to the app mounted at the longest script name that is a whole-segment prefix
+of its path (``/blog`` takes ``/blog`` and ``/blog/x``, never ``/blogroll``); SCRIPT_NAME grows
+by that prefix and PATH_INFO keeps the rest, as PEP 3333 asks. Script names are given as text
+and compared in WSGI's form (UTF-8 bytes seen as latin-1), so non-ASCII mount points work.
+Apps grafted for a host (virtual hosts) are tried first for requests whose Host matches; then
+the apps for every host. Where nothing is mounted the answer is a plain 404.
+
+Any WSGI callable is grafted with ``graft``; ``mount`` wraps a request-framework root object
+into an application first. The framework registers its factory in ``app_factory``, so this
+module (sitebus) never imports the framework (services).
+
+When the access log has somewhere to go, the tree writes one line per request (status and
+bytes counted as the body is sent); otherwise it adds nothing to the request path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from sitebus.logs import LogManager
+
+__all__ = ["Tree", "wsgi_path"]
+
+WSGIApp = Callable[..., Iterable[bytes]]
+FRAMEWORK_MODULE = "services.web"
+
+
+def wsgi_path(text: str) -> str:
+    """Return a path in WSGI's form: its UTF-8 bytes decoded as latin-1."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def normalize_script_name(script_name: str | None) -> str:
+    """Return a mount point as the tree keys it: '' for the root, else '/a/b' with no '/' end."""
+    if script_name is None:
+        return ""
+    if not isinstance(script_name, str):
+        raise TypeError(f"a script name must be a string, got {script_name!r}")
+    script_name = script_name.rstrip("/")
+    if script_name and not script_name.startswith("/"):
+        raise ValueError(f"a script name must start with '/' (or be ''), got {script_name!r}")
+    return script_name
+
+
+def _host_of(environ: dict[str, Any]) -> str:
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    if host.startswith("["):  # [::1]:8080
+        return host[: host.find("]") + 1].lower()
+    return host.rsplit(":", 1)[0].lower()
+
+
+class Tree:
+    """A registry of applications mounted at script names, and the WSGI app that routes to them."""
+
+    def __init__(self, log: LogManager | None = None) -> None:
+        self.apps: dict[str, Any] = {}
+        """A map of {script name: application} for every host."""
+        self.vhosts: dict[str, dict[str, Any]] = {}
+        """A map of {host: {script name: application}} for apps that answer one host."""
+        self.log = log
+        self.app_factory: Callable[[Any, str, Any], Any] | None = None
+        self._routes: list[tuple[str, Any]] = []
+        self._vhost_routes: dict[str, list[tuple[str, Any]]] = {}
+
+    # -- mounting ------------------------------------------------------------------------------
+
+    def mount(self, root: Any, script_name: str = "", config: Any = None) -> Any:
+        """Wrap a framework root object into an application, graft it and return it.
+
+        An object that already is an application (or any WSGI callable, given without config)
+        is grafted as it is.
+        """
+        script_name = normalize_script_name(script_name)
+        if hasattr(root, "script_name") and hasattr(root, "merge"):
+            app = root
+            if config is not None:
+                app.merge(config)
+        elif callable(root) and config is None and not hasattr(root, "_cp_config"):
+            app = root
+        else:
+            app = self._factory()(root, script_name, config)
+        self.graft(app, script_name)
+        return app
+
+    def _factory(self) -> Callable[[Any, str, Any], Any]:
+        if self.app_factory is None:
+            importlib.import_module(FRAMEWORK_MODULE)  # registers its factory on import
+        if self.app_factory is None:
+            raise RuntimeError(f"{FRAMEWORK_MODULE} did not register an application factory")
+        return self.app_factory
+
+    def graft(self, wsgi_callable: WSGIApp, script_name: str = "", host: str | None = None) -> None:
+        """Mount any WSGI callable at ``script_name`` (for ``host`` only, if given)."""
+        if not callable(wsgi_callable):
+            raise TypeError(f"cannot graft {wsgi_callable!r}: it is not a WSGI callable")
+        script_name = normalize_script_name(script_name)
+        if host is None:
+            self.apps[script_name] = wsgi_callable
+        else:
+            self.vhosts.setdefault(host.lower(), {})[script_name] = wsgi_callable
+        self._rebuild_routes()
+
+    def unmount(self, script_name: str, host: str | None = None) -> None:
+        """Remove the application at ``script_name`` (for ``host``), if any."""
+        script_name = normalize_script_name(script_name)
+        table = self.apps if host is None else self.vhosts.get(host.lower(), {})
+        table.pop(script_name, None)
+        self._rebuild_routes()
+
+    def _rebuild_routes(self) -> None:
+        def ordered(table: dict[str, Any]) -> list[tuple[str, Any]]:
+            return sorted(((wsgi_path(s), a) for s, a in table.items()),
+                          key=lambda pair: len(pair[0]), reverse=True)
+
+        self._routes = ordered(self.apps)
+        self._vhost_routes = {host: ordered(table) for host, table in self.vhosts.items()}
+
+    def script_name(self, path: str | None = None) -> str | None:
+        """Return the script name of the app that would answer ``path``, or None."""
+        if path is None:
+            return None
+        path = wsgi_path(path)
+        for script_name, _app in self._routes:
+            if _matches(path, script_name):
+                return script_name.encode("latin-1").decode("utf-8")
+        return None
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Any] | None:
+        path = environ.get("PATH_INFO", "")
+        if self._vhost_routes:
+            for script_name, app in self._vhost_routes.get(_host_of(environ), ()):
+                if _matches(path, script_name):
+                    return script_name, app
+        for script_name, app in self._routes:
+            if _matches(path, script_name):
+                return script_name, app
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        route = self._route(environ)
+        if route is None:
+            app: WSGIApp = _not_found
+        else:
+            script_name, app = route
+            if script_name:
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + script_name
+                environ["PATH_INFO"] = environ.get("PATH_INFO", "")[len(script_name):]
+        if self.log is None or not self.log.wants_access():
+            return app(environ, start_response)
+        return _logged(app, environ, start_response, self.log)
+
+
+def _matches(path: str, script_name: str) -> bool:
+    return (not script_name or path == script_name
+            or (path.startswith(script_name) and path[len(script_name)] == "/"))
+
+
+def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    body = f"Not Found: nothing is mounted at {path.encode('latin-1').decode('utf-8', 'replace')}\n"
+    data = body.encode("utf-8")
+    start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                      ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _logged(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any],
+            log: LogManager) -> Iterator[bytes]:
+    """Run ``app``, counting the bytes it sends, and write the access line when it is done."""
+    status = ["500 Internal Server Error"]
+
+    def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+        status[0] = status_line
+        return start_response(status_line, headers, exc_info) if exc_info else \
+            start_response(status_line, headers)
+
+    size = 0
+    body = app(environ, recording_start_response)
+    try:
+        for chunk in body:
+            size += len(chunk)
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        try:
+            if close is not None:
+                close()
+        finally:
+            log.access(environ, status[0], size)
