@@ -1,0 +1,62 @@
+"""A small program that uses sitebus.systemd, run by the integration tests.
+
+``python systemd_child.py activate``: takes the sockets systemd passed (``listen_fds``), says
+``SOCKETS=name/family,...`` on NOTIFY_SOCKET, then accepts one connection on each socket and
+answers ``name family`` on it.
+
+``python systemd_child.py notifier``: a Bus with SignalHandler and SystemdNotifier; it binds a
+TCP listener named ``web`` on 127.0.0.1 (or takes it back from LISTEN_FDS after a re-exec) and,
+with CHILD_FDSTORE=1, stores it. SIGUSR2 makes the main thread wait until a line arrives on
+the FIFO named by CHILD_FIFO (a stuck main loop, for the watchdog test).
+"""
+
+import os
+import socket
+import sys
+
+from sitebus import systemd
+from sitebus.bus import Bus
+from sitebus.logs import log_to_screen
+from sitebus.signals import SignalHandler
+
+
+def activate() -> None:
+    sockets = systemd.listen_fds()
+    leftover = sorted(k for k in os.environ if k.startswith("LISTEN_"))
+    families = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
+    described = ",".join(f"{name}/{families[sock.family]}" for sock, name in sockets)
+    systemd.notify(systemd.notify_message(SOCKETS=described, LEFTOVER=":".join(leftover)))
+    for sock, name in sockets:
+        connection, _ = sock.accept()
+        with connection:
+            connection.sendall(f"{name} {families[sock.family]}\n".encode())
+
+
+def notifier() -> None:
+    log_to_screen()
+    bus = Bus()
+    passed = systemd.listen_fds()
+    if passed:
+        listener = passed[0][0]
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+    bus.inherit_fds[listener.fileno()] = "web"
+    signals = SignalHandler(bus)
+    signals.subscribe()
+    plugin = systemd.SystemdNotifier(bus)
+    if os.environ.get("CHILD_FDSTORE") == "1":
+        plugin.fdstore = True
+    plugin.subscribe()
+
+    def stuck() -> None:
+        with open(os.environ["CHILD_FIFO"]) as fifo:
+            print(f"unstuck: {fifo.readline().strip()}", flush=True)
+
+    signals.set_handler("SIGUSR2", stuck)
+    print(f"port={listener.getsockname()[1]}", flush=True)
+    bus.start()
+    bus.block()
+
+
+if __name__ == "__main__":
+    {"activate": activate, "notifier": notifier}[sys.argv[1]]()
