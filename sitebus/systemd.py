@@ -432,6 +432,8 @@ class SystemdNotifier(SimplePlugin):
     def starting(self) -> None:
         """Check the settings and say the site is starting."""
         self._check_settings()
+        how = "systemd-python" if _systemd_daemon() is not None else "the standard library"
+        self.bus.log(f"Notifying systemd through {how}.")
         self.status("Starting")
 
     starting.priority = 1  # type: ignore[attr-defined]

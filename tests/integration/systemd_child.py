@@ -8,8 +8,12 @@ answers ``name family`` on it.
 TCP listener named ``web`` on 127.0.0.1 (or takes it back from LISTEN_FDS after a re-exec) and,
 with CHILD_FDSTORE=1, stores it. SIGUSR2 makes the main thread wait until a line arrives on
 the FIFO named by CHILD_FIFO (a stuck main loop, for the watchdog test).
+
+``python systemd_child.py journal [force]``: attaches the journal handler (when stderr is the
+journal, or forced), prints whether it did, and logs two records.
 """
 
+import logging
 import os
 import socket
 import sys
@@ -49,6 +53,7 @@ def notifier() -> None:
     plugin.subscribe()
 
     def stuck() -> None:
+        print("stuck", flush=True)
         with open(os.environ["CHILD_FIFO"]) as fifo:
             print(f"unstuck: {fifo.readline().strip()}", flush=True)
 
@@ -58,5 +63,14 @@ def notifier() -> None:
     bus.block()
 
 
+def journal() -> None:
+    bus = Bus()
+    handler = systemd.log_to_journal(bus, identifier="sitebus-test",
+                                     force=sys.argv[2:] == ["force"])
+    print(f"journal handler: {type(handler).__name__}", flush=True)
+    bus.log("a warning from the engine", 30)
+    logging.getLogger("sitebus").error("an HTTP error", extra={"context": "HTTP"})
+
+
 if __name__ == "__main__":
-    {"activate": activate, "notifier": notifier}[sys.argv[1]]()
+    {"activate": activate, "notifier": notifier, "journal": journal}[sys.argv[1]]()

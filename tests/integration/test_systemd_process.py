@@ -1,0 +1,339 @@
+"""sitebus.systemd in real processes: systemd-socket-activate, the notify sequence through
+start, restart, graceful and stop, watchdog pings, the file-descriptor store, and journald."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitebus.systemd import monotonic_usec
+from tests.processes import NotifySocket, Timeout, python
+
+CHILD = Path(__file__).with_name("systemd_child.py")
+SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+
+try:
+    import systemd.journal  # noqa: F401
+
+    HAVE_SYSTEMD_PYTHON = True
+except ImportError:
+    HAVE_SYSTEMD_PYTHON = False
+
+NEEDS_SYSTEMD_PYTHON = pytest.mark.skipif(
+    not HAVE_SYSTEMD_PYTHON,
+    reason="systemd-python is not installed (apt-get install libsystemd-dev pkg-config; "
+    "pip install systemd-python)",
+)
+# The notify datagrams through both implementations: "0" forces the standard library.
+BOTH_PATHS = [
+    pytest.param("0", id="stdlib"),
+    pytest.param("1", id="systemd-python", marks=NEEDS_SYSTEMD_PYTHON),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def position(notify: NotifySocket, message: dict[str, str]) -> int:
+    return next(i for i, m in enumerate(notify.messages) if m is message)
+
+
+def wait_after(notify: NotifySocket, key: str, value: str | None,
+               earlier: dict[str, str]) -> dict[str, str]:
+    return notify.wait_for(key, value, after=position(notify, earlier) + 1)
+
+
+# -- socket activation -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not installed "
+                    "(Debian package systemd)")
+@pytest.mark.parametrize("fdnames, expected", [
+    (None, ("unknown", "unknown")),
+    ("web:local", ("web", "local")),
+])
+def test_listen_fds_takes_tcp_and_unix_sockets_from_systemd_socket_activate(
+    spawn: Any, tmp_path: Path, fdnames: str | None, expected: tuple[str, str]
+) -> None:
+    port, path = free_port(), tmp_path / "site.sock"
+    names = [f"--fdname={fdnames}"] if fdnames else []
+    child = spawn([
+        str(SOCKET_ACTIVATE), "-l", f"127.0.0.1:{port}", "-l", str(path), *names,
+        "-E", "PYTHONPATH", "-E", "PYTHONUNBUFFERED", "-E", "NOTIFY_SOCKET",
+        sys.executable, str(CHILD), "activate",
+    ])
+    child.wait_for_output(rf"Listening on {re.escape(str(path))} as 4")
+    # The first connection makes systemd-socket-activate execute the child; both wait in
+    # the kernel's backlog until the child accepts them.
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as tcp, \
+            socket.socket(socket.AF_UNIX) as unix:
+        unix.settimeout(15)
+        unix.connect(str(path))
+        message = child.notify.wait_for("SOCKETS")
+        assert message == {"SOCKETS": f"{expected[0]}/inet,{expected[1]}/unix", "LEFTOVER": ""}
+        assert tcp.recv(100) == f"{expected[0]} inet\n".encode()
+        assert unix.recv(100) == f"{expected[1]} unix\n".encode()
+    assert child.wait() == 0
+
+
+@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not installed")
+def test_a_datagram_socket_is_a_clear_error(spawn: Any, tmp_path: Path) -> None:
+    path = tmp_path / "site.sock"
+    child = spawn([
+        str(SOCKET_ACTIVATE), "--datagram", "-l", str(path), "-E", "PYTHONPATH",
+        sys.executable, str(CHILD), "activate",
+    ])
+    child.wait_for_output(r"Listening on .* as 3")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"wake up", str(path))
+    assert child.wait() != 0
+    assert ("ConfigError: LISTEN_FDS: fd 3 ('unknown') passed by systemd is a socket of "
+            "type 2, not a stream socket (use ListenStream=") in child.output
+
+
+# -- the notify sequence -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_systemd_python", BOTH_PATHS)
+def test_notify_sequence_through_restart_graceful_and_stop(
+    spawn: Any, use_systemd_python: str
+) -> None:
+    child = spawn(python(str(CHILD), "notifier"),
+                  env={"SITEBUS_SYSTEMD_PYTHON": use_systemd_python})
+    notify = child.notify
+    ready = notify.wait_for("READY", "1")
+    # SIGHUP at once: the handler must be in place before READY=1 (Type=notify-reload).
+    child.send_signal(signal.SIGHUP)
+    restarting = wait_after(notify, "RELOADING", "1", ready)
+    ready = wait_after(notify, "READY", "1", restarting)
+    before = monotonic_usec()
+    child.send_signal(signal.SIGUSR1)
+    reloading = wait_after(notify, "RELOADING", "1", ready)
+    assert before <= int(reloading["MONOTONIC_USEC"]) <= monotonic_usec()
+    ready = wait_after(notify, "READY", "1", reloading)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait() == 0
+    wait_after(notify, "STOPPING", "1", ready)
+
+    events = [key for m in notify.messages for key in ("READY", "RELOADING", "STOPPING")
+              if key in m]
+    assert events == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"]
+    statuses = [m["STATUS"] for m in notify.messages]
+    running = r"Running; listening on 127\.0\.0\.1:\d+"
+    expected = ["Starting", running, r"Restarting \(re-executing\)", "Starting", running,
+                r"Reloading \(graceful\)", running, "Stopping"]
+    assert len(statuses) == len(expected), statuses
+    for status, pattern in zip(statuses, expected):
+        assert re.fullmatch(pattern, status), (status, pattern)
+    assert "MONOTONIC_USEC" in restarting
+    assert child.output.count("Re-spawning") == 1
+    how = "systemd-python" if use_systemd_python == "1" else "the standard library"
+    assert child.output.count(f"Notifying systemd through {how}.") == 2
+
+
+# -- the watchdog ------------------------------------------------------------------------------
+
+
+def test_watchdog_pings_at_half_the_interval_only_while_the_main_loop_runs(
+    spawn: Any, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "unstick"
+    os.mkfifo(fifo)
+    interval = 0.2
+    child = spawn(python(str(CHILD), "notifier"),
+                  env={"WATCHDOG_USEC": str(int(interval * 2 * 1_000_000)),
+                       "CHILD_FIFO": str(fifo)})
+    notify = child.notify
+    latest = notify.wait_for("READY", "1")
+    arrivals = []
+    for _ in range(6):
+        latest = wait_after(notify, "WATCHDOG", "1", latest)
+        arrivals.append(monotonic_usec() / 1e6)
+    elapsed = arrivals[-1] - arrivals[0]
+    assert 5 * interval * 0.8 <= elapsed <= 5 * interval * 10, arrivals
+    assert "Pinging systemd's watchdog every 0.2 s." in child.output
+
+    # A stuck main loop means no ping, though the timer thread is alive.
+    child.send_signal(signal.SIGUSR2)
+    child.wait_for_output(r"^stuck$")
+    count = len(notify.messages)
+    with pytest.raises(Timeout):
+        notify.wait_for("WATCHDOG", "1", timeout=6 * interval, after=count)
+    with open(fifo, "w") as unstick:
+        unstick.write("go\n")
+    child.wait_for_output(r"^unstuck: go$")
+    notify.wait_for("WATCHDOG", "1", after=count)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait() == 0
+
+
+# -- the file-descriptor store -------------------------------------------------------------------
+
+TAKE_BACK = """\
+import os, sys
+fd = int(sys.argv[1])
+os.dup2(fd, 3)
+os.close(fd)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+@pytest.mark.parametrize("use_systemd_python", BOTH_PATHS)
+def test_fdstore_carries_the_listener_across_a_full_stop_and_start(
+    spawn: Any, use_systemd_python: str
+) -> None:
+    env = {"CHILD_FDSTORE": "1", "SITEBUS_SYSTEMD_PYTHON": use_systemd_python}
+    first = spawn(python(str(CHILD), "notifier"), env=env, name="first")
+    stored = first.notify.wait_for("FDSTORE", "1")
+    assert stored == {"FDSTORE": "1", "FDNAME": "web"}
+    [fds] = [first.notify.fds[position(first.notify, stored)]]
+    assert len(fds) == 1
+    wait_after(first.notify, "READY", "1", stored)  # stored once bound, before READY=1
+    port = int(first.wait_for_output(r"port=(\d+)").group(1))
+    first.send_signal(signal.SIGKILL)  # the site is gone; only the store holds the socket
+    first.wait()
+
+    # A connection made while no site runs waits in the stored socket's backlog...
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
+        # ...and the next start, handed the store as LISTEN_FDS, takes the same socket back.
+        second = spawn(python("-c", TAKE_BACK, str(fds[0]), str(CHILD), "notifier"),
+                       env=env, name="second", pass_fds=(fds[0],))
+        second.notify.wait_for("READY", "1")
+        assert int(second.wait_for_output(r"port=(\d+)").group(1)) == port
+        with socket.socket(fileno=os.dup(fds[0])) as listener:
+            listener.settimeout(15)
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"no connection refused")
+        assert client.recv(100) == b"no connection refused"
+    # systemd holds the sockets it passed already: they are not stored twice.
+    assert all("FDSTORE" not in m for m in second.notify.messages)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait() == 0
+
+
+# -- journald ----------------------------------------------------------------------------------
+
+
+def journal_fields(datagram: bytes) -> dict[str, str]:
+    """Parse one datagram of journald's native protocol (KEY=value, or KEY\\n<len><bytes>)."""
+    fields: dict[str, str] = {}
+    rest = datagram
+    while rest:
+        line, _, after = rest.partition(b"\n")
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+            fields[key.decode()] = value.decode()
+            rest = after
+        else:
+            (size,) = struct.unpack("<Q", after[:8])
+            fields[line.decode()] = after[8:8 + size].decode()
+            rest = after[8 + size + 1:]
+    return fields
+
+
+def _can_mount_namespaces() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False
+    try:
+        return subprocess.run([unshare, "-m", "--propagation", "private", "mount", "-t",
+                               "tmpfs", "tmpfs", "/mnt"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture
+def journal_socket(tmp_path: Path) -> Any:
+    """A socket that records what journald would receive, seen by a child at journald's path.
+
+    The child runs in a mount namespace of its own where this test's directory is mounted on
+    /run/systemd/journal, so libsystemd's sd_journal_send reaches the recorder.
+    """
+    if not HAVE_SYSTEMD_PYTHON:
+        pytest.skip("systemd-python is not installed")
+    if not _can_mount_namespaces():
+        pytest.skip("no mount namespaces here (unshare -m needs CAP_SYS_ADMIN)")
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    recorder = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    recorder.bind(str(directory / "socket"))
+    recorder.settimeout(15)
+    wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && '
+            'mount --bind "$0" /run/systemd/journal && exec "$@"', str(directory)]
+    yield recorder, wrap
+    recorder.close()
+
+
+def receive_journal(recorder: socket.socket, count: int) -> list[dict[str, str]]:
+    records = []
+    for _ in range(count):
+        data, fds, _flags, _address = socket.recv_fds(recorder, 1 << 20, 4)
+        for fd in fds:  # big entries come in a memfd
+            with os.fdopen(fd, "rb") as memfd:
+                data = memfd.read()
+        records.append(journal_fields(data))
+    return records
+
+
+@pytest.mark.parametrize("how", ["JOURNAL_STREAM", "forced"])
+def test_log_records_reach_journald_with_priority_and_fields(
+    spawn: Any, tmp_path: Path, journal_socket: Any, how: str
+) -> None:
+    recorder, wrap = journal_socket
+    env = {}
+    if how == "JOURNAL_STREAM":
+        log = tmp_path / "journal.log"  # the child's stderr: spawn truncates, the inode stays
+        log.touch()
+        info = log.stat()
+        env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+    args = ["force"] if how == "forced" else []
+    child = spawn([*wrap, *python(str(CHILD), "journal", *args)], env=env, name="journal")
+    assert child.wait() == 0, child.output
+    assert "journal handler: JournalHandler" in child.output
+    warning, error = receive_journal(recorder, 2)
+    assert warning["MESSAGE"] == "a warning from the engine"
+    assert warning["PRIORITY"] == "4"
+    assert warning["SYSLOG_IDENTIFIER"] == "sitebus-test"
+    assert warning["SITEBUS_CONTEXT"] == "ENGINE"
+    assert warning["SITEBUS_STATE"] == "STOPPED"
+    assert (error["MESSAGE"], error["PRIORITY"], error["SITEBUS_CONTEXT"]) == (
+        "an HTTP error", "3", "HTTP")
+
+
+@NEEDS_SYSTEMD_PYTHON
+def test_stderr_that_is_not_the_journal_gets_no_journal_handler(spawn: Any) -> None:
+    child = spawn(python(str(CHILD), "journal"), env={"JOURNAL_STREAM": "1:2"})
+    assert child.wait() == 0
+    assert "journal handler: NoneType" in child.output
+
+
+@pytest.mark.skipif(not os.path.exists("/run/systemd/journal/socket") or
+                    shutil.which("journalctl") is None,
+                    reason="no journald here (/run/systemd/journal/socket is missing)")
+@NEEDS_SYSTEMD_PYTHON
+def test_records_land_in_the_real_journal(spawn: Any) -> None:
+    child = spawn(python(str(CHILD), "journal", "force"))
+    assert child.wait() == 0
+    found = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=sitebus-test",
+         f"_PID={child.pid}"], capture_output=True, text=True, timeout=30)
+    assert "a warning from the engine" in found.stdout
