@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -365,3 +367,87 @@ def test_running_status_names_the_listening_addresses(tmp_path: Path) -> None:
         port = tcp.getsockname()[1]
     assert text == f"Running; listening on 127.0.0.1:{port}, {tmp_path / 'site.sock'}"
     assert systemd.SystemdNotifier(Bus()).running_status() == "Running"
+
+
+def test_notifier_watchdog_thread_ends_with_the_bus(notify_socket: NotifySocket,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    bus = Bus()
+    plugin = systemd.SystemdNotifier(bus)
+    plugin.subscribe()
+    seen: dict[str, Any] = {}
+
+    def watch_then_exit() -> None:
+        ready = notify_socket.wait_for("READY", "1")
+        seen["ping"] = notify_socket.wait_for("WATCHDOG", "1",
+                                              after=notify_socket.messages.index(ready))
+        seen["threads"] = [t.name for t in threading.enumerate()]
+        bus.exit()
+
+    bus.start()
+    threading.Thread(target=watch_then_exit, daemon=True).start()
+    bus.block()
+    assert seen["ping"] == {"WATCHDOG": "1"}
+    assert "systemd watchdog" in seen["threads"]
+    assert plugin.interval == 0.05
+    assert "systemd watchdog" not in [t.name for t in threading.enumerate()]
+
+
+# -- listen_fds and journald, the parts that need no other process ------------------------------
+
+
+def test_listen_fds_removes_variables_meant_for_another_process(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LISTEN_PID", "1")
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    monkeypatch.setenv("LISTEN_FDNAMES", "a:b")
+    assert systemd.listen_fds() == []
+    assert not [key for key in os.environ if key.startswith("LISTEN_")]
+
+
+def test_listen_fds_removes_the_variables_even_when_they_are_wrong(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "many")
+    with pytest.raises(ConfigError, match="LISTEN_FDS: expected an integer"):
+        systemd.listen_fds()
+    assert "LISTEN_PID" not in os.environ
+
+
+def test_journal_is_not_used_when_stderr_is_not_the_journal(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    assert systemd.log_to_journal() is None
+
+
+def test_journal_asked_for_without_systemd_python_names_the_package(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # import fails as if missing
+    with pytest.raises(UnavailableError, match=r"pip install sitebus\[systemd\]") as caught:
+        systemd.log_to_journal(force=True)
+    assert caught.value.exit_code == 69
+    stderr = os.fstat(2)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stderr.st_dev}:{stderr.st_ino}")
+    assert systemd.log_to_journal() is None  # automatic: plain stderr still reaches journald
+
+
+@pytest.mark.skipif(not HAVE_SYSTEMD_PYTHON, reason="systemd-python is not installed")
+def test_journal_handler_is_attached_with_identifier_and_fields() -> None:
+    logger = logging.getLogger("sitebus-journal-test")
+    bus = Bus()
+    handler = systemd.log_to_journal(bus, logger=logger.name, identifier="shop", force=True)
+    try:
+        assert handler in logger.handlers
+        assert type(handler).__name__ == "JournalHandler"
+        assert handler._extra["SYSLOG_IDENTIFIER"] == "shop"  # type: ignore[union-attr]
+        record = logger.makeRecord(logger.name, 30, __file__, 1, "x", (), None,
+                                   extra={"context": "HTTP"})
+        assert handler.filter(record)  # type: ignore[union-attr]
+        assert (record.SITEBUS_CONTEXT, record.SITEBUS_STATE) == ("HTTP", "STOPPED")
+    finally:
+        logger.removeHandler(handler)  # type: ignore[arg-type]
