@@ -23,6 +23,7 @@ from sitebus.systemd import (
     listen_environ,
     notify_message,
     parse_listen_fds,
+    protocol,
     watchdog_interval,
 )
 from tests.processes import NotifySocket
@@ -46,7 +47,7 @@ BOTH_PATHS = [
 
 @pytest.fixture(params=BOTH_PATHS)
 def notify_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(systemd, "prefer_systemd_python", request.param)
+    monkeypatch.setattr(protocol, "prefer_systemd_python", request.param)
     return bool(request.param)
 
 

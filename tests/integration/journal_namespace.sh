@@ -13,7 +13,7 @@ mkdir -p /run/systemd/journal /run/log/journal
 if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
 "$journald" &
 pid=$!
-trap 'kill $pid 2>/dev/null' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 tries=0
 until [ -S /run/systemd/journal/stdout ] && [ -S /run/systemd/journal/socket ]; do
     tries=$((tries + 1)); [ $tries -lt 300 ] || { echo "journald did not start" >&2; exit 1; }
