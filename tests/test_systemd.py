@@ -452,3 +452,15 @@ def test_journal_handler_is_attached_with_identifier_and_fields() -> None:
         assert (record.SITEBUS_CONTEXT, record.SITEBUS_STATE) == ("HTTP", "STOPPED")
     finally:
         logger.removeHandler(handler)  # type: ignore[arg-type]
+
+
+def test_notifier_refuses_to_start_with_a_bad_watchdog_interval(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "soon")
+    bus = Bus()
+    systemd.SystemdNotifier(bus).subscribe()
+    with pytest.raises(ChannelFailures) as caught:
+        bus.start()
+    assert [str(e) for e in root_causes(caught.value)] == [
+        "WATCHDOG_USEC: expected an integer of at least 1, got 'soon'"]

@@ -8,13 +8,15 @@ the variables may have leaked from a parent), ``LISTEN_FDS`` (how many) and ``LI
 ``parse_listen_fds`` reads them and ``assign_listeners`` decides which server takes which
 socket; both are pure. ``listen_fds`` is the shell: it checks each descriptor is a listening
 stream socket (TCP or UNIX) and removes the variables, so child processes never take them for
-theirs. ``listen_environ`` writes the variables for the other direction (a re-exec). The
+theirs. ``listen_environ`` writes the variables for the other direction, and
+``hand_over_listeners`` moves the sockets into place for it, just before a re-exec. The
 checks are our own rather than libsystemd's ``sd_is_socket``, so socket activation needs no
 optional package at all.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import stat
@@ -27,6 +29,7 @@ __all__ = [
     "Claim",
     "assign_listeners",
     "check_fdname",
+    "hand_over_listeners",
     "listen_environ",
     "listen_fds",
     "parse_listen_fds",
@@ -235,3 +238,25 @@ def passed_by_systemd(sock: socket.socket | int) -> bool:
     except OSError:
         return False
     return (info.st_dev, info.st_ino) in _passed_by_systemd
+
+
+def hand_over_listeners(listeners: Mapping[int, str]) -> dict[int, str]:
+    """Move ``listeners`` (``{fd: name}``) to fds 3, 4, ... and set LISTEN_* for a re-exec.
+
+    For the last moment before ``os.execv``: whatever held those descriptors is replaced (it
+    is close-on-exec anyway), so nothing may be written through them afterwards. Returns the
+    new ``{fd: name}``, inheritable, for the descriptors to keep open across the exec.
+    """
+    names = list(listeners.values())
+    environ = listen_environ(names, os.getpid())  # checks the names before anything moves
+    first_free = LISTEN_FDS_START + len(names)
+    # Copy every listener above the target range first, so no move overwrites another.
+    copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, first_free) for fd in listeners]
+    moved: dict[int, str] = {}
+    for index, (copy, name) in enumerate(zip(copies, names, strict=True)):
+        target = LISTEN_FDS_START + index
+        os.dup2(copy, target, inheritable=True)
+        os.close(copy)
+        moved[target] = name
+    os.environ.update(environ)
+    return moved

@@ -42,9 +42,6 @@ from sitebus.systemd.protocol import (
 
 __all__ = ["SystemdNotifier"]
 
-# -- the plugin --------------------------------------------------------------------------------
-
-
 class SystemdNotifier(SimplePlugin):
     """Tell systemd what the site is doing, and ping its watchdog while the main loop runs.
 
@@ -101,8 +98,9 @@ class SystemdNotifier(SimplePlugin):
                               key="engine.systemd.fdstore", value=self.fdstore)
 
     def starting(self) -> None:
-        """Check the settings and say the site is starting."""
+        """Check the settings (and WATCHDOG_USEC), and say the site is starting."""
         self._check_settings()
+        self.interval = watchdog_interval(os.environ, os.getpid()) if self.watchdog else None
         how = "systemd-python" if protocol.systemd_daemon() else "the standard library"
         self.bus.log(f"Notifying systemd through {how}.")
         self.status("Starting")
@@ -188,7 +186,6 @@ class SystemdNotifier(SimplePlugin):
     # -- the watchdog ------------------------------------------------------------------------
 
     def _start_watchdog(self) -> None:
-        self.interval = watchdog_interval(os.environ, os.getpid()) if self.watchdog else None
         if self.interval is None or self._thread is not None:
             return
         self._stop_pinging.clear()

@@ -63,7 +63,7 @@ def notify_address(value: str) -> str:
         return value
     raise UnavailableError(
         f"NOTIFY_SOCKET: expected an absolute path or an @abstract name, got {value!r} "
-        "(other kinds of address need systemd-python: pip install sitebus[systemd])"
+        "(systemd-python reaches the other kinds: pip install sitebus[systemd])"
     )
 
 
@@ -98,7 +98,7 @@ def notify(message: str, fds: Iterable[socket.socket | int] = ()) -> bool:
         return bool(daemon.notify(message))
     data = message.encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        # Connected first: socket.send_fds ignores its address argument (CPython 3.10-3.12).
+        # Connected first: socket.send_fds ignores its address argument (seen in CPython 3.11).
         sock.connect(notify_address(address))
         if numbers:
             socket.send_fds(sock, [data], numbers)

@@ -106,6 +106,34 @@ def test_a_datagram_socket_is_a_clear_error(spawn: Any, tmp_path: Path) -> None:
             "type 2, not a stream socket (use ListenStream=") in child.output
 
 
+def test_hand_over_listeners_keeps_the_sockets_across_a_re_exec(spawn: Any,
+                                                              tmp_path: Path) -> None:
+    path = tmp_path / "site.sock"
+    read_end, write_end = os.pipe()
+    try:
+        child = spawn(python(str(CHILD), "handover"), env={"CHILD_UNIX_PATH": str(path)},
+                      stdin=read_end)
+    finally:
+        os.close(read_end)
+    first = child.notify.wait_for("GENERATION", "0")
+    # Connections made before the re-exec wait in the backlog; the new image serves them.
+    with socket.create_connection(("127.0.0.1", int(first["PORT"])), timeout=15) as tcp, \
+            socket.socket(socket.AF_UNIX) as unix:
+        unix.settimeout(15)
+        unix.connect(str(path))
+        os.write(write_end, b"go\n")
+        os.close(write_end)
+        second = wait_after(child.notify, "GENERATION", "1", first)
+        assert tcp.recv(100) == b"generation 1 web\n"
+        assert unix.recv(100) == b"generation 1 local\n"
+    assert child.wait() == 0
+    assert first["PID"] == second["PID"] == str(child.pid)
+    assert second["PORT"] == first["PORT"]
+    assert second["FDS"] == "local:4,web:3"  # moved to 3, 4 and taken back by name
+    assert second["LEFTOVER"] == ""  # LISTEN_* removed once read
+    assert second["OPEN"] == first["OPEN"]  # nothing else crossed the exec
+
+
 # -- the notify sequence -----------------------------------------------------------------------
 
 
