@@ -193,7 +193,8 @@ def test_watchdog_pings_at_half_the_interval_only_while_the_main_loop_runs(
         latest = wait_after(notify, "WATCHDOG", "1", latest)
         arrivals.append(monotonic_usec() / 1e6)
     elapsed = arrivals[-1] - arrivals[0]
-    assert 5 * interval * 0.8 <= elapsed <= 5 * interval * 10, arrivals
+    # Generous bounds: a busy machine delays arrivals, but pings never come in a flood.
+    assert 5 * interval * 0.5 <= elapsed <= 5 * interval * 10, arrivals
     assert "Pinging systemd's watchdog every 0.2 s." in child.output
 
     # A stuck main loop means no ping, though the timer thread is alive.
