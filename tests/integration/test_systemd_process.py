@@ -22,7 +22,7 @@ from tests.processes import NotifySocket, Timeout, python
 CHILD = Path(__file__).with_name("systemd_child.py")
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 
-pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(90)
 
 try:
     import systemd.journal  # noqa: F401
@@ -177,6 +177,7 @@ def test_notify_sequence_through_restart_graceful_and_stop(
 # -- the watchdog ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_watchdog_pings_at_half_the_interval_only_while_the_main_loop_runs(
     spawn: Any, tmp_path: Path
 ) -> None:
