@@ -31,9 +31,10 @@ Rules:
   pipe is safe at any moment.
 - ``restart()`` sets ``execv`` and exits; the main thread, in ``block()``, joins the other
   non-daemon threads and re-executes the same command line (``sys.orig_argv``) from the start-up
-  directory. Only descriptors listed in ``inherit_fds`` survive the exec; the others are
-  already close-on-exec (PEP 446) or are made so by walking ``/proc/self/fd``, which costs the
-  number of open descriptors, not the descriptor limit.
+  directory. Just before, it publishes ``execv``, the last moment for plugins to arrange what
+  the new image inherits. Only descriptors listed in ``inherit_fds`` survive the exec; the
+  others are already close-on-exec (PEP 446) or are made so by walking ``/proc/self/fd``,
+  which costs the number of open descriptors, not the descriptor limit.
 """
 
 from __future__ import annotations
@@ -504,6 +505,9 @@ class Bus:
                            sys.executable)
         self.log(f"Re-spawning {' '.join(argv)}")
         os.chdir(_startup_cwd)
+        # Last call for plugins: the site moves its listening sockets into place here and
+        # describes them to the new image (LISTEN_FDS...), updating inherit_fds.
+        self.publish("execv")
         _close_on_exec_except(set(self.inherit_fds))
         for fd in self.inherit_fds:
             os.set_inheritable(fd, True)
