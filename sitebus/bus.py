@@ -161,6 +161,9 @@ class Bus:
         self._exit_after_start = False
         self._exit_after_stop = False
         self._exit_in_progress = False
+        # Set once the exit listeners have all run: block() re-executes only after that, even
+        # when another thread is the one exiting.
+        self._exit_done = threading.Event()
         self._state = states.STOPPED
         self._state_changed = threading.Condition(threading.Lock())
         self._main_calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
@@ -368,9 +371,12 @@ class Bus:
             self._set_state(states.EXITING)
         finally:
             self._exit_in_progress = False
-        atexit.unregister(self._exit_at_interpreter_exit)
-        self.publish("exit")
-        self.log("Bus EXITED")
+        try:
+            atexit.unregister(self._exit_at_interpreter_exit)
+            self.publish("exit")
+            self.log("Bus EXITED")
+        finally:
+            self._exit_done.set()
 
     def graceful(self) -> None:
         """Advise all services to reload."""
@@ -487,6 +493,7 @@ class Bus:
             self.exit()
             raise
 
+        self._exit_done.wait()
         self.log("Waiting for child threads to terminate...")
         current = threading.current_thread()
         for thread in threading.enumerate():

@@ -477,3 +477,29 @@ def test_close_on_exec_marks_all_but_the_kept_descriptors() -> None:
     finally:
         for fd in (r1, w1, r2, w2):
             os.close(fd)
+
+
+def test_block_returns_only_after_the_exit_listeners_of_another_thread(bus: Bus) -> None:
+    order: list[str] = []
+    listener_started = threading.Event()
+    proceed = threading.Event()
+    block_returned = threading.Event()
+
+    def slow_exit_listener() -> None:
+        listener_started.set()
+        assert proceed.wait(10)
+        order.append("exit listeners done")
+
+    def release_when_block_returns_or_soon() -> None:
+        assert listener_started.wait(10)
+        block_returned.wait(0.5)  # only a broken bus returns from block() meanwhile
+        proceed.set()
+
+    bus.subscribe("exit", slow_exit_listener)
+    bus.start()
+    threading.Thread(target=bus.exit, daemon=True).start()
+    threading.Thread(target=release_when_block_returns_or_soon, daemon=True).start()
+    bus.block()
+    order.append("block returned")
+    block_returned.set()
+    assert order == ["exit listeners done", "block returned"]
