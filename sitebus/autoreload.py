@@ -1,0 +1,584 @@
+"""Autoreloader: re-execute the process when one of its source or config files changes.
+
+What is watched: the files of the imported modules whose names match ``match``
+(``sysfiles()``), and every file in ``files`` (the site adds its config files there, frameworks
+their templates). A relative module path is made absolute against the directory the process
+was in when this module was imported; a ``.pyc`` stands for its ``.py``; a module loaded from a
+zip archive stands for the archive. A file that does not exist is skipped, as the reference
+does, and looked for again at the next scan.
+
+How: a watcher (``sitebus.watchers``; inotify on Linux) watches the directories of those files
+and reports every change in them; a change to any other entry costs one dictionary look-up.
+Nothing polls: idle, the watcher's thread and this plugin's thread are blocked, and the process
+makes no wake-ups. ``frequency`` is kept for compatibility: it paces only the polling fallback,
+and 0 turns the plugin off, as it does the reference's Monitor.
+
+One save, one reload: an editor's save is several events (write a temporary file and rename it
+over the original, or truncate and write in pieces, then chmod). Changes are gathered until the
+watched files have been quiet for ``quiet`` seconds (0.05), or 1 s after the first change if
+they never go quiet, and then acted on once. 50 ms because the events of one save come within
+a few milliseconds of each other, while the whole reload, from save to new text served, should
+take under 0.3 s and the new process needs most of that.
+
+A syntax error does not take the site down: before restarting, each changed ``.py`` file is
+compiled (``compile(source, path, 'exec')``). One that fails is logged (level 40: file, line,
+message) and the running code keeps serving; the file is compiled again before any later
+restart, so saving another file cannot bring up a process that would fail to import it, and
+the next save of it is tried again. Other files (config files) restart without a check.
+
+Restart: ``Restarting because <path> changed.`` is logged, and the main thread is asked
+(``bus.call_in_main_thread``) to call ``bus.restart()``; the exit listeners then run in the
+thread that re-executes, so the exec cannot cut them short. Later events are ignored.
+
+Modules imported after start: a finder first on ``sys.meta_path`` (it finds nothing, it only
+notes that an import is under way) makes the plugin rescan ``sys.modules`` once imports have
+settled, so a module imported lazily, even from a directory not watched yet, is watched too.
+Modules put into ``sys.modules`` by hand are found when an event arrives in a watched directory
+while ``sys.modules`` has grown, and at ``graceful`` and ``run()``. Adding to ``files`` (a set
+that tells the plugin) rescans as well.
+
+Rejected: polling mtimes, as CherryPy does (a wake-up per second, up to a second late);
+watchdog's InotifyObserver (see ``sitebus.watchers``); an audit hook on 'import' (it runs for
+every audited event of the process and cannot be removed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any
+
+from sitebus.bus import Bus, states
+from sitebus.errors import ConfigError, UnavailableError
+from sitebus.plugins import SimplePlugin
+from sitebus.watchers import (
+    AUTO,
+    Watcher,
+    choose_watcher,
+    limit_hint,
+    make_watcher,
+    unavailable_reasons,
+    watchers,
+)
+
+__all__ = [
+    "Autoreloader",
+    "WatchedFiles",
+    "module_files",
+    "source_path",
+    "settle_delay",
+    "syntax_error",
+    "check_settings",
+]
+
+SETTING = "engine.autoreload"
+LONGEST_WAIT = 1.0  # act this long after the first change even if changes never stop
+
+# Relative module paths are relative to the directory the process imported them from.
+_module_file_base = os.getcwd()
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+def source_path(filename: str, base: str) -> str:
+    """Return the absolute source file for a module's ``__file__`` (``.pyc`` gives ``.py``)."""
+    path = os.path.normpath(os.path.join(base, filename))
+    if not path.endswith(".pyc"):
+        return path
+    if os.path.basename(os.path.dirname(path)) == "__pycache__":
+        try:
+            return importlib.util.source_from_cache(path)
+        except (ValueError, NotImplementedError):
+            pass
+    return path[:-1]
+
+
+def module_files(modules: Mapping[str, Any], match: str, base: str) -> set[str]:
+    """Return the source files of the modules whose names match ``match`` (``re.match``)."""
+    pattern = re.compile(match)
+    found: set[str] = set()
+    for name, module in list(modules.items()):
+        if module is None or not pattern.match(name):
+            continue
+        try:
+            archive = getattr(getattr(module, "__loader__", None), "archive", None)
+            filename = archive if isinstance(archive, str) else getattr(module, "__file__", None)
+        except Exception:  # a lazy module whose attribute access imports, and fails
+            continue
+        if isinstance(filename, str) and filename:
+            found.add(source_path(filename, base))
+    return found
+
+
+def settle_delay(first: float, last: float, now: float, quiet: float,
+                 longest: float = LONGEST_WAIT) -> float:
+    """Return how long to wait before acting on changes seen from ``first`` to ``last``.
+
+    Act once nothing has changed for ``quiet`` seconds, or ``longest`` after the first change,
+    so a file rewritten without pause still reloads. 0 means act now.
+    """
+    due = min(last + quiet, first + max(quiet, longest))
+    return max(0.0, due - now)
+
+
+def syntax_error(source: bytes, filename: str) -> str | None:
+    """Return where and why ``source`` does not compile (``path, line N: message``), or None."""
+    try:
+        compile(source, filename, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        line = f", line {error.lineno}" if error.lineno else ""
+        return f"{error.filename or filename}{line}: {error.msg}"
+    except ValueError as error:  # null bytes, before Python 3.12
+        return f"{filename}: {error}"
+    return None
+
+
+def _seconds(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def check_file_name(item: object) -> None:
+    """Raise ConfigError unless ``item`` can name a file."""
+    if not isinstance(item, (str, os.PathLike)) or not os.fspath(item):
+        raise ConfigError(f"expected file names (strings or paths), got {item!r}",
+                          key=f"{SETTING}.files", value=item)
+
+
+def check_settings(frequency: object, match: object, files: Iterable[object], quiet: object,
+                   watcher: object) -> None:
+    """Raise ConfigError naming the first setting that is wrong."""
+    if not _seconds(frequency):
+        raise ConfigError(
+            f"expected a number of seconds, 0 or more (0 turns autoreload off), got {frequency!r}",
+            key=f"{SETTING}.frequency", value=frequency)
+    if not isinstance(match, str):
+        raise ConfigError(f"expected a regular expression (a string), got {match!r}",
+                          key=f"{SETTING}.match", value=match)
+    try:
+        re.compile(match)
+    except re.error as error:
+        raise ConfigError(f"expected a regular expression, got {match!r} ({error})",
+                          key=f"{SETTING}.match", value=match) from None
+    for item in files:
+        check_file_name(item)
+    if not _seconds(quiet):
+        raise ConfigError(f"expected a number of seconds, 0 or more, got {quiet!r}",
+                          key=f"{SETTING}.quiet", value=quiet)
+    if watcher != AUTO and watcher not in watchers:
+        names = ", ".join(repr(name) for name in (AUTO, *watchers))
+        raise ConfigError(f"expected one of {names}, got {watcher!r}",
+                          key=f"{SETTING}.watcher", value=watcher)
+
+
+# -- shells ---------------------------------------------------------------------------------
+
+
+class WatchedFiles(set[Any]):
+    """The ``files`` set: a plain set that tells the Autoreloader when files are added."""
+
+    def __init__(self, items: Iterable[Any] = (), on_add: Callable[[], None] | None = None):
+        items = list(items)
+        for item in items:
+            check_file_name(item)
+        super().__init__(items)
+        self._on_add = on_add
+
+    def add(self, item: Any) -> None:
+        check_file_name(item)
+        super().add(item)
+        self._added()
+
+    def update(self, *others: Iterable[Any]) -> None:
+        items = [item for other in others for item in other]
+        for item in items:
+            check_file_name(item)
+        super().update(items)
+        self._added()
+
+    def __ior__(self, other: AbstractSet[Any]) -> WatchedFiles:  # type: ignore[misc]
+        self.update(other)
+        return self
+
+    def _added(self) -> None:
+        if self._on_add is not None:
+            self._on_add()
+
+
+class ImportNotifier:
+    """A meta path finder that finds nothing: it tells the Autoreloader an import is under way."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        try:
+            self._notify()
+        except Exception:
+            pass  # never break an import
+        return None
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+class Autoreloader(SimplePlugin):
+    """Monitor which re-executes the process when files change (or are deleted)."""
+
+    frequency: float = 1
+    """Seconds between looks of the polling watcher (the others wait for events); 0: off."""
+
+    match: str = ".*"
+    """A regular expression by which to match module names (with ``re.match``)."""
+
+    quiet: float = 0.05
+    """Seconds without further changes before acting on them (one save, one reload)."""
+
+    watcher: str = AUTO
+    """The watcher backend: 'auto', or a name from ``sitebus.watchers.watchers``."""
+
+    thread: threading.Thread | None = None
+    """The thread that waits for changes and acts on them."""
+
+    mtimes: dict[str, float]
+    """Modification times of the watched files when first seen, or last acted on."""
+
+    def __init__(self, bus: Bus, frequency: float = 1, match: str = ".*") -> None:
+        super().__init__(bus)
+        self.frequency = frequency
+        self.match = match
+        self.mtimes = {}
+        self.thread = None
+        self._watcher: Watcher | None = None
+        self._finder: ImportNotifier | None = None
+        self._cond = threading.Condition()
+        self._work = threading.RLock()  # one scan or one decision at a time
+        self._stopping = False
+        self._restarting = False
+        self._broken: set[str] = set()  # Python files that did not compile when last checked
+        self._forget()
+        self.files = set()
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def files(self) -> WatchedFiles:
+        """The set of files to watch besides the modules' files (config files, templates)."""
+        return self._files
+
+    @files.setter
+    def files(self, value: Iterable[Any]) -> None:
+        if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Iterable):
+            raise ConfigError(f"expected a set of file names, got {value!r}",
+                              key=f"{SETTING}.files", value=value)
+        self._files = WatchedFiles(value, on_add=self._files_added)
+
+    def _check(self) -> None:
+        check_settings(self.frequency, self.match, self.files, self.quiet, self.watcher)
+
+    def subscribe(self) -> None:
+        """Check the settings, then register on the bus."""
+        self._check()
+        super().subscribe()
+
+    # -- the reference's public methods -----------------------------------------------------
+
+    def sysfiles(self) -> set[str]:
+        """Return a Set of sys.modules filenames to monitor."""
+        return module_files(sys.modules, self.match, _module_file_base)
+
+    def run(self) -> None:
+        """Reload the process if registered files have been modified (checks now)."""
+        with self._work:
+            self._rescan()
+            with self._cond:
+                pending = list(self._changed)
+                self._changed.clear()
+            changed = list(dict.fromkeys(pending + self._modified()))
+            if changed:
+                self._reload(changed)
+
+    def start(self) -> None:
+        """Start our own background thread, which restarts the process when files change."""
+        if self.thread is not None:
+            self.bus.log("Monitor thread 'Autoreloader' already started.")
+            return
+        self._check()
+        if self.frequency <= 0:
+            self.bus.log("Autoreloader off: engine.autoreload.frequency is 0.", 10)
+            return
+        name = choose_watcher(self.watcher, unavailable_reasons(), f"{SETTING}.watcher")
+        self._forget()
+        self._stopping = self._restarting = False
+        watcher = make_watcher(name, self._on_change, self._on_overflow, float(self.frequency))
+        self._watcher = watcher
+        try:
+            self._rescan(strict=True)
+        except BaseException:
+            self._watcher = None
+            watcher.stop()
+            raise
+        self.thread = threading.Thread(target=self._loop, name="Autoreloader", daemon=True)
+        self.thread.start()
+        self._finder = ImportNotifier(self._imported)
+        sys.meta_path.insert(0, self._finder)
+        self.bus.log("Started monitor thread 'Autoreloader'.")
+        self.bus.log(f"Autoreloader watching {len(self._watched)} files in "
+                     f"{len(self._watching)} directories ({name}).", 10)
+
+    start.priority = 70  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Stop watching; the threads of the plugin and its watcher have ended on return."""
+        if self.thread is None:
+            self.bus.log("No thread running for Autoreloader.")
+            return
+        finder, self._finder = self._finder, None
+        if finder is not None and finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread, self.thread = self.thread, None
+        if thread is not threading.current_thread():
+            thread.join()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        self.bus.log("Stopped thread 'Autoreloader'.")
+
+    def graceful(self) -> None:
+        """Stop and start again, with the settings as they are now.
+
+        A file that changed while the watcher was down is acted on as if just changed.
+        """
+        before = dict(self.mtimes)
+        self.stop()
+        self.start()
+        with self._cond:
+            missed = [real for real, shown in self._watched.items()
+                      if shown in before and before[shown] != self.mtimes[shown]]
+        for real in missed:
+            self._on_change(real)
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def _forget(self) -> None:
+        with self._cond:
+            self._watched: dict[str, str] = {}  # real path -> path as imported or added
+            self._by_directory: dict[str, set[str]] = {}  # real directory -> real paths
+            self._watching: set[str] = set()  # directories handed to the watcher
+            self._changed: dict[str, None] = {}  # real paths seen changing, in order
+            self._unknown: set[str] = set()  # paths that may belong to modules not scanned yet
+            self._first: float | None = None  # when the first pending change came
+            self._last = 0.0
+            self._rescan_due = False
+            self._verify_due = False
+            self._modules_seen = 0
+            self.mtimes = {}
+
+    def _targets(self) -> set[str]:
+        named = {os.path.normpath(os.path.join(_module_file_base, os.fspath(f)))
+                 for f in list(self.files)}
+        return self.sysfiles() | named
+
+    def _rescan(self, strict: bool = False) -> list[str]:
+        """Watch the files not watched yet; return them. ``strict``: a watch failure raises."""
+        with self._work:
+            self._modules_seen = len(sys.modules)
+            new: list[tuple[str, str, float]] = []
+            for shown in sorted(self._targets()):
+                if shown in self.mtimes:
+                    continue
+                real = os.path.realpath(shown)
+                try:
+                    mtime = os.stat(real).st_mtime
+                except OSError:
+                    continue  # not there (a sourceless module, a file not made yet)
+                new.append((shown, real, mtime))
+            directories = {os.path.dirname(real) for _, real, _ in new} - self._watching
+            for directory in sorted(directories):
+                self._watch(directory, strict)
+            with self._cond:
+                for shown, real, mtime in new:
+                    self._watched[real] = shown
+                    self._by_directory.setdefault(os.path.dirname(real), set()).add(real)
+                    self.mtimes[shown] = mtime
+            return [shown for shown, _, _ in new]
+
+    def _watch(self, directory: str, strict: bool) -> None:
+        if self._watcher is None:
+            return  # run() before start(): mtimes only
+        try:
+            self._watcher.watch(directory)
+        except OSError as error:
+            if not os.path.isdir(directory):
+                return  # gone meanwhile
+            if strict:
+                raise UnavailableError(f"{SETTING}: cannot watch {directory}: "
+                                       f"{limit_hint(error)}") from error
+            self.bus.log(f"Autoreloader cannot watch {directory}: {limit_hint(error)}", 40)
+            return
+        self._watching.add(directory)
+
+    def _modified(self) -> list[str]:
+        """Return the watched files whose mtime differs from the one recorded (or are gone)."""
+        found = []
+        for real, shown in list(self._watched.items()):
+            try:
+                mtime: float | None = os.stat(real).st_mtime
+            except OSError:
+                mtime = None
+            if mtime != self.mtimes.get(shown):
+                found.append(real)
+        return found
+
+    # -- events (called in the watcher's thread, the importing thread, any thread) ----------
+
+    def _on_change(self, path: str) -> None:
+        with self._cond:
+            if self._stopping or self._restarting:
+                return
+            if path in self._watched:
+                self._changed[path] = None
+            elif path in self._by_directory:  # the directory itself was deleted or moved
+                self._changed.update(dict.fromkeys(sorted(self._by_directory[path])))
+            elif len(sys.modules) != self._modules_seen:
+                self._unknown.add(path)
+                self._rescan_due = True
+            else:
+                return
+            self._note()
+
+    def _imported(self) -> None:
+        with self._cond:
+            if not (self._stopping or self._restarting):
+                self._rescan_due = True
+                self._note()
+
+    def _files_added(self) -> None:
+        if self.thread is not None:
+            self._imported()
+
+    def _on_overflow(self) -> None:
+        with self._cond:
+            self._verify_due = True
+            self._note()
+
+    def _note(self) -> None:
+        """Record that something is pending now, and wake the plugin's thread (cond held)."""
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        self._last = now
+        self._cond.notify()
+
+    # -- acting -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    if self._first is None:
+                        self._cond.wait()
+                        continue
+                    delay = settle_delay(self._first, self._last, time.monotonic(), self.quiet)
+                    if delay > 0:
+                        self._cond.wait(delay)
+                        continue
+                    break
+                changed = list(self._changed)
+                unknown = self._unknown
+                rescan, verify = self._rescan_due, self._verify_due
+                self._changed.clear()
+                self._unknown = set()
+                self._rescan_due = self._verify_due = False
+                self._first = None
+            try:
+                self._settle(changed, unknown, rescan, verify)
+            except Exception:
+                self.bus.log("Error in the Autoreloader thread.", 40, traceback=True)
+
+    def _settle(self, changed: list[str], unknown: set[str], rescan: bool, verify: bool) -> None:
+        with self._work:
+            if rescan:
+                for shown in self._rescan():
+                    self.bus.log(f"Autoreloader watching {shown}.", 10)
+                changed += sorted(path for path in unknown if path in self._watched)
+            if verify:
+                self.bus.log("Autoreloader: the kernel dropped file events; "
+                             "checking every watched file.", 30)
+                changed += self._modified()
+            if changed:
+                self._reload(list(dict.fromkeys(changed)))
+
+    def _reload(self, changed: list[str]) -> None:
+        """Restart for ``changed`` unless a Python file, changed or broken before, won't compile."""
+        errors = []
+        broken = set()
+        for real in dict.fromkeys([*changed, *sorted(self._broken)]):
+            if real.endswith(".py"):
+                problem = self._compile(real)
+                if problem is not None:
+                    errors.append(problem)
+                    broken.add(real)
+        self._broken = broken
+        for real in changed:
+            shown = self._watched.get(real)
+            if shown is not None:
+                try:
+                    self.mtimes[shown] = os.stat(real).st_mtime
+                except OSError:
+                    pass
+        if errors:
+            for problem in errors:
+                self.bus.log(f"Not restarting: syntax error in {problem}", 40)
+            return
+        with self._cond:
+            if self._stopping or self._restarting:
+                return
+            self._restarting = True
+        for real in changed:
+            _drop_bytecode(real)
+        self.bus.log(f"Restarting because {self._watched.get(changed[0], changed[0])} changed.")
+        self.bus.call_in_main_thread(self._restart)
+
+    def _compile(self, real: str) -> str | None:
+        try:
+            with open(real, "rb") as source:
+                text = source.read()
+        except OSError:
+            return None  # deleted: restart, as the reference does
+        return syntax_error(text, self._watched.get(real, real))
+
+    def _restart(self) -> None:
+        """Re-execute the process, from the main thread, if the bus is still running."""
+        if self.bus.state is states.STARTED:
+            self.bus.restart()
+        else:
+            with self._cond:
+                self._restarting = False
+
+
+def _drop_bytecode(path: str) -> None:
+    """Remove the cached bytecode of a changed module.
+
+    A .pyc is trusted while the source's size and mtime, in whole seconds, are unchanged: two
+    saves of the same length within one second would otherwise bring the first back.
+    """
+    if not path.endswith(".py"):
+        return
+    try:
+        os.remove(importlib.util.cache_from_source(path))
+    except (OSError, ValueError, NotImplementedError):
+        pass
