@@ -1,11 +1,8 @@
 """Autoreloader: re-execute the process when one of its source or config files changes.
 
-What is watched: the files of the imported modules whose names match ``match``
-(``sysfiles()``), and every file in ``files`` (the site adds its config files there, frameworks
-their templates). A relative module path is made absolute against the directory the process
-was in when this module was imported; a ``.pyc`` stands for its ``.py``; a module loaded from a
-zip archive stands for the archive. A file that does not exist is skipped, as the reference
-does, and looked for again at the next scan.
+What is watched (``sitebus.watchlist``): the files of the imported modules whose names match
+``match`` (``sysfiles()``), and every file in ``files`` (the site adds its config files there,
+frameworks their templates).
 
 How: a watcher (``sitebus.watchers``; inotify on Linux) watches the directories of those files
 and reports every change in them; a change to any other entry costs one dictionary look-up.
@@ -30,16 +27,19 @@ Restart: ``Restarting because <path> changed.`` is logged, and the main thread i
 (``bus.call_in_main_thread``) to call ``bus.restart()``; the exit listeners then run in the
 thread that re-executes, so the exec cannot cut them short. Later events are ignored.
 
-Modules imported after start: a finder first on ``sys.meta_path`` (it finds nothing, it only
-notes that an import is under way) makes the plugin rescan ``sys.modules`` once imports have
-settled, so a module imported lazily, even from a directory not watched yet, is watched too.
-Modules put into ``sys.modules`` by hand are found when an event arrives in a watched directory
-while ``sys.modules`` has grown, and at ``graceful`` and ``run()``. Adding to ``files`` (a set
-that tells the plugin) rescans as well.
+Modules imported after start: an import hook (``ImportNotifier``) makes the plugin rescan
+``sys.modules`` once imports have settled, so a module imported lazily, even from a directory
+not watched yet, is watched too. Modules put into ``sys.modules`` by hand are found when an
+event arrives in a watched directory while ``sys.modules`` has grown, and at ``graceful`` and
+``run()``. Adding to ``files`` rescans as well. ``graceful`` restarts the watcher with the
+settings as they are; a file changed meanwhile is acted on.
+
+Before re-executing, the cached bytecode of each changed module is removed: a ``.pyc`` is
+trusted while the source's size and whole-second mtime are unchanged, so two saves of the same
+length within a second would otherwise bring the first one back.
 
 Rejected: polling mtimes, as CherryPy does (a wake-up per second, up to a second late);
-watchdog's InotifyObserver (see ``sitebus.watchers``); an audit hook on 'import' (it runs for
-every audited event of the process and cannot be removed).
+watchdog's InotifyObserver (see ``sitebus.watchers``).
 """
 
 from __future__ import annotations
@@ -51,71 +51,29 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterable
 from typing import Any
 
 from sitebus.bus import Bus, states
 from sitebus.errors import ConfigError, UnavailableError
 from sitebus.plugins import SimplePlugin
-from sitebus.watchers import (
-    AUTO,
-    Watcher,
-    choose_watcher,
-    limit_hint,
-    make_watcher,
-    unavailable_reasons,
-    watchers,
+from sitebus.watchers import AUTO, Watcher, choose_watcher, limit_hint, make_watcher, watchers
+from sitebus.watchlist import (
+    ImportNotifier,
+    WatchedFiles,
+    WatchList,
+    check_file_name,
+    module_file_base,
+    module_files,
 )
 
-__all__ = [
-    "Autoreloader",
-    "WatchedFiles",
-    "module_files",
-    "source_path",
-    "settle_delay",
-    "syntax_error",
-    "check_settings",
-]
+__all__ = ["Autoreloader", "settle_delay", "syntax_error", "check_settings"]
 
 SETTING = "engine.autoreload"
 LONGEST_WAIT = 1.0  # act this long after the first change even if changes never stop
 
-# Relative module paths are relative to the directory the process imported them from.
-_module_file_base = os.getcwd()
-
 
 # -- decisions ------------------------------------------------------------------------------
-
-
-def source_path(filename: str, base: str) -> str:
-    """Return the absolute source file for a module's ``__file__`` (``.pyc`` gives ``.py``)."""
-    path = os.path.normpath(os.path.join(base, filename))
-    if not path.endswith(".pyc"):
-        return path
-    if os.path.basename(os.path.dirname(path)) == "__pycache__":
-        try:
-            return importlib.util.source_from_cache(path)
-        except (ValueError, NotImplementedError):
-            pass
-    return path[:-1]
-
-
-def module_files(modules: Mapping[str, Any], match: str, base: str) -> set[str]:
-    """Return the source files of the modules whose names match ``match`` (``re.match``)."""
-    pattern = re.compile(match)
-    found: set[str] = set()
-    for name, module in list(modules.items()):
-        if module is None or not pattern.match(name):
-            continue
-        try:
-            archive = getattr(getattr(module, "__loader__", None), "archive", None)
-            filename = archive if isinstance(archive, str) else getattr(module, "__file__", None)
-        except Exception:  # a lazy module whose attribute access imports, and fails
-            continue
-        if isinstance(filename, str) and filename:
-            found.add(source_path(filename, base))
-    return found
 
 
 def settle_delay(first: float, last: float, now: float, quiet: float,
@@ -146,13 +104,6 @@ def _seconds(value: object) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
-def check_file_name(item: object) -> None:
-    """Raise ConfigError unless ``item`` can name a file."""
-    if not isinstance(item, (str, os.PathLike)) or not os.fspath(item):
-        raise ConfigError(f"expected file names (strings or paths), got {item!r}",
-                          key=f"{SETTING}.files", value=item)
-
-
 def check_settings(frequency: object, match: object, files: Iterable[object], quiet: object,
                    watcher: object) -> None:
     """Raise ConfigError naming the first setting that is wrong."""
@@ -179,57 +130,6 @@ def check_settings(frequency: object, match: object, files: Iterable[object], qu
                           key=f"{SETTING}.watcher", value=watcher)
 
 
-# -- shells ---------------------------------------------------------------------------------
-
-
-class WatchedFiles(set[Any]):
-    """The ``files`` set: a plain set that tells the Autoreloader when files are added."""
-
-    def __init__(self, items: Iterable[Any] = (), on_add: Callable[[], None] | None = None):
-        items = list(items)
-        for item in items:
-            check_file_name(item)
-        super().__init__(items)
-        self._on_add = on_add
-
-    def add(self, item: Any) -> None:
-        check_file_name(item)
-        super().add(item)
-        self._added()
-
-    def update(self, *others: Iterable[Any]) -> None:
-        items = [item for other in others for item in other]
-        for item in items:
-            check_file_name(item)
-        super().update(items)
-        self._added()
-
-    def __ior__(self, other: AbstractSet[Any]) -> WatchedFiles:  # type: ignore[misc]
-        self.update(other)
-        return self
-
-    def _added(self) -> None:
-        if self._on_add is not None:
-            self._on_add()
-
-
-class ImportNotifier:
-    """A meta path finder that finds nothing: it tells the Autoreloader an import is under way."""
-
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        try:
-            self._notify()
-        except Exception:
-            pass  # never break an import
-        return None
-
-    def invalidate_caches(self) -> None:
-        pass
-
-
 class Autoreloader(SimplePlugin):
     """Monitor which re-executes the process when files change (or are deleted)."""
 
@@ -248,18 +148,14 @@ class Autoreloader(SimplePlugin):
     thread: threading.Thread | None = None
     """The thread that waits for changes and acts on them."""
 
-    mtimes: dict[str, float]
-    """Modification times of the watched files when first seen, or last acted on."""
-
     def __init__(self, bus: Bus, frequency: float = 1, match: str = ".*") -> None:
         super().__init__(bus)
         self.frequency = frequency
         self.match = match
-        self.mtimes = {}
         self.thread = None
         self._watcher: Watcher | None = None
         self._finder: ImportNotifier | None = None
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # guards the list and what is pending
         self._work = threading.RLock()  # one scan or one decision at a time
         self._stopping = False
         self._restarting = False
@@ -281,6 +177,11 @@ class Autoreloader(SimplePlugin):
                               key=f"{SETTING}.files", value=value)
         self._files = WatchedFiles(value, on_add=self._files_added)
 
+    @property
+    def mtimes(self) -> dict[str, float]:
+        """Modification times of the watched files when first seen, or last acted on."""
+        return self._list.mtimes
+
     def _check(self) -> None:
         check_settings(self.frequency, self.match, self.files, self.quiet, self.watcher)
 
@@ -293,7 +194,7 @@ class Autoreloader(SimplePlugin):
 
     def sysfiles(self) -> set[str]:
         """Return a Set of sys.modules filenames to monitor."""
-        return module_files(sys.modules, self.match, _module_file_base)
+        return module_files(sys.modules, self.match, module_file_base)
 
     def run(self) -> None:
         """Reload the process if registered files have been modified (checks now)."""
@@ -302,7 +203,7 @@ class Autoreloader(SimplePlugin):
             with self._cond:
                 pending = list(self._changed)
                 self._changed.clear()
-            changed = list(dict.fromkeys(pending + self._modified()))
+            changed = list(dict.fromkeys(pending + self._list.modified()))
             if changed:
                 self._reload(changed)
 
@@ -315,7 +216,7 @@ class Autoreloader(SimplePlugin):
         if self.frequency <= 0:
             self.bus.log("Autoreloader off: engine.autoreload.frequency is 0.", 10)
             return
-        name = choose_watcher(self.watcher, unavailable_reasons(), f"{SETTING}.watcher")
+        name = choose_watcher(self.watcher, setting=f"{SETTING}.watcher")
         self._forget()
         self._stopping = self._restarting = False
         watcher = make_watcher(name, self._on_change, self._on_overflow, float(self.frequency))
@@ -331,7 +232,7 @@ class Autoreloader(SimplePlugin):
         self._finder = ImportNotifier(self._imported)
         sys.meta_path.insert(0, self._finder)
         self.bus.log("Started monitor thread 'Autoreloader'.")
-        self.bus.log(f"Autoreloader watching {len(self._watched)} files in "
+        self.bus.log(f"Autoreloader watching {len(self._list.names)} files in "
                      f"{len(self._watching)} directories ({name}).", 10)
 
     start.priority = 70  # type: ignore[attr-defined]
@@ -364,8 +265,8 @@ class Autoreloader(SimplePlugin):
         self.stop()
         self.start()
         with self._cond:
-            missed = [real for real, shown in self._watched.items()
-                      if shown in before and before[shown] != self.mtimes[shown]]
+            missed = [real for real, name in self._list.names.items()
+                      if name in before and before[name] != self.mtimes[name]]
         for real in missed:
             self._on_change(real)
 
@@ -373,8 +274,7 @@ class Autoreloader(SimplePlugin):
 
     def _forget(self) -> None:
         with self._cond:
-            self._watched: dict[str, str] = {}  # real path -> path as imported or added
-            self._by_directory: dict[str, set[str]] = {}  # real directory -> real paths
+            self._list = WatchList()
             self._watching: set[str] = set()  # directories handed to the watcher
             self._changed: dict[str, None] = {}  # real paths seen changing, in order
             self._unknown: set[str] = set()  # paths that may belong to modules not scanned yet
@@ -383,36 +283,18 @@ class Autoreloader(SimplePlugin):
             self._rescan_due = False
             self._verify_due = False
             self._modules_seen = 0
-            self.mtimes = {}
-
-    def _targets(self) -> set[str]:
-        named = {os.path.normpath(os.path.join(_module_file_base, os.fspath(f)))
-                 for f in list(self.files)}
-        return self.sysfiles() | named
 
     def _rescan(self, strict: bool = False) -> list[str]:
-        """Watch the files not watched yet; return them. ``strict``: a watch failure raises."""
+        """Watch the files not watched yet; return their names. ``strict``: failures raise."""
         with self._work:
             self._modules_seen = len(sys.modules)
-            new: list[tuple[str, str, float]] = []
-            for shown in sorted(self._targets()):
-                if shown in self.mtimes:
-                    continue
-                real = os.path.realpath(shown)
-                try:
-                    mtime = os.stat(real).st_mtime
-                except OSError:
-                    continue  # not there (a sourceless module, a file not made yet)
-                new.append((shown, real, mtime))
-            directories = {os.path.dirname(real) for _, real, _ in new} - self._watching
+            found = self._list.unseen(self.sysfiles() | self.files.names(module_file_base))
+            directories = {os.path.dirname(real) for _, real, _ in found} - self._watching
             for directory in sorted(directories):
                 self._watch(directory, strict)
             with self._cond:
-                for shown, real, mtime in new:
-                    self._watched[real] = shown
-                    self._by_directory.setdefault(os.path.dirname(real), set()).add(real)
-                    self.mtimes[shown] = mtime
-            return [shown for shown, _, _ in new]
+                self._list.add(found)
+            return [name for name, _, _ in found]
 
     def _watch(self, directory: str, strict: bool) -> None:
         if self._watcher is None:
@@ -429,28 +311,15 @@ class Autoreloader(SimplePlugin):
             return
         self._watching.add(directory)
 
-    def _modified(self) -> list[str]:
-        """Return the watched files whose mtime differs from the one recorded (or are gone)."""
-        found = []
-        for real, shown in list(self._watched.items()):
-            try:
-                mtime: float | None = os.stat(real).st_mtime
-            except OSError:
-                mtime = None
-            if mtime != self.mtimes.get(shown):
-                found.append(real)
-        return found
-
     # -- events (called in the watcher's thread, the importing thread, any thread) ----------
 
     def _on_change(self, path: str) -> None:
         with self._cond:
             if self._stopping or self._restarting:
                 return
-            if path in self._watched:
-                self._changed[path] = None
-            elif path in self._by_directory:  # the directory itself was deleted or moved
-                self._changed.update(dict.fromkeys(sorted(self._by_directory[path])))
+            affected = self._list.affected(path)
+            if affected:
+                self._changed.update(dict.fromkeys(affected))
             elif len(sys.modules) != self._modules_seen:
                 self._unknown.add(path)
                 self._rescan_due = True
@@ -512,13 +381,14 @@ class Autoreloader(SimplePlugin):
     def _settle(self, changed: list[str], unknown: set[str], rescan: bool, verify: bool) -> None:
         with self._work:
             if rescan:
-                for shown in self._rescan():
-                    self.bus.log(f"Autoreloader watching {shown}.", 10)
-                changed += sorted(path for path in unknown if path in self._watched)
+                for name in self._rescan():
+                    self.bus.log(f"Autoreloader watching {name}.", 10)
+                with self._cond:
+                    changed += sorted(path for path in unknown if path in self._list.names)
             if verify:
                 self.bus.log("Autoreloader: the kernel dropped file events; "
                              "checking every watched file.", 30)
-                changed += self._modified()
+                changed += self._list.modified()
             if changed:
                 self._reload(list(dict.fromkeys(changed)))
 
@@ -533,13 +403,8 @@ class Autoreloader(SimplePlugin):
                     errors.append(problem)
                     broken.add(real)
         self._broken = broken
-        for real in changed:
-            shown = self._watched.get(real)
-            if shown is not None:
-                try:
-                    self.mtimes[shown] = os.stat(real).st_mtime
-                except OSError:
-                    pass
+        with self._cond:
+            self._list.refresh(changed)
         if errors:
             for problem in errors:
                 self.bus.log(f"Not restarting: syntax error in {problem}", 40)
@@ -550,7 +415,8 @@ class Autoreloader(SimplePlugin):
             self._restarting = True
         for real in changed:
             _drop_bytecode(real)
-        self.bus.log(f"Restarting because {self._watched.get(changed[0], changed[0])} changed.")
+        name = self._list.names.get(changed[0], changed[0])
+        self.bus.log(f"Restarting because {name} changed.")
         self.bus.call_in_main_thread(self._restart)
 
     def _compile(self, real: str) -> str | None:
@@ -559,7 +425,7 @@ class Autoreloader(SimplePlugin):
                 text = source.read()
         except OSError:
             return None  # deleted: restart, as the reference does
-        return syntax_error(text, self._watched.get(real, real))
+        return syntax_error(text, self._list.names.get(real, real))
 
     def _restart(self) -> None:
         """Re-execute the process, from the main thread, if the bus is still running."""
@@ -571,11 +437,7 @@ class Autoreloader(SimplePlugin):
 
 
 def _drop_bytecode(path: str) -> None:
-    """Remove the cached bytecode of a changed module.
-
-    A .pyc is trusted while the source's size and mtime, in whole seconds, are unchanged: two
-    saves of the same length within one second would otherwise bring the first back.
-    """
+    """Remove the cached bytecode of a changed module, so the new process compiles the source."""
     if not path.endswith(".py"):
         return
     try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sitebus.errors import ConfigError, UnavailableError
@@ -45,7 +45,7 @@ __all__ = [
     "watchers",
     "AUTO",
     "choose_watcher",
-    "unavailable_reasons",
+    "unavailable_reason",
     "make_watcher",
 ]
 
@@ -202,52 +202,54 @@ watchers: dict[str, WatcherFactory] = {
 """The watcher backends by name, in the order ``'auto'`` tries them."""
 
 
-def unavailable_reasons() -> dict[str, str | None]:
-    """Return, for each backend name, why it cannot run here (None when it can)."""
+def unavailable_reason(name: str) -> str | None:
+    """Return why the backend ``name`` cannot run here, or None when it can."""
     try:
         from watchdog.version import VERSION_INFO, VERSION_STRING
     except ImportError:
-        missing = "the watchdog package is not installed (pip install watchdog)"
-        return {name: missing for name in watchers}
-    reasons: dict[str, str | None] = {name: None for name in watchers}
-    if not sys.platform.startswith("linux"):
-        reasons["inotify"] = f"inotify needs Linux, this is {sys.platform}"
-    elif tuple(VERSION_INFO[:2]) < (7, 1):
-        reasons["inotify"] = f"needs watchdog 7.1 or newer, this is watchdog {VERSION_STRING}"
-    else:
+        return "the watchdog package is not installed (pip install watchdog)"
+    if name == "inotify":
+        if not sys.platform.startswith("linux"):
+            return f"inotify needs Linux, this is {sys.platform}"
+        if tuple(VERSION_INFO[:2]) < (7, 1):
+            return f"needs watchdog 7.1 or newer, this is watchdog {VERSION_STRING}"
         try:
             from watchdog.observers.inotify_c import InotifyFD  # noqa: F401
         except Exception as error:  # UnsupportedLibcError, OSError from ctypes
-            reasons["inotify"] = f"watchdog cannot use inotify here ({error})"
+            return f"watchdog cannot use inotify here ({error})"
+        return None
     try:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
     except Exception as error:
-        reasons["observer"] = reasons["polling"] = f"watchdog's observers fail to load ({error})"
-    else:
-        if Observer is PollingObserver:
-            reasons["observer"] = "watchdog has no native observer for this platform"
-    return reasons
+        return f"watchdog's observers fail to load ({error})"
+    if name == "observer" and Observer is PollingObserver:
+        return "watchdog has no native observer for this platform"
+    return None
 
 
-def choose_watcher(requested: object, reasons: Mapping[str, str | None],
+def choose_watcher(requested: object, reason_of: Callable[[str], str | None] = unavailable_reason,
                    setting: str = "engine.autoreload.watcher") -> str:
-    """Return the backend to use for ``requested`` ('auto' or a name), given why each can't run.
+    """Return the backend to use for ``requested`` ('auto' or a name).
 
-    Raises ConfigError for an unknown name, UnavailableError when the backend cannot run here.
+    ``reason_of(name)`` says why a backend cannot run here (None: it can); it is asked only
+    about the backends needed, since asking imports them. Raises ConfigError for an unknown
+    name, UnavailableError when the backend cannot run here.
     """
     if requested == AUTO:
-        for name, reason in reasons.items():
-            if reason is None:
+        reasons = {}
+        for name in watchers:
+            reasons[name] = reason_of(name)
+            if reasons[name] is None:
                 return name
         details = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
         raise UnavailableError(f"{setting}: no file watcher can run here ({details})")
-    if not isinstance(requested, str) or requested not in reasons:
-        names = ", ".join(repr(name) for name in (AUTO, *reasons))
+    if not isinstance(requested, str) or requested not in watchers:
+        names = ", ".join(repr(name) for name in (AUTO, *watchers))
         raise ConfigError(f"expected one of {names}, got {requested!r}", key=setting)
-    reason = reasons[requested]
+    reason = reason_of(requested)
     if reason is not None:
-        usable = [name for name, why in reasons.items() if why is None]
+        usable = [name for name in watchers if name != requested and reason_of(name) is None]
         hint = f"; available here: {', '.join(map(repr, usable))}" if usable else ""
         raise UnavailableError(f"{setting}: {requested!r} cannot run here: {reason}{hint}")
     return requested

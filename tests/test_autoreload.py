@@ -19,19 +19,11 @@ from typing import Any
 
 import pytest
 
-from sitebus.autoreload import (
-    Autoreloader,
-    ImportNotifier,
-    WatchedFiles,
-    check_settings,
-    module_files,
-    settle_delay,
-    source_path,
-    syntax_error,
-)
+from sitebus.autoreload import Autoreloader, check_settings, settle_delay, syntax_error
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError, UnavailableError
-from sitebus.watchers import choose_watcher, unavailable_reasons, watchers
+from sitebus.watchers import choose_watcher, unavailable_reason, watchers
+from sitebus.watchlist import ImportNotifier, WatchedFiles, module_files, source_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -235,28 +227,39 @@ def test_files_assigned_from_config_stay_watched_files() -> None:
     ],
 )
 def test_choose_watcher(requested: str, reasons: dict[str, str | None], expected: str) -> None:
-    assert choose_watcher(requested, reasons) == expected
+    assert choose_watcher(requested, reasons.__getitem__) == expected
+
+
+def test_choose_watcher_asks_only_about_the_backends_it_needs() -> None:
+    asked: list[str] = []
+
+    def reason_of(name: str) -> str | None:
+        asked.append(name)
+        return None
+
+    assert choose_watcher("auto", reason_of) == "inotify"
+    assert choose_watcher("polling", reason_of) == "polling"
+    assert asked == ["inotify", "polling"]  # asking imports: 'observer' costs 25 ms
 
 
 def test_choose_watcher_explains_an_unavailable_backend() -> None:
     reasons = {"inotify": "inotify needs Linux, this is darwin", "observer": None, "polling": None}
     with pytest.raises(UnavailableError) as caught:
-        choose_watcher("inotify", reasons)
+        choose_watcher("inotify", reasons.__getitem__)
     assert str(caught.value) == (
         "engine.autoreload.watcher: 'inotify' cannot run here: inotify needs Linux, this is "
         "darwin; available here: 'observer', 'polling'")
     assert caught.value.exit_code == 69
     with pytest.raises(UnavailableError, match="no file watcher can run here"):
-        choose_watcher("auto", {"inotify": "a", "polling": "b"})
+        choose_watcher("auto", {"inotify": "a", "observer": "b", "polling": "c"}.__getitem__)
     with pytest.raises(ConfigError, match="got 'nfs'"):
-        choose_watcher("nfs", reasons)
+        choose_watcher("nfs", reasons.__getitem__)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
 def test_every_backend_runs_here_and_auto_is_inotify() -> None:
-    reasons = unavailable_reasons()
-    assert reasons == {name: None for name in watchers}
-    assert choose_watcher("auto", reasons) == "inotify"
+    assert [unavailable_reason(name) for name in watchers] == [None, None, None]
+    assert choose_watcher("auto") == "inotify"
 
 
 # -- the plugin in this process ---------------------------------------------------------------
@@ -434,3 +437,34 @@ def test_graceful_acts_on_a_change_made_while_the_watcher_was_down(
     reloader.graceful()
     log.wait_for(f"Restarting because {conf} changed.")
     assert reloader.thread is not None
+
+
+def test_a_symlinked_file_is_watched_where_it_points(running: Any, tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "settings.conf"
+    target.write_text("1")
+    link = tmp_path / "site.conf"
+    link.symlink_to(target)
+    _bus, reloader, log = running("inotify", (link,))
+    assert reloader.mtimes == {str(link): target.stat().st_mtime}
+    target.write_text("2")
+    log.wait_for(f"Restarting because {link} changed.")
+
+
+def test_after_lost_events_every_watched_file_is_checked(tmp_path: Path) -> None:
+    bus = Bus()
+    log = Recorder(bus)
+    same, changed = tmp_path / "a.conf", tmp_path / "b.conf"
+    same.write_text("1")
+    changed.write_text("1")
+    reloader = Autoreloader(bus)
+    reloader.match = r"^(?!).*"
+    reloader.files.update([str(same), str(changed)])
+    reloader.run()  # not started: no watcher, so no event can tell of the change below
+    os.utime(changed, (1, 1))
+    # What the plugin's thread does after the watcher reported IN_Q_OVERFLOW:
+    reloader._settle([], set(), rescan=False, verify=True)
+    assert ("Autoreloader: the kernel dropped file events; checking every watched file.",
+            30) in log.lines
+    assert [msg for msg, _ in log.lines if msg.startswith("Restarting")] == [
+        f"Restarting because {changed} changed."]
