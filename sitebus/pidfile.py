@@ -6,7 +6,9 @@ The file holds ``<pid>\\n`` and nothing else, so ``kill $(cat site.pid)``, syste
 Writing. The pid goes into a temporary file next to the target, which is locked (``flock``,
 exclusive) before it gets its final name: ``link()`` when no file exists (it fails if another
 process created one meanwhile), ``rename()`` over a stale one. A reader therefore sees either
-the old file or the complete new one, and the name never points at an unlocked file of ours.
+the old file or the complete new one, and the name never points at an unlocked file of ours. (So
+``/proc/PID/fd`` shows the lock's descriptor under the temporary name, "deleted"; ``lsof`` and
+``fuser`` given the PID file's path find it, as they match the inode.)
 
 Ownership. The lock is held by a descriptor that stays open while the process lives, so the
 kernel releases it when the process dies, however it dies. A start first locks the existing

@@ -11,6 +11,7 @@ interpreter's own directory may no longer be readable.
 import argparse
 import errno
 import json
+import logging
 import os
 import socket
 import sys
@@ -19,7 +20,7 @@ import threading
 from sitebus.bus import Bus
 from sitebus.daemon import Daemonizer
 from sitebus.errors import ConfigError, exit_code_of, root_causes
-from sitebus.logs import log_to_screen
+from sitebus.logs import ErrorLogFormatter, log_to_screen
 from sitebus.pidfile import PIDFile
 from sitebus.privileges import DropPrivileges
 from sitebus.signals import SignalHandler
@@ -36,7 +37,7 @@ def notify(message: str) -> None:
             pass
 
 
-def facts(generation: int) -> dict:
+def facts(generation: int, inherited: "socket.socket | None") -> dict:
     umask = os.umask(0)
     os.umask(umask)
     streams = {}
@@ -64,7 +65,27 @@ def facts(generation: int) -> dict:
         "streams": streams,
         "regain_root": regain,
         "daemon_env": os.environ.get("SITEBUS_DAEMON_PID"),
+        "threads": threading.active_count(),
+        "fds": open_descriptors(),
+        "inherited": None if inherited is None else sock_name(inherited),
     }
+
+
+def open_descriptors() -> dict:
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # the descriptor of the listing itself, closed meanwhile
+    return found
+
+
+def sock_name(sock: socket.socket) -> str:
+    try:
+        return str(sock.getsockname())
+    except OSError as error:
+        return errno.errorcode.get(error.errno or 0, str(error))
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,6 +109,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--thread", action="store_true", help="run a thread before starting")
     parser.add_argument("--fork-worker", action="store_true")
     parser.add_argument("--exit-when-ready", action="store_true")
+    parser.add_argument("--inherit", action="store_true",
+                        help="list a bound socket in bus.inherit_fds before starting")
+    parser.add_argument("--log-file", help="also log to this file, opened before starting")
     return parser.parse_args()
 
 
@@ -110,7 +134,17 @@ def main() -> None:
         os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
         os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
     log_to_screen()
+    if args.log_file:
+        handler = logging.FileHandler(args.log_file)
+        handler.setFormatter(ErrorLogFormatter())
+        logging.getLogger("sitebus").addHandler(handler)
     bus = Bus()
+    inherited = None
+    if args.inherit:
+        inherited = socket.socket()
+        inherited.bind(("127.0.0.1", 0))
+        bus.inherit_fds[inherited.fileno()] = "probe"
+        print(f"inherited {sock_name(inherited)}", flush=True)
     SignalHandler(bus).subscribe()
     if args.thread:
         stop = threading.Event()
@@ -141,7 +175,8 @@ def main() -> None:
         bus.subscribe("start", lambda: threading.Thread(
             target=serve, args=(listener,), daemon=True).start(), priority=80)
 
-    worker_read, worker_write = os.pipe()
+    if args.fork_worker:
+        worker_read, worker_write = os.pipe()
 
     def late_start() -> None:
         if args.fail_start:
@@ -169,7 +204,7 @@ def main() -> None:
         sys.exit(code)
 
     def ready() -> None:
-        record = facts(generation)
+        record = facts(generation, inherited)
         if args.probe_port is not None:
             probe = socket.socket()
             try:

@@ -163,3 +163,41 @@ def test_restart_keeps_the_daemon_and_its_pid_file(
     os.kill(daemon, signal.SIGTERM)
     wait_gone(daemon)
     assert not (tmp_path / "site.pid").exists()
+
+
+def kind_of(target: str) -> str:
+    kinds = {"/dev/null": "null", "pipe:": "pipe", "socket:": "socket"}
+    for prefix, kind in kinds.items():
+        if target.startswith(prefix):
+            return kind
+    if target.endswith("/site.log"):
+        return "log"
+    if "site.pid" in target:  # the name it was created under, as /proc shows it
+        return "pidfile"
+    return target
+
+
+def test_the_daemon_keeps_the_bus_descriptors_and_log_files_and_nothing_else(
+    spawn: Any, tmp_path: Path, detached: list[int]
+) -> None:
+    child = spawn(child_argv(tmp_path, "--daemon", "--pidfile", "site.pid", "--inherit",
+                             "--log-file", "site.log"))
+    assert child.wait() == 0
+    daemon = int(child.notify.wait_for("READY", "1")["PID"])
+    detached.append(daemon)
+    (facts,) = read_facts(tmp_path / "facts.jsonl")
+    bound = re.search(r"^inherited (.*)$", child.output, re.M).group(1)  # type: ignore[union-attr]
+    assert facts["inherited"] == bound  # still the same socket, not a closed or reused fd
+    assert facts["threads"] == 1  # idle costs nothing: no thread serves the report pipe
+    kinds = sorted(kind_of(target) for target in facts["fds"].values())
+    # Standard streams, the bus's wake-up pipe, the inherited socket, the log file, the PID
+    # file's lock; the report pipe is closed once it has reported, the child's other pipe
+    # (opened before starting) was closed by DaemonContext.
+    assert kinds == sorted(["null"] * 3 + ["pipe"] * 2 + ["socket", "log", "pidfile"])
+    pipes = {target for target in facts["fds"].values() if target.startswith("pipe:")}
+    assert len(pipes) == 1  # both ends of one pipe
+    log = (tmp_path / "site.log").read_text()
+    assert f"Daemonized to PID: {daemon}" in log
+    assert "Bus STARTED" in log
+    os.kill(daemon, signal.SIGTERM)
+    wait_gone(daemon)
