@@ -130,3 +130,23 @@ def test_an_unknown_user_is_a_config_error_78(spawn: Any, tmp_path: Path) -> Non
     assert child.wait() == 78
     assert "config error: engine.drop_privileges.uid: no such user: 'no-such-user-here'" \
         in child.output
+
+
+def test_a_pid_file_the_dropped_user_cannot_remove_is_left_with_a_warning(
+    spawn: Any, tmp_path: Path, shared_dir: Path
+) -> None:
+    user("nobody")
+    run = shared_dir / "run"
+    run.mkdir(mode=0o755)  # root's, as /run is: nobody cannot remove files there
+    pidfile = run / "site.pid"
+    child = spawn(child_argv(tmp_path, "--pidfile", str(pidfile), "--uid", "nobody",
+                             "--facts", str(shared_dir / "facts.jsonl")), name="site")
+    ready_facts(child)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait() == 0
+    assert f"Could not remove PID file {str(pidfile)!r}: Permission denied." in child.output
+    assert pidfile.read_text() == f"{child.pid}\n"
+    again = spawn(child_argv(tmp_path, "--pidfile", str(pidfile), "--exit-when-ready"),
+                  name="again")
+    assert again.wait() == 0
+    assert f"process {child.pid} is not running" in again.output
