@@ -92,7 +92,7 @@ def describe(address: Any, scheme: str = "http") -> str:
     The port is left out when it is the scheme's default (80 for http, 443 for https).
     """
     if address is None:
-        return "unknown interface (dynamic?)"
+        return "standard input and output" if scheme == "cgi" else "unknown interface (dynamic?)"
     if isinstance(address, (str, bytes)):
         return f"socket file: {format_address(address)}"
     host, port = address[:2]
@@ -460,6 +460,9 @@ class Server(ServerAdapter):
     @property
     def bind_addr(self) -> Any:
         """(socket_host, socket_port), or socket_file, or where the given listener is bound."""
+        kind = server_types.get(self.type)
+        if kind is not None and not kind.listens:
+            return None
         if self.listener is not None:
             return listener_address(self.listener)
         if self.socket_file:

@@ -82,7 +82,6 @@ def _scgi(server: Server, listener: Listener | None) -> FlupSCGIServer:
     assert listener is not None
     return FlupSCGIServer(
         application=server.wsgi_app,
-        scriptName="",
         bindAddress=listener_address(listener),
         listener=listener,
     )
