@@ -250,12 +250,15 @@ class Bus:
                 if failures and error.code == 0:
                     error.code = 1
                 raise
-            except Exception:
+            except Exception as error:
                 if failures is None:
                     failures = ChannelFailures()
                 failures.handle_exception()
                 if channel != "log":  # a failing log listener must not recurse
-                    self.log(f"Error in {channel!r} listener {listener!r}", 40, traceback=True)
+                    expected = _is_expected(error)
+                    detail = f": {error}" if expected else ""
+                    self.log(f"Error in {channel!r} listener {listener!r}{detail}", 40,
+                             traceback=not expected)
         if failures:
             raise failures
         return output
@@ -299,7 +302,13 @@ class Bus:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as error:
-                self.log("Shutting down due to error in start listener:", 40, traceback=True)
+                if _is_expected(error):
+                    causes = (error.get_instances() if isinstance(error, ChannelFailures)
+                              else [error])
+                    text = "; ".join(str(cause) for cause in causes)
+                    self.log(f"Shutting down due to error in start listener: {text}", 40)
+                else:
+                    self.log("Shutting down due to error in start listener:", 40, traceback=True)
                 try:
                     self._exit_services()
                 except Exception:
@@ -551,6 +560,18 @@ class Bus:
             except OSError:
                 pass
         self._wakeup_r, self._wakeup_w = _wakeup_pipe()
+
+
+def _is_expected(error: BaseException) -> bool:
+    """Return True for errors that explain themselves (bad settings, an address in use).
+
+    Such errors carry a sysexits ``exit_code`` (see sitebus.errors); their message says all
+    a person needs, so they are logged without a traceback. ChannelFailures is expected when
+    everything it gathered is.
+    """
+    if isinstance(error, ChannelFailures):
+        return all(_is_expected(e) for e in error.get_instances())
+    return isinstance(getattr(error, "exit_code", None), int)
 
 
 def _wakeup_pipe() -> tuple[int, int]:

@@ -503,3 +503,23 @@ def test_block_returns_only_after_the_exit_listeners_of_another_thread(bus: Bus)
     order.append("block returned")
     block_returned.set()
     assert order == ["exit listeners done", "block returned"]
+
+
+def test_errors_that_explain_themselves_are_logged_without_a_traceback(
+    bus: Bus, log: LogRecorder
+) -> None:
+    class PortInUse(OSError):
+        exit_code = 69
+
+    def broken() -> None:
+        raise PortInUse("cannot listen on 127.0.0.1:80: the address is already in use")
+
+    bus.subscribe("start", broken)
+    with pytest.raises(ChannelFailures):
+        bus.start()
+    errors = [m for m, level in log.lines if level == 40]
+    assert errors[0].startswith("Error in 'start' listener")
+    assert errors[0].endswith(": cannot listen on 127.0.0.1:80: the address is already in use")
+    assert errors[1] == ("Shutting down due to error in start listener: "
+                         "cannot listen on 127.0.0.1:80: the address is already in use")
+    assert not any("Traceback" in m for m in errors)
