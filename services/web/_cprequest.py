@@ -1,0 +1,573 @@
+"""The Request and Response objects, and the hooks that run during a request.
+
+A request goes through these stages, running the hooks attached at each point::
+
+    process_headers, get_resource (the dispatcher finds the handler and its config),
+    configure (config namespaces: request.*, response.*, tools.*, hooks.*, error_page.*),
+    on_start_resource, process_query_string, before_request_body, body processing,
+    before_handler, the handler, before_finalize, finalize, on_end_resource;
+    on an error: before_error_response, error_response(), after_error_response, finalize;
+    when the server has sent everything (or given up): on_end_request.
+
+Hooks of one point run in ascending priority (default 50), ties in the order they were
+attached; a failing hook is logged and the other hooks of that point still run only if they
+are ``failsafe``; the error is raised after the point's hooks. HTTPError and HTTPRedirect
+raised anywhere before finalize become the response; other errors become a 500 through
+``error_response``, with the traceback on the page only where ``show_tracebacks`` is on.
+
+The response body may be bytes, a list of bytes, a file, an iterable or a generator. Text
+is refused (``tools.encode``, on by default, encodes it). Without ``response.stream`` the
+body is collapsed in ``finalize`` so errors inside generators still become error pages;
+with it, status and headers go out first and the server pulls the body. Every closable body
+the response ever held is closed when the request ends, consumed or not.
+"""
+
+from __future__ import annotations
+
+import bisect
+import http.cookies
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from services.web import _cperror
+from services.web._cpdispatch import Dispatcher
+from services.web._cperror import HTTPError, HTTPRedirect, InternalRedirect
+from services.web._serving import serving
+from services.web.lib import closable, file_generator, httputil
+
+__all__ = ["Hook", "HookMap", "Request", "Response", "hookpoints"]
+
+hookpoints = (
+    "on_start_resource",
+    "before_request_body",
+    "before_handler",
+    "before_finalize",
+    "on_end_resource",
+    "on_end_request",
+    "before_error_response",
+    "after_error_response",
+)
+
+# Errors that become the response instead of being logged as failures.
+_ANSWERS = (HTTPError, HTTPRedirect, InternalRedirect)
+
+_UNICODE_ERR = "Page handlers MUST return bytes. Use tools.encode if you wish to return unicode."
+
+
+def current_log() -> Any:
+    """Return the current application's LogManager, or the site's outside a request."""
+    log = getattr(serving.request.app, "log", None)
+    if log is None:
+        from sitebus.site import log
+    return log
+
+
+def log_traceback(severity: int = 40) -> None:
+    """Write the current traceback to the current application's error log (or the site's)."""
+    current_log().error(context="HTTP", severity=severity, traceback=True)
+
+
+class Hook:
+    """A callback and its metadata: failsafe, priority and keyword arguments."""
+
+    callback: Callable[..., Any]
+    failsafe = False
+    """If True, the callback runs even when an earlier hook of its point failed."""
+    priority = 50
+    """Lower runs first; between 0 and 100 by convention."""
+    kwargs: dict[str, Any]
+
+    def __init__(self, callback: Callable[..., Any], failsafe: bool | None = None,
+                 priority: int | None = None, **kwargs: Any) -> None:
+        self.callback = callback
+        self.failsafe = getattr(callback, "failsafe", False) if failsafe is None else failsafe
+        self.priority = getattr(callback, "priority", 50) if priority is None else priority
+        self.kwargs = kwargs
+
+    def __lt__(self, other: Hook) -> bool:
+        return self.priority < other.priority
+
+    def __call__(self) -> Any:
+        """Run self.callback(**self.kwargs)."""
+        return self.callback(**self.kwargs)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(callback={self.callback!r}, failsafe={self.failsafe!r}, "
+                f"priority={self.priority!r}, {self.kwargs!r})")
+
+
+class HookMap(dict):
+    """A map of hook points to lists of Hooks, each list kept in priority order."""
+
+    def __init__(self, points: Any = None) -> None:
+        super().__init__()
+        for point in points or ():
+            self[point] = []
+
+    def __missing__(self, point: str) -> list[Hook]:
+        hooks: list[Hook] = []
+        self[point] = hooks
+        return hooks
+
+    def attach(self, point: str, callback: Callable[..., Any], failsafe: bool | None = None,
+               priority: int | None = None, **kwargs: Any) -> None:
+        """Append a new Hook made from the supplied arguments (after those of equal priority)."""
+        self.add(point, Hook(callback, failsafe, priority, **kwargs))
+
+    def add(self, point: str, hook: Hook) -> None:
+        """Add an existing Hook at ``point``, after those of equal priority."""
+        hooks = self.get(point)
+        if hooks is None:
+            self[point] = [hook]
+        elif not hooks or hooks[-1].priority <= hook.priority:
+            hooks.append(hook)
+        else:
+            bisect.insort_right(hooks, hook)
+
+    def run(self, point: str) -> None:
+        """Execute all registered Hooks (callbacks) for the given point."""
+        hooks = self.get(point)
+        if hooks:
+            self.run_hooks(hooks)
+
+    @staticmethod
+    def run_hooks(hooks: list[Hook]) -> None:
+        """Run ``hooks``; after a failure only failsafe ones run; then raise the failure."""
+        exc: BaseException | None = None
+        for hook in hooks:
+            if exc is None or hook.failsafe:
+                try:
+                    hook()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except _ANSWERS as error:
+                    exc = error
+                except Exception as error:
+                    exc = error
+                    log_traceback()
+        if exc is not None:
+            raise exc
+
+    def copy(self) -> HookMap:
+        new = HookMap()
+        for point, hooks in self.items():
+            if hooks:
+                new[point] = hooks[:]
+        return new
+
+    def __repr__(self) -> str:
+        return f"{self.__module__}.{type(self).__name__}({dict.__repr__(self)})"
+
+
+def prepare_iter(value: Any) -> Any:
+    """Make ``value`` (bytes, text, a file, None or an iterable) an iterable body."""
+    if isinstance(value, (bytes, str)):
+        return [value] if value else []
+    if value is None:
+        return []
+    if hasattr(value, "read"):
+        return file_generator(value)
+    return value
+
+
+class Response:
+    """An HTTP response: status, headers, cookie and body for the current request."""
+
+    status: Any = ""
+    """The HTTP status code and reason phrase (int or str; finalize makes it '200 OK')."""
+
+    header_list: list[tuple[str, str]] | None = None
+    """The headers as (name, value) pairs, filled by finalize."""
+
+    output_status = ""
+    """The status line's text as sent ('200 OK'), filled by finalize."""
+
+    timeout = 300
+    """Seconds to allow responses to run."""
+
+    timed_out = False
+    """True when the response has run longer than ``timeout``."""
+
+    stream = False
+    """If False, the body is collapsed (buffered) before sending; if True, it is streamed."""
+
+    server_name = "sitebus"
+
+    def __init__(self) -> None:
+        self._body: Any = []
+        self._closables: list[Any] | None = None
+        self.time = now = time.time()
+        self.headers = headers = httputil.HeaderMap()
+        dict.update(headers, {"Content-Type": "text/html", "Server": self.server_name,
+                              "Date": httputil.HTTPDate(now)})
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "cookie":
+            cookie = self.cookie = http.cookies.SimpleCookie()
+            return cookie
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def body(self) -> Any:
+        """The body (entity) of the response, as an iterable of bytes."""
+        return self._body
+
+    @body.setter
+    def body(self, value: Any) -> None:
+        if isinstance(value, str):
+            raise ValueError(_UNICODE_ERR)
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    raise ValueError(_UNICODE_ERR)
+            self._body = value
+            return
+        value = prepare_iter(value)
+        self.close_later(value)
+        self._body = value
+
+    def close_later(self, body: Any) -> None:
+        """Remember ``body`` (if it can be closed) to close it when the request ends."""
+        if isinstance(body, (list, tuple, bytes)) or not closable(body):
+            return
+        if self._closables is None:
+            self._closables = [body]
+        elif not any(body is known for known in self._closables):
+            self._closables.append(body)
+
+    def collapse_body(self) -> bytes:
+        """Collapse the body to a single byte string, and return it."""
+        body = self._body
+        new_body = body if isinstance(body, bytes) else b"".join(body)
+        self._body = [new_body] if new_body else []
+        return new_body
+
+    def close_body(self) -> None:
+        """Call close() on every closable body this response held, once each."""
+        closables, self._closables = self._closables, None
+        for item in closables or ():
+            try:
+                item.close()
+            except Exception:
+                log_traceback()
+
+    def check_timeout(self) -> None:
+        """Set ``timed_out`` if the response has run longer than ``timeout``."""
+        if time.time() > self.time + self.timeout:
+            self.timed_out = True
+
+    def finalize(self) -> None:
+        """Transform the headers (and cookies) into header_list; compute Content-Length."""
+        try:
+            code, reason, _ = httputil.valid_status(self.status)
+        except ValueError as error:
+            raise HTTPError(500, error.args[0]) from None
+        headers = self.headers
+        self.status = self.output_status = f"{code} {reason}"
+        if self.stream:
+            if dict.get(headers, "Content-Length") is None:
+                dict.pop(headers, "Content-Length", None)
+        elif code < 200 or code in (204, 205, 304):
+            dict.pop(headers, "Content-Length", None)
+            self._body = []
+        elif dict.get(headers, "Content-Length") is None:
+            body = self._body
+            if type(body) is list and len(body) == 1 and type(body[0]) is bytes:
+                length = len(body[0])  # the usual case: already one chunk
+            else:
+                length = len(self.collapse_body())
+            dict.__setitem__(headers, "Content-Length", str(length))
+        self.header_list = header_list = headers.output()
+        cookie = self.__dict__.get("cookie")
+        if cookie:
+            for line in cookie.output().split("\r\n"):
+                name, value = line.split(": ", 1)
+                header_list.append((name, httputil.HeaderMap.encode(value)))
+
+
+class Request:
+    """An HTTP request: what the client asked for, and how this application answers it.
+
+    Class attributes are the defaults; config (``request.*``) and tools change them per
+    request on the instance.
+    """
+
+    prev: Request | None = None
+    """The previous Request when an InternalRedirect made this one."""
+
+    local = httputil.Host("127.0.0.1", 80)
+    """The server's address (ip, port, name)."""
+
+    remote = httputil.Host("127.0.0.1", 1111)
+    """The client's address (ip, port, name)."""
+
+    scheme = "http"
+    server_protocol = "HTTP/1.1"
+    base = ""
+    """The scheme and host of the request URL, e.g. 'http://www.example.com:8080'."""
+
+    request_line = ""
+    method = "GET"
+    query_string = ""
+    query_string_encoding = "utf8"
+    protocol = (1, 1)
+    """The HTTP version for this request: the lesser of the client's and the server's."""
+
+    params: dict[str, Any] = {}
+    """Keyword arguments for the handler, from the query string, the body and the path."""
+
+    headers = httputil.HeaderMap()
+    rfile: Any = None
+    process_request_body = True
+    methods_with_bodies = ("POST", "PUT", "PATCH")
+    """The methods whose request body is processed (into ``params``)."""
+
+    body: Any = None
+    """The request entity (a RequestBody); ``body.params`` are the params from the body."""
+
+    dispatch: Any = Dispatcher()
+    """The dispatcher: finds the handler and config (``request.dispatch`` in config)."""
+
+    script_name = ""
+    """The mount point of the application which is handling this request."""
+
+    path_info = "/"
+    """The path below the mount point (after the dispatcher, the handler's path)."""
+
+    login: str | None = None
+    app: Any = None
+    handler: Any = None
+    """The page handler the dispatcher found; tools may wrap or replace it."""
+
+    toolmaps: dict[str, dict[str, dict[str, Any]]] = {}
+    config: dict[str, Any] | None = None
+    is_index: bool | None = None
+    """True if the handler is an index (its URL ends with '/'), False if not, None if unknown."""
+
+    hooks = HookMap(hookpoints)
+    error_page: dict[Any, Any] = {}
+    """Custom error pages: {code or 'default': a template file name or a callable}."""
+
+    show_tracebacks = True
+    """If True, unexpected errors show their traceback on the error page."""
+
+    show_mismatched_params = True
+    """If True, 404/400 pages for wrong handler arguments say which ones were wrong."""
+
+    throws: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, InternalRedirect)
+    throw_errors = False
+    """If True, unexpected errors propagate instead of becoming 500 responses."""
+
+    closed = False
+    stage: str | None = None
+    multithread = True
+    multiprocess = False
+    wsgi_environ: dict[str, Any] = {}
+    namespaces: Any = None  # the NamespaceSet, set by _cpconfig
+
+    def __init__(self, local_host: httputil.Host, remote_host: httputil.Host,
+                 scheme: str = "http", server_protocol: str = "HTTP/1.1") -> None:
+        self.local = local_host
+        self.remote = remote_host
+        self.scheme = scheme
+        self.server_protocol = server_protocol
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "cookie":
+            cookie = self.cookie = http.cookies.SimpleCookie()
+            value = self.headers.get("Cookie")
+            if value:
+                try:
+                    cookie.load(value)
+                except http.cookies.CookieError as error:
+                    raise HTTPError(400, str(error)) from None
+            return cookie
+        if name == "unique_id":
+            unique = self.unique_id = uuid.uuid4()
+            return unique
+        if name == "header_list":
+            return list(self.headers.items())
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, method: str, path: str, query_string: str, req_protocol: str,
+            headers: Any, rfile: Any) -> Response:
+        """Process the request and return the Response (also ``serving.response``).
+
+        ``path`` is the full path (script name and path info); ``headers`` a HeaderMap or
+        a list of (name, value) pairs. The WSGI adapter calls ``run_prepared`` instead.
+        """
+        self.method = method
+        self.query_string = query_string or ""
+        if not isinstance(headers, httputil.HeaderMap):
+            header_map = httputil.HeaderMap()
+            for name, value in headers:
+                header_map[name] = httputil.decode_TEXT_maybe(value.strip())
+            headers = header_map
+        self.headers = headers
+        self.rfile = rfile
+        path = path or "/"
+        script_name = self.app.script_name if self.app is not None else ""
+        self.script_name = script_name
+        self.path_info = path[len(script_name):] if path.startswith(script_name) else path
+        self.request_line = f"{method} {path}{'?' + query_string if query_string else ''} " \
+                            f"{req_protocol}"
+        return self.run_prepared(req_protocol)
+
+    def run_prepared(self, req_protocol: str) -> Response:
+        """Process a request whose method, paths, query string and headers are set."""
+        response = serving.response
+        try:
+            self.stage = "process_protocol"
+            rp = int(req_protocol[5]), int(req_protocol[7])
+            sp = int(self.server_protocol[5]), int(self.server_protocol[7])
+            self.protocol = rp if rp < sp else sp
+            self.respond(self.path_info)
+        except self.throws:
+            raise
+        except Exception:
+            if self.throw_errors:
+                raise
+            # A failure in setup, in the error handler or in finalize: bypass them.
+            log_traceback()
+            body = _cperror.format_exc() if _cperror.shows_tracebacks(self) else ""
+            status, header_list, content = _cperror.bare_error(body)
+            response.status = response.output_status = status
+            response.header_list = header_list
+            response._body = content
+        if self.method == "HEAD":
+            response._body = []  # HEAD responses MUST NOT carry a body
+        return response
+
+    def respond(self, path_info: str) -> None:
+        """Generate a response for the resource at ``path_info``."""
+        response = serving.response
+        try:
+            try:
+                try:
+                    self._do_respond(path_info, response)
+                except (HTTPRedirect, HTTPError) as inst:
+                    inst.set_response()
+                    self.stage = "before_finalize (HTTPError)"
+                    self.hooks.run("before_finalize")
+                    response.finalize()
+            finally:
+                self.stage = "on_end_resource"
+                self.hooks.run("on_end_resource")
+        except self.throws:
+            raise
+        except Exception:
+            if self.throw_errors:
+                raise
+            self.handle_error()
+
+    def _do_respond(self, path_info: str, response: Response) -> None:
+        if self.app is None:
+            raise _cperror.NotFound()
+        self.hooks = self.__class__.hooks.copy()
+        self.toolmaps = {}
+
+        self.stage = "process_headers"
+        self.process_headers()
+
+        self.stage = "get_resource"
+        self.get_resource(path_info)
+
+        from services.web._cpreqbody import RequestBody
+
+        self.body = RequestBody(self.rfile, self.headers, request_params=self.params)
+        self.configure()
+
+        self.stage = "on_start_resource"
+        hooks = self.hooks
+        hooks.run("on_start_resource")
+
+        self.stage = "process_query_string"
+        if self.query_string:
+            self.process_query_string()
+
+        if self.process_request_body and self.method not in self.methods_with_bodies:
+            self.process_request_body = False
+        self.stage = "before_request_body"
+        hooks.run("before_request_body")
+        if self.process_request_body:
+            self.body.process()
+        if response.timed_out:
+            raise _cperror.TimeoutError()
+
+        self.stage = "before_handler"
+        hooks.run("before_handler")
+        if self.handler:
+            if response.timed_out:
+                raise _cperror.TimeoutError()
+            self.stage = "handler"
+            response.body = self.handler()
+
+        self.stage = "before_finalize"
+        hooks.run("before_finalize")
+        response.finalize()
+
+    def process_query_string(self) -> None:
+        """Parse the query string into ``params``; a string not in its encoding is a 404."""
+        try:
+            p = httputil.parse_query_string(self.query_string,
+                                            encoding=self.query_string_encoding)
+        except UnicodeDecodeError:
+            raise HTTPError(
+                404, "The given query string could not be processed. Query strings for this "
+                f"resource must be encoded with {self.query_string_encoding!r}.") from None
+        self.params.update(p)
+
+    def process_headers(self) -> None:
+        """Check the Host header (HTTP/1.1 requires it) and compute ``base``."""
+        host = dict.get(self.headers, "Host")
+        if not host:
+            if self.protocol >= (1, 1):
+                raise HTTPError(400, "HTTP/1.1 requires a 'Host' request header.")
+            host = self.local.name or self.local.ip
+        self.base = f"{self.scheme}://{host}"
+
+    def get_resource(self, path: str) -> None:
+        """Call the dispatcher: it sets ``handler`` and ``config``."""
+        dispatch = self.dispatch
+        app_dispatch = self.app.find_config(path, "request.dispatch", None) \
+            if self.app._dispatch_in_config else None
+        if app_dispatch is not None:
+            dispatch = app_dispatch
+        dispatch(path)
+
+    def configure(self) -> None:
+        """Apply the config namespaces of ``self.config`` to this request."""
+        from services.web._cpconfig import apply_request_config
+
+        apply_request_config(self)
+
+    def handle_error(self) -> None:
+        """Handle the last unanticipated exception (turn it into an error response)."""
+        response = serving.response
+        try:
+            self.hooks.run("before_error_response")
+            if self.error_response:
+                self.error_response()
+            self.hooks.run("after_error_response")
+            response.finalize()
+        except HTTPRedirect as inst:
+            inst.set_response()
+            response.finalize()
+
+    @staticmethod
+    def error_response() -> None:
+        """Set the response to a 500 error page (the default ``request.error_response``)."""
+        HTTPError(500).set_response()
+
+    def close(self) -> None:
+        """Run the on_end_request hooks: the response has been sent (or abandoned)."""
+        if not self.closed:
+            self.closed = True
+            self.stage = "on_end_request"
+            self.hooks.run("on_end_request")
+            self.stage = "close"
+
