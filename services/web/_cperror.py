@@ -169,10 +169,12 @@ def shows_tracebacks(request: Any) -> bool:
 def clean_headers(status: int) -> None:
     """Remove the headers of the original content, which do not apply to an error page."""
     headers = serving.response.headers
-    for key in ("Accept-Ranges", "Age", "Allow", "Cache-Control", "Content-Encoding",
+    for key in ("Accept-Ranges", "Age", "Cache-Control", "Content-Encoding",
                 "Content-Length", "Expires", "Content-Location", "Content-MD5",
                 "Last-Modified"):
         headers.pop(key, None)
+    if status != 405:  # a 405 must say what is allowed
+        headers.pop("Allow", None)
     if status != 416:
         headers.pop("Content-Range", None)
 

@@ -248,6 +248,17 @@ class Entity:
     def default_proc(self) -> None:
         """Called if a more-specific processor is not found for the entity's type."""
 
+    def close_files(self) -> None:
+        """Close the temporary files of this entity and of its parts (and of params)."""
+        if self.file is not None:
+            self.file.close()
+        for part in self.parts:
+            part.close_files()
+        for value in self.params.values():
+            for item in value if isinstance(value, list) else (value,):
+                if isinstance(item, Entity):
+                    item.close_files()
+
 
 class Part(Entity):
     """A MIME part of a multipart entity."""

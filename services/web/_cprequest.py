@@ -564,10 +564,18 @@ class Request:
         HTTPError(500).set_response()
 
     def close(self) -> None:
-        """Run the on_end_request hooks: the response has been sent (or abandoned)."""
+        """Run the on_end_request hooks: the response has been sent (or abandoned).
+
+        Then close the temporary files of uploads: they belong to this request.
+        """
         if not self.closed:
             self.closed = True
             self.stage = "on_end_request"
-            self.hooks.run("on_end_request")
-            self.stage = "close"
+            try:
+                self.hooks.run("on_end_request")
+            finally:
+                self.stage = "close"
+                body = self.body
+                if body is not None and hasattr(body, "close_files"):
+                    body.close_files()
 
