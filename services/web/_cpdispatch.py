@@ -296,7 +296,9 @@ class Dispatcher:
                         sources.append(_staticdir_section(curpath))
             trail.append((node, sources, segleft))
 
-        # Find the deepest exposed handler, or the deepest exposed default method.
+        # Find the deepest exposed handler, or the deepest exposed default method. Config
+        # comes from the whole path either way (the sections of segments a default method
+        # takes still apply), with a default method's own config after its object's.
         last = len(trail) - 1
         for i in range(last, -1, -1):
             candidate, _, segleft = trail[i]
@@ -308,10 +310,11 @@ class Dispatcher:
                 conf = getattr(default, "_cp_config", None)
                 if conf:
                     sources.append(conf)
+                sources.extend(_flatten(trail[i + 1:]))
                 return default, fullpath[fullpath_len - segleft:-1], sources, \
                     path.endswith("/")
             if getattr(candidate, "exposed", False):
-                return candidate, fullpath[fullpath_len - segleft:-1], _flatten(trail[:i + 1]), \
+                return candidate, fullpath[fullpath_len - segleft:-1], _flatten(trail), \
                     i == last
         return None, [], _flatten(trail), None
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import re
 import sys
 import traceback as _traceback
 import urllib.parse
@@ -71,6 +72,7 @@ class InternalRedirect(CherryPyException):
 
 # Characters a URL may carry as they are; everything else is percent-encoded.
 _URL_SAFE = "/:?#[]@!$&'()*+,;=%~-._"
+_URL_UNSAFE = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]")
 
 _REDIRECT_NOTES = {
     300: "This resource can be found at ",
@@ -83,8 +85,8 @@ _REDIRECT_NOTES = {
 
 
 def safe_url(url: str) -> str:
-    """Return ``url`` with controls, spaces and non-ASCII characters percent-encoded."""
-    if url.isascii() and url.isprintable() and " " not in url:
+    """Return ``url`` with controls, spaces, non-ASCII and unsafe characters percent-encoded."""
+    if _URL_UNSAFE.search(url) is None:
         return url
     return urllib.parse.quote(url, safe=_URL_SAFE)
 
