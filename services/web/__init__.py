@@ -82,6 +82,7 @@ __all__ = [
     "response",
     "server",
     "serving",
+    "session",
     "thread_data",
     "tools",
     "tree",
@@ -113,6 +114,9 @@ request: Any = ThreadLocalProxy("request")
 
 response: Any = ThreadLocalProxy("response")
 """The current thread's Response."""
+
+session: Any = ThreadLocalProxy("session")
+"""The current thread's Session (with ``tools.sessions`` on)."""
 
 checker = _cpchecker.checker
 """The start-up checker (``checker.on`` in site config)."""

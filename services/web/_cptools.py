@@ -32,7 +32,7 @@ from services.web._cprequest import Request
 from services.web._helper import expose
 from services.web._serving import serving
 
-__all__ = ["ErrorTool", "HandlerTool", "HandlerWrapperTool", "Tool", "Toolbox",
+__all__ = ["ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionTool", "Tool", "Toolbox",
            "default_toolbox"]
 
 _attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
@@ -196,6 +196,43 @@ class ErrorTool(Tool):
         serving.request.error_response = self._wrapper
 
 
+class SessionTool(Tool):
+    """Server-side sessions (``tools.sessions``): init, lock, save and close at their points.
+
+    ``locking`` is 'implicit' (lock before the handler), 'early' (before the request body)
+    or 'explicit' (the application locks); the lock is always released at the end.
+    """
+
+    def __init__(self) -> None:
+        from services.web.lib import sessions
+
+        super().__init__("before_request_body", sessions.init)
+        self._sessions = sessions
+
+    def _lock_session(self) -> None:
+        serving.session.acquire_lock()
+
+    def _setup(self) -> None:
+        hooks = serving.request.hooks
+        conf = self._merged_args()
+        priority = self._priority_of(conf)
+        hooks.attach(self._point, self.callable, priority=priority, **conf)
+        locking = conf.pop("locking", "implicit")
+        if locking == "implicit":
+            hooks.attach("before_handler", self._lock_session)
+        elif locking == "early":
+            hooks.attach("before_request_body", self._lock_session, priority=60)
+        hooks.attach("before_finalize", self._sessions.save)
+        hooks.attach("on_end_request", self._sessions.close)
+
+    def regenerate(self) -> None:
+        """Drop the current session and make a new one (with a new id)."""
+        serving.session.regenerate()
+        relevant = ("path", "path_header", "name", "timeout", "domain", "secure", "httponly")
+        conf = {k: v for k, v in self._merged_args().items() if k in relevant}
+        self._sessions.set_response_cookie(**conf)
+
+
 class Toolbox:
     """A collection of Tools answering to one config namespace (``tools`` by default).
 
@@ -271,6 +308,7 @@ def _build_default_toolbox() -> Toolbox:
     box.json_in = Tool("before_request_body", jsontools.json_in, priority=30)
     box.json_out = Tool("before_handler", jsontools.json_out, priority=30)
     box.params = Tool("before_handler", cptools.convert_params, priority=15)
+    box.sessions = SessionTool()
     return box
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sitebus.errors import ConfigError
 
 import services.web as cherrypy
 from services.web._cpchecker import Checker
+from sitebus.errors import ConfigError
 from tests.processes import wait_until
 
 
