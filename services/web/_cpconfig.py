@@ -265,7 +265,8 @@ def _step_for(namespace: str, handler: Any, entries: list[tuple[str, Any]]
         for key, value in entries:
             name, _, arg = key.partition(".")
             toolmap.setdefault(name, {})[arg] = value
-        enabled = [name for name, settings in toolmap.items() if settings.get("on", False)]
+        enabled = [(name, *_prepared_hook(handler, name, toolmap))
+                   for name, settings in toolmap.items() if settings.get("on", False)]
         return _setup_tools, (handler, toolmap, enabled)
     return _call_namespace, (handler, entries)
 
@@ -298,17 +299,39 @@ def _attach_hooks(request: Any, hooks: list[tuple[str, Hook]]) -> None:
         request.hooks.add(point, hook)
 
 
+def _prepared_hook(toolbox: Any, name: str, toolmap: dict[str, dict[str, Any]]
+                   ) -> tuple[Any, Any]:
+    """Return (tool, (point, Hook)) for a plain Tool, whose hook is the same every request.
+
+    Tools that override ``_setup`` (or are not plain Tools) get (tool, None): they are set
+    up per request, as they may attach different hooks each time.
+    """
+    from services.web._cptools import Tool
+
+    tool = getattr(toolbox, name, None)
+    if tool is None or type(tool)._setup is not Tool._setup or tool._point is None:
+        return tool, None
+    conf = {k: v for k, v in toolmap[name].items() if k != "on"}
+    priority = tool._priority_of(conf)
+    return tool, (tool._point, Hook(tool.callable, None, priority, **conf))
+
+
 def _setup_tools(request: Any, data: Any) -> None:
     toolbox, toolmap, enabled = data
     request.toolmaps[toolbox.namespace] = toolmap
-    for name in enabled:
+    hooks = request.hooks
+    for name, prepared_tool, prepared in enabled:
         tool = getattr(toolbox, name, None)
         if tool is None:
             from services.web._cperror import HTTPError
 
             raise HTTPError(500, f"{toolbox.namespace}.{name}.on: no tool named {name!r} in "
                             f"the {toolbox.namespace!r} toolbox")
-        tool._setup()
+        if prepared is not None and tool is prepared_tool and tool.callable is \
+                prepared[1].callback:
+            hooks.add(*prepared)
+        else:
+            tool._setup()
 
 
 def _call_namespace(request: Any, data: Any) -> None:

@@ -126,6 +126,11 @@ class ResponseEncoder:
             # Encoded text may change length: let finalize() compute it again.
             response.headers.pop("Content-Length", None)
 
+        if self.encoding is None and not dict.get(request.headers, "Accept-Charset"):
+            # The usual case: the client says nothing, so any charset will do.
+            if encoder(self.default_encoding):
+                return self.default_encoding
+            raise HTTPError(500, self.failmsg % self.default_encoding)
         encs = request.headers.elements("Accept-Charset")
         charsets = [enc.value.lower() for enc in encs]
         if self.encoding is not None:

@@ -361,7 +361,17 @@ class HeaderMap(CaseInsensitiveDict):
 
     def output(self) -> list[tuple[str, str]]:
         """Transform self into a list of (name, value) pairs for WSGI's start_response."""
-        return list(self.encode_header_items(self.items()))
+        encode = self.encode
+        out = []
+        for name, value in self.items():
+            if type(value) is not str:
+                value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if not (value.isascii() and "\n" not in value and "\r" not in value):
+                value = encode(value)
+            if not name.isascii():
+                name = encode(name)
+            out.append((name, value))
+        return out
 
     @classmethod
     def encode_header_items(cls, header_items: Iterable[tuple[Any, Any]]

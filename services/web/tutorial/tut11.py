@@ -37,7 +37,7 @@ class TimingTool(cherrypy.Tool):
 
     def end_timer(self):
         duration = time.time() - cherrypy.request._time
-        cherrypy.response.headers['X-Handler-Time'] = '%.6f' % duration
+        cherrypy.response.headers['X-Handler-Time'] = f'{duration:.6f}'
 
 
 cherrypy.tools.timeit = TimingTool()
