@@ -158,7 +158,7 @@ def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> N
     if config:
         _site.config.update(config)
     tree.mount(root, script_name, config)
-    engine.signals.subscribe()
+    engine.signal_handler.subscribe()
     server_plugin = _cpserver_default()
     server_plugin.subscribe()
     engine.start()

@@ -56,11 +56,11 @@ class RequestNamespaces(NamespaceSet):
         super().__delitem__(key)
         self.version += 1
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         super().update(*args, **kwargs)
         self.version += 1
 
-    def pop(self, *args: Any) -> Any:  # type: ignore[override]
+    def pop(self, *args: Any) -> Any:
         self.version += 1
         return super().pop(*args)
 

@@ -73,7 +73,7 @@ class LateParamPageHandler(PageHandler):
     Tools running before the handler may thereby change the arguments it receives.
     """
 
-    @property  # type: ignore[override]
+    @property
     def kwargs(self) -> dict[str, Any]:
         params = serving.request.params
         if self._kwargs:

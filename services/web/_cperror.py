@@ -105,7 +105,7 @@ class HTTPRedirect(CherryPyException):
 
         request = serving.request
         if isinstance(urls, (str, bytes)):
-            urls = [urls]  # type: ignore[list-item]
+            urls = [urls]
         here = current_url()
         abs_urls = []
         for target in urls:

@@ -550,8 +550,9 @@ class Request:
         response = serving.response
         try:
             self.hooks.run("before_error_response")
-            if self.error_response:
-                self.error_response()
+            error_response = self.error_response
+            if error_response is not None:
+                error_response()
             self.hooks.run("after_error_response")
             response.finalize()
         except HTTPRedirect as inst:

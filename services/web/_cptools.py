@@ -174,7 +174,7 @@ class HandlerWrapperTool(Tool):
         self._priority = priority
         self.__doc__ = newhandler.__doc__
 
-    def callable(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def callable(self, *args: Any, **kwargs: Any) -> None:
         innerfunc = serving.request.handler
 
         def wrap(*a: Any, **kw: Any) -> Any:
@@ -242,6 +242,10 @@ class Toolbox:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        namespace = self.__dict__.get("namespace")
+        raise AttributeError(f"no tool named {name!r} in the {namespace!r} toolbox")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Tool):

@@ -156,7 +156,7 @@ def accept(media: str | list[str] | None = None, debug: bool = False) -> str | N
     if not ranges:
         return media[0]
     for element in ranges:
-        if element.qvalue <= 0:  # type: ignore[attr-defined]
+        if element.qvalue <= 0:
             continue
         if element.value == "*/*":
             return media[0]

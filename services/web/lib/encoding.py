@@ -78,6 +78,7 @@ class ResponseEncoder:
         for k, v in kwargs.items():
             setattr(self, k, v)
         self.attempted_charsets: set[str] = set()
+        self.body: Any = []
         request = serving.request
         if request.handler is not None:
             self.oldhandler = request.handler
@@ -143,7 +144,7 @@ class ResponseEncoder:
             raise HTTPError(500, self.failmsg % self.default_encoding)
         else:
             for element in encs:
-                if element.qvalue > 0:  # type: ignore[attr-defined]
+                if element.qvalue > 0:
                     if element.value == "*":
                         if encoder(self.default_encoding):
                             return self.default_encoding

@@ -334,7 +334,7 @@ class CaseInsensitiveDict(dict):
             self[key] = value
 
     @classmethod
-    def fromkeys(cls, seq: Iterable[Any], value: Any = None) -> CaseInsensitiveDict:  # type: ignore[override]
+    def fromkeys(cls, seq: Iterable[Any], value: Any = None) -> CaseInsensitiveDict:
         new = cls()
         for key in seq:
             new[key] = value
@@ -353,7 +353,7 @@ class HeaderMap(CaseInsensitiveDict):
         key = str(key).title()
         return header_elements(key, dict.get(self, key))
 
-    def values(self, key: str | None = None) -> Any:  # type: ignore[override]
+    def values(self, key: str | None = None) -> Any:
         """Return a sorted list of HeaderElement.value for the given header."""
         if key is None:
             return dict.values(self)

@@ -114,7 +114,7 @@ class WebClient:
         cls = http.client.HTTPSConnection if self.scheme == "https" else \
             http.client.HTTPConnection
         conn = cls(interface(self.HOST), self.PORT, timeout=self.timeout)
-        conn.auto_open = auto_open  # type: ignore[attr-defined]
+        conn.auto_open = auto_open
         conn.connect()
         return conn
 
