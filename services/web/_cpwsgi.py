@@ -153,7 +153,9 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         request.prev = environ.get("cherrypy.previous_request")
         method = request.method = environ["REQUEST_METHOD"]
         script_name = request.script_name = _recode(environ.get("SCRIPT_NAME", ""))
-        path_info = request.path_info = _recode(environ.get("PATH_INFO", "")) or "/"
+        # '' below a mount point ('/app' asked, '/app/' meant): trailing_slash redirects.
+        path_info = _recode(environ.get("PATH_INFO", "")) or ("" if script_name else "/")
+        request.path_info = path_info
         query_string = request.query_string = _recode(environ.get("QUERY_STRING", ""))
         protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.0")
         request.request_line = (

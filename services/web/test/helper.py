@@ -145,10 +145,14 @@ class CPWebCase(WebCase):
     def setup_server() -> None:
         """Mount the applications under test (override it)."""
 
+    # pytest calls both setup_class and setUpClass (unittest runners only the latter): each
+    # does the work once.
     @classmethod
     def setup_class(cls) -> None:
         from sitebus.site import config
 
+        if cls.__dict__.get("_server") is not None:
+            return
         cls._state = SiteState()
         dict.update(config, TEST_CONFIG)
         cls.setup_server()
