@@ -4,9 +4,8 @@ One call of the application serves one request, in this order: a Request and a R
 are made current for the thread (``acquire_thread`` and ``before_request`` are published
 on the bus), the request runs, ``start_response`` gets the status and headers, and the
 returned iterable hands out the body. Its ``close()`` (which the server calls when it has
-sent everything, or given up) runs the ``on_end_request`` hooks, publishes
-``after_request``, closes every closable body the response held and clears the thread's
-slots.
+sent everything, or given up) closes every closable body the response held, runs the
+``on_end_request`` hooks, publishes ``after_request`` and clears the thread's slots.
 
 An InternalRedirect makes a new GET request for the new path within the same call (the old
 request is closed first); visiting the same URL twice is an error. Failures outside the
@@ -107,14 +106,14 @@ class AppResponse:
         return iter(self.body)
 
     def close(self) -> None:
-        """End the request: on_end_request, after_request, close the body, clear the slots."""
+        """End the request: close the body, on_end_request, after_request, clear the slots."""
         if self.closed:
             return
         self.closed = True
         try:
-            self.app.release_serving(self.request, self.response)
-        finally:
             self.response.close_body()
+        finally:
+            self.app.release_serving(self.request, self.response)
 
 
 def _streamed(body: Any, start_response: Callable[..., Any], request: Any) -> Iterator[bytes]:
@@ -170,8 +169,10 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
             body = _streamed(body, start_response, request)
         start_response(response.output_status, response.header_list)
     except BaseException:
-        app.release_serving(request, response)
-        response.close_body()
+        try:
+            response.close_body()
+        finally:
+            app.release_serving(request, response)
         raise
     return AppResponse(app, request, response, body)
 
