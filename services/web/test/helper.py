@@ -78,18 +78,25 @@ class LocalServer:
 
 
 class SiteState:
-    """A snapshot of the site config and tree, restored by ``restore()``."""
+    """A snapshot of the site config and tree, restored by ``restore()``.
+
+    While it is held, the site's access log is quiet (tests read responses, not log lines).
+    """
 
     def __init__(self) -> None:
-        from sitebus.site import config, tree
+        from sitebus.site import config, log, tree
 
         self._config = config
         self._tree = tree
+        self._access_log = log.access_log
+        self.access_log_disabled = log.access_log.disabled
+        log.access_log.disabled = True
         self.config = dict(config)
         self.apps = dict(tree.apps)
         self.vhosts = {host: dict(table) for host, table in tree.vhosts.items()}
 
     def restore(self) -> None:
+        self._access_log.disabled = self.access_log_disabled
         dict.clear(self._config)
         dict.update(self._config, self.config)
         self._tree.apps.clear()
