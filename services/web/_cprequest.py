@@ -1,4 +1,4 @@
-"""The Request and Response objects, and the hooks that run during a request.
+"""The Request: what the client asked for, and the stages that answer it.
 
 A request goes through these stages, running the hooks attached at each point::
 
@@ -15,276 +15,26 @@ are ``failsafe``; the error is raised after the point's hooks. HTTPError and HTT
 raised anywhere before finalize become the response; other errors become a 500 through
 ``error_response``, with the traceback on the page only where ``show_tracebacks`` is on.
 
-The response body may be bytes, a list of bytes, a file, an iterable or a generator. Text
-is refused (``tools.encode``, on by default, encodes it). Without ``response.stream`` the
-body is collapsed in ``finalize`` so errors inside generators still become error pages;
-with it, status and headers go out first and the server pulls the body. Every closable body
-the response ever held is closed when the request ends, consumed or not.
+The hooks are in ``_cphooks``, the Response in ``_cpresponse``; both are also reachable here
+under the reference's module name.
 """
 
 from __future__ import annotations
 
-import bisect
 import http.cookies
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from services.web import _cperror
 from services.web._cpdispatch import Dispatcher
 from services.web._cperror import HTTPError, HTTPRedirect, InternalRedirect
+from services.web._cphooks import Hook, HookMap, current_log, hookpoints, log_traceback
+from services.web._cpresponse import Response, prepare_iter
 from services.web._serving import serving
-from services.web.lib import closable, file_generator, httputil
+from services.web.lib import httputil
 
-__all__ = ["Hook", "HookMap", "Request", "Response", "hookpoints"]
-
-hookpoints = (
-    "on_start_resource",
-    "before_request_body",
-    "before_handler",
-    "before_finalize",
-    "on_end_resource",
-    "on_end_request",
-    "before_error_response",
-    "after_error_response",
-)
-
-# Errors that become the response instead of being logged as failures.
-_ANSWERS = (HTTPError, HTTPRedirect, InternalRedirect)
-
-_UNICODE_ERR = "Page handlers MUST return bytes. Use tools.encode if you wish to return unicode."
-
-
-def current_log() -> Any:
-    """Return the current application's LogManager, or the site's outside a request."""
-    log = getattr(serving.request.app, "log", None)
-    if log is None:
-        from sitebus.site import log
-    return log
-
-
-def log_traceback(severity: int = 40) -> None:
-    """Write the current traceback to the current application's error log (or the site's)."""
-    current_log().error(context="HTTP", severity=severity, traceback=True)
-
-
-class Hook:
-    """A callback and its metadata: failsafe, priority and keyword arguments."""
-
-    callback: Callable[..., Any]
-    failsafe = False
-    """If True, the callback runs even when an earlier hook of its point failed."""
-    priority = 50
-    """Lower runs first; between 0 and 100 by convention."""
-    kwargs: dict[str, Any]
-
-    def __init__(self, callback: Callable[..., Any], failsafe: bool | None = None,
-                 priority: int | None = None, **kwargs: Any) -> None:
-        self.callback = callback
-        self.failsafe = getattr(callback, "failsafe", False) if failsafe is None else failsafe
-        self.priority = getattr(callback, "priority", 50) if priority is None else priority
-        self.kwargs = kwargs
-
-    def __lt__(self, other: Hook) -> bool:
-        return self.priority < other.priority
-
-    def __call__(self) -> Any:
-        """Run self.callback(**self.kwargs)."""
-        return self.callback(**self.kwargs)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(callback={self.callback!r}, failsafe={self.failsafe!r}, "
-                f"priority={self.priority!r}, {self.kwargs!r})")
-
-
-class HookMap(dict):
-    """A map of hook points to lists of Hooks, each list kept in priority order."""
-
-    def __init__(self, points: Any = None) -> None:
-        super().__init__()
-        for point in points or ():
-            self[point] = []
-
-    def __missing__(self, point: str) -> list[Hook]:
-        hooks: list[Hook] = []
-        self[point] = hooks
-        return hooks
-
-    def attach(self, point: str, callback: Callable[..., Any], failsafe: bool | None = None,
-               priority: int | None = None, **kwargs: Any) -> None:
-        """Append a new Hook made from the supplied arguments (after those of equal priority)."""
-        self.add(point, Hook(callback, failsafe, priority, **kwargs))
-
-    def add(self, point: str, hook: Hook) -> None:
-        """Add an existing Hook at ``point``, after those of equal priority."""
-        hooks = self.get(point)
-        if hooks is None:
-            self[point] = [hook]
-        elif not hooks or hooks[-1].priority <= hook.priority:
-            hooks.append(hook)
-        else:
-            bisect.insort_right(hooks, hook)
-
-    def run(self, point: str) -> None:
-        """Execute all registered Hooks (callbacks) for the given point."""
-        hooks = self.get(point)
-        if hooks:
-            self.run_hooks(hooks)
-
-    @staticmethod
-    def run_hooks(hooks: list[Hook]) -> None:
-        """Run ``hooks``; after a failure only failsafe ones run; then raise the failure."""
-        exc: BaseException | None = None
-        for hook in hooks:
-            if exc is None or hook.failsafe:
-                try:
-                    hook()
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except _ANSWERS as error:
-                    exc = error
-                except Exception as error:
-                    exc = error
-                    log_traceback()
-        if exc is not None:
-            raise exc
-
-    def copy(self) -> HookMap:
-        new = HookMap()
-        for point, hooks in self.items():
-            if hooks:
-                new[point] = hooks[:]
-        return new
-
-    def __repr__(self) -> str:
-        return f"{self.__module__}.{type(self).__name__}({dict.__repr__(self)})"
-
-
-def prepare_iter(value: Any) -> Any:
-    """Make ``value`` (bytes, text, a file, None or an iterable) an iterable body."""
-    if isinstance(value, (bytes, str)):
-        return [value] if value else []
-    if value is None:
-        return []
-    if hasattr(value, "read"):
-        return file_generator(value)
-    return value
-
-
-class Response:
-    """An HTTP response: status, headers, cookie and body for the current request."""
-
-    status: Any = ""
-    """The HTTP status code and reason phrase (int or str; finalize makes it '200 OK')."""
-
-    header_list: list[tuple[str, str]] | None = None
-    """The headers as (name, value) pairs, filled by finalize."""
-
-    output_status = ""
-    """The status line's text as sent ('200 OK'), filled by finalize."""
-
-    timeout = 300
-    """Seconds to allow responses to run."""
-
-    timed_out = False
-    """True when the response has run longer than ``timeout``."""
-
-    stream = False
-    """If False, the body is collapsed (buffered) before sending; if True, it is streamed."""
-
-    server_name = "sitebus"
-
-    def __init__(self) -> None:
-        self._body: Any = []
-        self._closables: list[Any] | None = None
-        self.time = now = time.time()
-        self.headers = headers = httputil.HeaderMap()
-        dict.update(headers, {"Content-Type": "text/html", "Server": self.server_name,
-                              "Date": httputil.HTTPDate(now)})
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "cookie":
-            cookie = self.cookie = http.cookies.SimpleCookie()
-            return cookie
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def body(self) -> Any:
-        """The body (entity) of the response, as an iterable of bytes."""
-        return self._body
-
-    @body.setter
-    def body(self, value: Any) -> None:
-        if isinstance(value, str):
-            raise ValueError(_UNICODE_ERR)
-        if isinstance(value, list):
-            for item in value:
-                if isinstance(item, str):
-                    raise ValueError(_UNICODE_ERR)
-            self._body = value
-            return
-        value = prepare_iter(value)
-        self.close_later(value)
-        self._body = value
-
-    def close_later(self, body: Any) -> None:
-        """Remember ``body`` (if it can be closed) to close it when the request ends."""
-        if isinstance(body, (list, tuple, bytes)) or not closable(body):
-            return
-        if self._closables is None:
-            self._closables = [body]
-        elif not any(body is known for known in self._closables):
-            self._closables.append(body)
-
-    def collapse_body(self) -> bytes:
-        """Collapse the body to a single byte string, and return it."""
-        body = self._body
-        new_body = body if isinstance(body, bytes) else b"".join(body)
-        self._body = [new_body] if new_body else []
-        return new_body
-
-    def close_body(self) -> None:
-        """Call close() on every closable body this response held, once each."""
-        closables, self._closables = self._closables, None
-        for item in closables or ():
-            try:
-                item.close()
-            except Exception:
-                log_traceback()
-
-    def check_timeout(self) -> None:
-        """Set ``timed_out`` if the response has run longer than ``timeout``."""
-        if time.time() > self.time + self.timeout:
-            self.timed_out = True
-
-    def finalize(self) -> None:
-        """Transform the headers (and cookies) into header_list; compute Content-Length."""
-        try:
-            code, reason, _ = httputil.valid_status(self.status)
-        except ValueError as error:
-            raise HTTPError(500, error.args[0]) from None
-        headers = self.headers
-        self.status = self.output_status = f"{code} {reason}"
-        if self.stream:
-            if dict.get(headers, "Content-Length") is None:
-                dict.pop(headers, "Content-Length", None)
-        elif code < 200 or code in (204, 205, 304):
-            dict.pop(headers, "Content-Length", None)
-            self._body = []
-        elif dict.get(headers, "Content-Length") is None:
-            body = self._body
-            if type(body) is list and len(body) == 1 and type(body[0]) is bytes:
-                length = len(body[0])  # the usual case: already one chunk
-            else:
-                length = len(self.collapse_body())
-            dict.__setitem__(headers, "Content-Length", str(length))
-        self.header_list = header_list = headers.output()
-        cookie = self.__dict__.get("cookie")
-        if cookie:
-            for line in cookie.output().split("\r\n"):
-                name, value = line.split(": ", 1)
-                header_list.append((name, httputil.HeaderMap.encode(value)))
+__all__ = ["Hook", "HookMap", "Request", "Response", "current_log", "hookpoints",
+           "log_traceback", "prepare_iter"]
 
 
 class Request:
