@@ -22,6 +22,7 @@ __all__ = ["Response", "prepare_iter"]
 
 _UNICODE_ERR = "Page handlers MUST return bytes. Use tools.encode if you wish to return unicode."
 
+
 def prepare_iter(value: Any) -> Any:
     """Make ``value`` (bytes, text, a file, None or an iterable) an iterable body."""
     if isinstance(value, (bytes, str)):
