@@ -33,9 +33,6 @@ hookpoints = (
 # Errors that become the response instead of being logged as failures.
 _ANSWERS = (HTTPError, HTTPRedirect, InternalRedirect)
 
-_UNICODE_ERR = "Page handlers MUST return bytes. Use tools.encode if you wish to return unicode."
-
-
 def current_log() -> Any:
     """Return the current application's LogManager, or the site's outside a request."""
     log = getattr(serving.request.app, "log", None)
