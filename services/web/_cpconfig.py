@@ -99,7 +99,8 @@ def response_namespace(k: str, v: Any) -> None:
 
 def error_page_namespace(k: str, v: Any) -> None:
     """Set custom error pages declared in config."""
-    serving.request.error_page[_error_page_key(k)] = v
+    request = serving.request
+    request.error_page = {**request.error_page, _error_page_key(k): v}
 
 
 def _as_hook(value: Any) -> Hook:

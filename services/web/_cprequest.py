@@ -123,6 +123,7 @@ class Request:
         self.remote = remote_host
         self.scheme = scheme
         self.server_protocol = server_protocol
+        self.params = {}
 
     def __getattr__(self, name: str) -> Any:
         if name == "cookie":

@@ -162,7 +162,6 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
             f"{protocol}")
         request.headers = translate_headers(environ)
         request.rfile = environ.get("wsgi.input")
-        request.params = {}
         request.run_prepared(protocol)
         body = response.body
         if response.stream and request.method != "HEAD":

@@ -209,3 +209,21 @@ def test_url_builds_absolute_urls(web: Any) -> None:
 
 def test_url_outside_a_request_uses_the_server_base() -> None:
     assert cherrypy.url("/x", script_name="/app") == "http://127.0.0.1:8080/app/x"
+
+
+def test_request_run_without_wsgi(site_state: Any) -> None:
+    from services.web.lib.httputil import Host
+
+    app = cherrypy.Application(Root(), "")
+    request, response = app.get_serving(Host("127.0.0.1", 80), Host("127.0.0.1", 5000),
+                                        "http", "HTTP/1.1")
+    try:
+        result = request.run("GET", "/form", "a=1", "HTTP/1.1", [("Host", "localhost")],
+                             io.BytesIO())
+        assert result is response
+        assert response.output_status == "200 OK"
+        assert b"".join(response.body) == b"[('a', '1')]"
+        assert ("Content-Length", "12") in response.header_list
+    finally:
+        app.release_serving()
+    assert cherrypy._cprequest.Request.params == {}  # the class default stays empty
