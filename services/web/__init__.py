@@ -38,6 +38,7 @@ from services.web import (
     _cptree,
     _cpwsgi,
     _helper,
+    dispatch,
     lib,
     process,
 )
@@ -105,9 +106,6 @@ tree = _site.tree
 
 tools = _cptools.default_toolbox
 """The built-in tools, answering to the ``tools`` config namespace."""
-
-dispatch = _cpdispatch
-"""The dispatchers: ``dispatch.Dispatcher``, ``MethodDispatcher``, ``RoutesDispatcher``..."""
 
 request: Any = ThreadLocalProxy("request")
 """The current thread's Request."""
@@ -179,4 +177,4 @@ def __getattr__(name: str) -> Any:
 
 # The reference's private module names stay reachable for code that uses them
 # (cherrypy._cptools.Toolbox, cherrypy._cpconfig.environments...).
-_private_modules = (_cpreqbody, _cpwsgi, _helper, _cperror)
+_private_modules = (_cpdispatch, _cpreqbody, _cpwsgi, _helper, _cperror)

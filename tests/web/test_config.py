@@ -254,3 +254,19 @@ def test_checker_namespace_turns_checks_off(site_state: Any) -> None:
     finally:
         checker.on = True
         del checker.check_skipped_app_config
+
+
+def test_config_files_can_build_dispatchers(web: Any, tmp_path: Path) -> None:
+    conf = tmp_path / "rest.conf"
+    conf.write_text("[/]\nrequest.dispatch: services.web.dispatch.MethodDispatcher()\n"
+                    "tools.trailing_slash.on = False\n")
+
+    @cherrypy.expose
+    class Resource:
+        def GET(self) -> str:
+            return "got"
+
+    web.mount(Resource(), "/res", str(conf))
+    web.getPage("/res")
+    web.assertBody("got")
+    web.assertHeader("Allow", "GET, HEAD")
