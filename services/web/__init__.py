@@ -154,7 +154,13 @@ def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> N
     application config, whose ``[global]`` section, if any, goes to the site config.
     """
     if config:
-        _site.config.update(config)
+        if hasattr(config, "read"):  # an open file can be read once: make it a dict
+            config = _cpconfig.as_dict(config)
+        if isinstance(config, dict):
+            if isinstance(config.get("global"), dict):
+                _site.config.update({"global": config["global"]})
+        else:
+            _site.config.update(config)  # a file: only its [global] section
     tree.mount(root, script_name, config)
     engine.signal_handler.subscribe()
     server_plugin = _cpserver_default()
