@@ -347,3 +347,41 @@ def test_unconsumed_bodies_are_closed_for_head(app: Any) -> None:
     # The generator was never started, so nothing was counted; closing it must not fail.
     app.getPage("/count?name=OurGenerator")
     app.assertBody("0")
+
+
+def test_a_timed_out_response_stops_the_request(web: Any) -> None:
+    ran: list[str] = []
+
+    class Slow:
+        @cherrypy.expose
+        def index(self) -> str:
+            ran.append("handler")
+            return "never"
+
+    def expire() -> None:
+        cherrypy.response.check_timeout()  # response.timeout is 0 here: now is too late
+
+    web.mount(Slow(), "", {"/": {"response.timeout": -1, "hooks.before_handler": expire}})
+    web.getPage("/")
+    web.assertStatus(500)
+    web.assertInBody("TimeoutError")
+    assert ran == []
+
+
+def test_the_timeout_monitor_checks_responses_in_flight(web: Any) -> None:
+    monitor = cherrypy.engine.timeout_monitor
+    seen: list[Any] = []
+
+    class Root:
+        @cherrypy.expose
+        def index(self) -> str:
+            response = cherrypy.serving.response
+            response.timeout = -1
+            seen.append(len(monitor.servings))
+            monitor.run()  # what the monitor's thread does every `frequency` seconds
+            return str(response.timed_out)
+
+    web.mount(Root())
+    web.getPage("/")
+    web.assertBody("True")
+    assert seen == [1]
