@@ -1,0 +1,1 @@
+"""Services hosted on a sitebus site; ``services.web`` is the request framework."""

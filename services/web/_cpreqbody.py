@@ -1,0 +1,515 @@
+"""Request bodies: read by processors chosen by media type.
+
+``request.body`` is a RequestBody (an Entity). Its ``processors`` map a media type (or a
+top-level type, ``multipart``) to a function that reads the entity; the built-in ones are:
+
+- ``application/x-www-form-urlencoded``: the fields become ``body.params``;
+- ``multipart/form-data``: fields become params; a file field's value is its Part, whose
+  ``.file`` is a temporary file (uploads are always streamed to disk) with ``.filename``
+  and ``.content_type``; other parts are kept in memory up to ``maxrambytes``;
+- ``multipart``: the parts are read into ``body.parts``.
+
+Other types are left unread (``default_proc``) for the handler: ``request.body.read()``.
+Tools add processors (``json_in``) or replace ``default_proc``. Body params are merged into
+``request.params`` after processing. Text is decoded with ``attempt_charsets`` (the
+Content-Type's charset first); an entity that none of them decodes is a 400.
+
+Sizes: a body longer than ``request.body.maxbytes`` (if set, e.g. per handler in config) is
+a 413, checked against Content-Length before reading and while reading; the server's
+``max_request_body_size`` applies as well. A body-carrying request with neither a
+Content-Length nor chunked transfer coding is a 411.
+"""
+
+from __future__ import annotations
+
+import email.message
+import re
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from services.web._cperror import HTTPError
+from services.web.lib import httputil
+
+__all__ = [
+    "Entity",
+    "Part",
+    "RequestBody",
+    "SizedReader",
+    "process_multipart",
+    "process_multipart_form_data",
+    "process_urlencoded",
+]
+
+_boundary_pattern = re.compile(r"^[ -~]{0,200}[!-~]$")
+
+
+def _merge_param(params: dict[str, Any], key: str, value: Any) -> None:
+    if key in params:
+        existing = params[key]
+        if isinstance(existing, list):
+            existing.append(value)
+        else:
+            params[key] = [existing, value]
+    else:
+        params[key] = value
+
+
+def process_urlencoded(entity: Entity) -> None:
+    """Read application/x-www-form-urlencoded data into entity.params."""
+    qs = entity.fp.read()
+    for charset in entity.attempt_charsets:
+        try:
+            params: dict[str, Any] = {}
+            for pair in qs.replace(b";", b"&").split(b"&"):
+                if not pair:
+                    continue
+                name, _, value = pair.partition(b"=")
+                key = urllib.parse.unquote_to_bytes(name.replace(b"+", b" ")).decode(charset)
+                text = urllib.parse.unquote_to_bytes(value.replace(b"+", b" ")).decode(charset)
+                _merge_param(params, key, text)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        entity.charset = charset
+        break
+    else:
+        raise HTTPError(400, "The request entity could not be decoded. The following "
+                        f"charsets were attempted: {entity.attempt_charsets!r}")
+    for key, value in params.items():
+        _merge_param(entity.params, key, value)
+
+
+def process_multipart(entity: Entity) -> None:
+    """Read all multipart parts into entity.parts."""
+    boundary = entity.content_type.params.get("boundary", "").strip('"')
+    if not _boundary_pattern.match(boundary):
+        raise HTTPError(400, f"Invalid boundary in multipart form: {boundary!r}")
+    marker = ("--" + boundary).encode("ascii")
+    # Skip the preamble up to the first boundary.
+    while True:
+        line = entity.readline()
+        if not line:
+            return
+        if line.strip() == marker:
+            break
+    while True:
+        part = entity.part_class.from_fp(entity.fp, marker, entity)
+        entity.parts.append(part)
+        part.process()
+        if part.fp.done:
+            break
+
+
+def process_multipart_form_data(entity: Entity) -> None:
+    """Read multipart/form-data parts into entity.parts or entity.params."""
+    process_multipart(entity)
+    kept_parts = []
+    for part in entity.parts:
+        if part.name is None:
+            kept_parts.append(part)
+        else:
+            value = part.fullvalue() if part.filename is None else part
+            _merge_param(entity.params, part.name, value)
+    entity.parts = kept_parts
+
+
+class Entity:
+    """An HTTP request body, or a part of a multipart body."""
+
+    attempt_charsets = ["utf-8"]
+    """Charsets tried, in order, to decode text; the Content-Type's charset comes first."""
+
+    charset: str | None = None
+    """The charset that decoded the entity."""
+
+    default_content_type = "application/x-www-form-urlencoded"
+    filename: str | None = None
+    name: str | None = None
+    file: IO[bytes] | None = None
+    value: bytes | None = None
+    maxrambytes = 1000
+    """Parts longer than this are written to a temporary file rather than kept in memory."""
+
+    processors: dict[str, Callable[[Any], None]] = {
+        "application/x-www-form-urlencoded": process_urlencoded,
+        "multipart/form-data": process_multipart_form_data,
+        "multipart": process_multipart,
+    }
+    part_class: type[Part]
+
+    def __init__(self, fp: Any, headers: httputil.HeaderMap,
+                 params: dict[str, Any] | None = None,
+                 parts: list[Part] | None = None) -> None:
+        self.processors = dict(self.processors)
+        self.fp = fp
+        self.headers = headers
+        self.params = {} if params is None else params
+        self.parts = [] if parts is None else parts
+        self._content_type: httputil.HeaderElement | None = None
+        self.length: int | None = None
+        length = headers.get("Content-Length")
+        if length is not None and "chunked" not in headers.get("Transfer-Encoding", ""):
+            try:
+                self.length = int(length)
+            except ValueError:
+                raise HTTPError(400, f"Malformed Content-Length header: {length!r}") from None
+
+    @property
+    def content_type(self) -> httputil.HeaderElement:
+        """The Content-Type of the entity (its default if the client sent none)."""
+        if self._content_type is None:
+            elements = self.headers.elements("Content-Type")
+            self._content_type = elements[0] if elements else \
+                httputil.HeaderElement.from_str(self.default_content_type)
+            charset = self._content_type.params.get("charset")
+            if charset:
+                self.attempt_charsets = [charset] + [c for c in self.attempt_charsets
+                                                     if c != charset]
+            else:
+                self.attempt_charsets = list(self.attempt_charsets)
+        return self._content_type
+
+    @content_type.setter
+    def content_type(self, value: httputil.HeaderElement) -> None:
+        self._content_type = value
+
+    @property
+    def type(self) -> httputil.HeaderElement:
+        """A deprecated alias for content_type."""
+        return self.content_type
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(self, size: int | None = None, fp_out: IO[bytes] | None = None) -> Any:
+        return self.fp.read(size, fp_out)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self.fp.readline(size)
+
+    def readlines(self, sizehint: int | None = None) -> list[bytes]:
+        return self.fp.readlines(sizehint)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def read_into_file(self, fp_out: IO[bytes] | None = None) -> IO[bytes]:
+        """Read the request body into fp_out (or make_file() if None). Return fp_out."""
+        if fp_out is None:
+            fp_out = self.make_file()
+        self.read(fp_out=fp_out)
+        return fp_out
+
+    def make_file(self) -> IO[bytes]:
+        """Return a file-like object into which the request body will be read."""
+        return tempfile.TemporaryFile()
+
+    def fullvalue(self) -> str:
+        """Return this entity as text, whether it is stored in a file or not."""
+        if self.file is not None:
+            self.file.seek(0)
+            value = self.file.read()
+            self.file.seek(0)
+        else:
+            value = self.value or b""
+        return self.decode_entity(value)
+
+    def decode_entity(self, value: bytes) -> str:
+        """Return ``value`` decoded with the first of attempt_charsets that can."""
+        for charset in self.attempt_charsets:
+            try:
+                text = value.decode(charset)
+            except (UnicodeDecodeError, LookupError):
+                continue
+            self.charset = charset
+            return text
+        raise HTTPError(400, "The request entity could not be decoded. The following charsets "
+                        f"were attempted: {self.attempt_charsets!r}")
+
+    # -- processing -------------------------------------------------------------------------
+
+    def process(self) -> None:
+        """Execute the best-match processor for the given media type."""
+        media_type = self.content_type.value
+        proc = self.processors.get(media_type)
+        if proc is None:
+            proc = self.processors.get(media_type.split("/", 1)[0])
+        if proc is None:
+            self.default_proc()
+        else:
+            proc(self)
+
+    def default_proc(self) -> None:
+        """Called if a more-specific processor is not found for the entity's type."""
+
+    def close_files(self) -> None:
+        """Close the temporary files of this entity and of its parts (and of params)."""
+        if self.file is not None:
+            self.file.close()
+        for part in self.parts:
+            part.close_files()
+        for value in self.params.values():
+            for item in value if isinstance(value, list) else (value,):
+                if isinstance(item, Entity):
+                    item.close_files()
+
+
+class Part(Entity):
+    """A MIME part of a multipart entity."""
+
+    attempt_charsets = ["us-ascii", "utf-8"]
+    boundary: bytes
+    default_content_type = "text/plain"
+    maxrambytes = 1000
+
+    def __init__(self, fp: Any, headers: httputil.HeaderMap, boundary: bytes) -> None:
+        super().__init__(fp, headers)
+        self.boundary = boundary
+        disposition = headers.get("Content-Disposition")
+        if disposition:
+            message = email.message.Message()
+            message["Content-Disposition"] = disposition
+            name = message.get_param("name", header="Content-Disposition")
+            filename = message.get_filename()
+            self.name = name if isinstance(name, str) else None
+            self.filename = filename
+
+    @classmethod
+    def from_fp(cls, fp: Any, boundary: bytes, parent: Entity | None = None) -> Part:
+        part = cls(fp, cls.read_headers(fp), boundary)
+        if parent is not None and "charset" not in part.content_type.params:
+            parent_charsets = [c for c in parent.attempt_charsets if c not in part.attempt_charsets]
+            part.attempt_charsets = part.attempt_charsets + parent_charsets
+        return part
+
+    @classmethod
+    def read_headers(cls, fp: Any) -> httputil.HeaderMap:
+        headers = httputil.HeaderMap()
+        key = None
+        while True:
+            line = fp.readline()
+            if not line:
+                raise HTTPError(400, "Illegal end of headers in a multipart body.")
+            if line == b"\r\n":
+                break
+            if not line.endswith(b"\r\n"):
+                raise HTTPError(400, f"MIME requires CRLF terminators: {line!r}")
+            if line[:1] in (b" ", b"\t") and key is not None:
+                value = line.strip().decode("latin-1")  # a continued header
+            else:
+                name, colon, raw = line.partition(b":")
+                if not colon:
+                    raise HTTPError(400, f"Malformed multipart header: {line!r}")
+                key = name.strip().decode("latin-1")
+                value = raw.strip().decode("latin-1")
+            existing = headers.get(key)
+            headers[key] = f"{existing}, {value}" if existing else value
+        return headers
+
+    def read_lines_to_boundary(self, fp_out: IO[bytes] | None = None) -> Any:
+        """Read bytes up to the next boundary: into memory (bytes) or ``fp_out`` (a file).
+
+        Content longer than ``maxrambytes`` goes to a temporary file. The CRLF before a
+        boundary belongs to the boundary, not to the content.
+        """
+        endmarker = self.boundary + b"--"
+        delim = b""
+        prev_lf = True
+        lines: list[bytes] = []
+        seen = 0
+        while True:
+            line = self.fp.readline(1 << 16)
+            if not line:
+                raise HTTPError(400, "Illegal end of multipart body.")
+            if prev_lf and line.startswith(b"--"):
+                stripped = line.strip()
+                if stripped == self.boundary:
+                    break
+                if stripped == endmarker:
+                    self.fp.finish()
+                    break
+            line = delim + line
+            if line.endswith(b"\r\n"):
+                delim, line, prev_lf = b"\r\n", line[:-2], True
+            elif line.endswith(b"\n"):
+                delim, line, prev_lf = b"\n", line[:-1], True
+            else:
+                delim, prev_lf = b"", False
+            if fp_out is None:
+                lines.append(line)
+                seen += len(line)
+                if seen > self.maxrambytes:
+                    fp_out = self.make_file()
+                    for kept in lines:
+                        fp_out.write(kept)
+                    lines = []
+            else:
+                fp_out.write(line)
+        if fp_out is None:
+            return b"".join(lines)
+        fp_out.seek(0)
+        return fp_out
+
+    def default_proc(self) -> None:
+        """Read the part: files always into a temporary file, fields into memory if small."""
+        if self.filename:
+            self.file = self.read_into_file()
+        else:
+            result = self.read_lines_to_boundary()
+            if isinstance(result, bytes):
+                self.value = result
+            else:
+                self.file = result
+
+    def read_into_file(self, fp_out: IO[bytes] | None = None) -> IO[bytes]:
+        """Read the part's content into fp_out (or make_file() if None). Return fp_out."""
+        if fp_out is None:
+            fp_out = self.make_file()
+        self.read_lines_to_boundary(fp_out=fp_out)
+        return fp_out
+
+
+Entity.part_class = Part
+
+
+class SizedReader:
+    """Reads a request body from the server's stream, counting bytes against a limit."""
+
+    def __init__(self, fp: Any, length: int | None, maxbytes: int | None,
+                 bufsize: int = 8192, has_trailers: bool = False) -> None:
+        self.fp = fp
+        self.length = length
+        self.maxbytes = maxbytes
+        self.buffer = b""
+        self.bufsize = bufsize
+        self.bytes_read = 0
+        self.done = False
+        self.has_trailers = has_trailers
+
+    def _count(self, size: int) -> None:
+        self.bytes_read += size
+        if self.maxbytes and self.bytes_read > self.maxbytes:
+            raise HTTPError(413)
+
+    def read(self, size: int | None = None, fp_out: IO[bytes] | None = None) -> Any:
+        """Read bytes (at most ``size``); into ``fp_out`` if given (then return None)."""
+        if self.length is None:
+            remaining = float("inf") if size is None else size
+        else:
+            remaining = self.length - self.bytes_read
+            if size is not None and size < remaining:
+                remaining = size
+        if remaining == 0:
+            self.finish()
+            return b"" if fp_out is None else None
+        chunks = []
+        if self.buffer:
+            if remaining == float("inf"):
+                data, self.buffer = self.buffer, b""
+            else:
+                cut = int(remaining)
+                data, self.buffer = self.buffer[:cut], self.buffer[cut:]
+            remaining -= len(data)
+            self._count(len(data))
+            if fp_out is None:
+                chunks.append(data)
+            else:
+                fp_out.write(data)
+        while remaining > 0:
+            chunksize = int(min(remaining, self.bufsize))
+            try:
+                data = self.fp.read(chunksize)
+            except Exception as error:
+                if type(error).__name__ == "MaxSizeExceeded":
+                    raise HTTPError(413, f"Maximum request length: {error.args[1:]!r}") from None
+                raise
+            if not data:
+                self.finish()
+                break
+            remaining -= len(data)
+            self._count(len(data))
+            if fp_out is None:
+                chunks.append(data)
+            else:
+                fp_out.write(data)
+        if fp_out is None:
+            return b"".join(chunks)
+        return None
+
+    def readline(self, size: int | None = None) -> bytes:
+        """Read a line from the request body and return it."""
+        chunks = []
+        while size is None or size > 0:
+            chunksize = self.bufsize if size is None else min(size, self.bufsize)
+            data = self.read(chunksize)
+            if not data:
+                break
+            pos = data.find(b"\n") + 1
+            if pos:
+                chunks.append(data[:pos])
+                remainder = data[pos:]
+                self.buffer += remainder
+                self.bytes_read -= len(remainder)
+                break
+            chunks.append(data)
+            if size is not None:
+                size -= len(data)
+        return b"".join(chunks)
+
+    def readlines(self, sizehint: int | None = None) -> list[bytes]:
+        """Read lines from the request body and return them."""
+        if self.length is not None:
+            sizehint = self.length - self.bytes_read if sizehint is None else \
+                min(sizehint, self.length - self.bytes_read)
+        lines = []
+        seen = 0
+        while True:
+            line = self.readline()
+            if not line:
+                break
+            lines.append(line)
+            seen += len(line)
+            if sizehint is not None and seen >= sizehint:
+                break
+        return lines
+
+    def finish(self) -> None:
+        self.done = True
+
+
+class RequestBody(Entity):
+    """The entity of the HTTP request."""
+
+    bufsize = 8 * 1024
+    default_content_type = ""
+    maxbytes: int | None = None
+    """Raise 413 if more bytes than this arrive (None: only the server's limit applies)."""
+
+    def __init__(self, fp: Any, headers: httputil.HeaderMap,
+                 params: dict[str, Any] | None = None,
+                 request_params: dict[str, Any] | None = None) -> None:
+        super().__init__(fp, headers, params)
+        if self.default_content_type == "":
+            # A body without a Content-Type is form data in practice, as browsers send it.
+            self.default_content_type = "application/x-www-form-urlencoded"
+        self.request_params = {} if request_params is None else request_params
+
+    def process(self) -> None:
+        """Process the request entity based on its Content-Type."""
+        headers = self.headers
+        if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+            raise HTTPError(411)
+        if self.maxbytes and self.length is not None and self.length > self.maxbytes:
+            raise HTTPError(413)
+        self.fp = SizedReader(self.fp, self.length, self.maxbytes, bufsize=self.bufsize,
+                              has_trailers="Trailer" in headers)
+        super().process()
+        request_params = self.request_params
+        for key, value in self.params.items():
+            _merge_param(request_params, key, value)

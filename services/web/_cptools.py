@@ -1,0 +1,322 @@
+"""Tools: per-request functions attached to hook points, and the Toolboxes that hold them.
+
+A Tool wraps a callable and the hook point it runs at. A Toolbox is a config namespace: for
+``tools.<name>.on = True`` (in any config, or set by the ``@tools.<name>(...)`` decorator on
+a handler) the Toolbox calls ``tool._setup()`` for the request, which attaches the callable
+at the tool's point with the ``tools.<name>.<arg>`` entries as keyword arguments. The name
+the tool is given in its Toolbox, not the callable's name, is the config name.
+
+Kinds of tools:
+
+- ``Tool(point, callable, name=None, priority=50)``: runs ``callable(**conf)`` at ``point``.
+- ``HandlerTool(callable)``: runs at ``before_handler``; if the callable returns True it has
+  answered the request and the page handler is skipped. ``.handler(...)`` makes a page
+  handler of it.
+- ``HandlerWrapperTool(newhandler)``: replaces the page handler with
+  ``newhandler(next_handler, *args, **kwargs)``.
+- ``ErrorTool(callable)``: becomes ``request.error_response``.
+
+Priorities are set per tool (a lower one runs earlier) and may be overridden with
+``tools.<name>.priority``. Adding a tool means adding one attribute to a Toolbox: the
+machinery needs nothing else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from services.web._cperror import NotFound
+from services.web._cprequest import Request
+from services.web._helper import expose
+from services.web._serving import serving
+
+__all__ = ["ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionTool", "Tool", "Toolbox",
+           "default_toolbox"]
+
+_attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
+               "them as decorators on your page handlers.")
+
+
+def _getargs(func: Callable[..., Any]) -> list[str]:
+    """Return the names of the parameters of ``func`` (or of its ``__call__``)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in signature.parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+class Tool:
+    """A registered function for use with request hooks.
+
+    Use it as a decorator (``@tools.name(arg=1)``) or turn it on in config
+    (``tools.name.on = True``, ``tools.name.arg = 1``).
+    """
+
+    namespace = "tools"
+
+    def __init__(self, point: str | None, callable: Callable[..., Any],
+                 name: str | None = None, priority: int = 50) -> None:
+        self._point = point
+        self.callable = callable
+        self._name = name
+        self._priority = priority
+        self.__doc__ = self.callable.__doc__
+        self._setargs()
+
+    @property
+    def on(self) -> bool:
+        raise AttributeError(_attr_error)
+
+    @on.setter
+    def on(self, value: Any) -> None:
+        raise AttributeError(_attr_error)
+
+    def _setargs(self) -> None:
+        """Copy the callable's parameter names to attributes, so help() lists the settings."""
+        for arg in _getargs(self.callable):
+            if not hasattr(type(self), arg):
+                setattr(self, arg, None)
+
+    def _merged_args(self, d: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return a dict of this tool's settings for the current request."""
+        conf = dict(d) if d else {}
+        settings = serving.request.toolmaps.get(self.namespace, {}).get(self._name)
+        if settings:
+            conf.update(settings)
+        conf.pop("on", None)
+        return conf
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        """Turn the tool on for the decorated handler, with these settings."""
+        if args:
+            raise TypeError(f"The {self._name!r} Tool does not accept positional arguments; "
+                            "you must use keyword arguments.")
+
+        def tool_decorator(f: Any) -> Any:
+            if not hasattr(f, "_cp_config"):
+                f._cp_config = {}
+            subspace = f"{self.namespace}.{self._name}."
+            f._cp_config[subspace + "on"] = True
+            for k, v in kwargs.items():
+                f._cp_config[subspace + k] = v
+            return f
+
+        return tool_decorator
+
+    def _priority_of(self, conf: dict[str, Any]) -> int:
+        p = conf.pop("priority", None)
+        if p is None:
+            p = getattr(self.callable, "priority", self._priority)
+        return p
+
+    def _setup(self) -> None:
+        """Hook this tool into the current request (called when the tool is on)."""
+        conf = self._merged_args()
+        priority = self._priority_of(conf)
+        serving.request.hooks.attach(self._point, self.callable, priority=priority, **conf)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.namespace}.{self._name} at {self._point}>"
+
+
+class HandlerTool(Tool):
+    """A Tool which may answer the request itself, skipping the page handler.
+
+    The callable returns True when it has set the response. ``handler(...)`` turns the
+    tool into a page handler (for example ``nav = tools.staticdir.handler(section='/nav',
+    dir='nav', root=...)``), which answers 404 when the callable does not handle the path.
+    """
+
+    def __init__(self, callable: Callable[..., Any], name: str | None = None) -> None:
+        super().__init__("before_handler", callable, name)
+
+    def handler(self, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        """Use this tool as a page handler."""
+
+        @expose
+        def handle_func(*a: Any, **kw: Any) -> Any:
+            handled = self.callable(*args, **self._merged_args(kwargs))
+            if not handled:
+                raise NotFound()
+            return serving.response.body
+
+        return handle_func
+
+    def _wrapper(self, **kwargs: Any) -> None:
+        if self.callable(**kwargs):
+            serving.request.handler = None
+
+    def _setup(self) -> None:
+        conf = self._merged_args()
+        priority = self._priority_of(conf)
+        serving.request.hooks.attach(self._point, self._wrapper, priority=priority, **conf)
+
+
+class HandlerWrapperTool(Tool):
+    """A Tool which wraps the page handler: ``newhandler(next_handler, *args, **kwargs)``.
+
+    For example, a template tool::
+
+        def render(next_handler, *args, **kwargs):
+            return template.render(next_handler(*args, **kwargs))
+        tools.render = HandlerWrapperTool(render)
+    """
+
+    def __init__(self, newhandler: Callable[..., Any], point: str = "before_handler",
+                 name: str | None = None, priority: int = 50) -> None:
+        self.newhandler = newhandler
+        self._point = point
+        self._name = name
+        self._priority = priority
+        self.__doc__ = newhandler.__doc__
+
+    def callable(self, *args: Any, **kwargs: Any) -> None:
+        innerfunc = serving.request.handler
+
+        def wrap(*a: Any, **kw: Any) -> Any:
+            return self.newhandler(innerfunc, *args, **kwargs)
+
+        serving.request.handler = wrap
+
+
+class ErrorTool(Tool):
+    """A Tool which becomes ``request.error_response`` (it answers unexpected errors)."""
+
+    def __init__(self, callable: Callable[..., Any], name: str | None = None) -> None:
+        super().__init__(None, callable, name)
+
+    def _wrapper(self) -> None:
+        self.callable(**self._merged_args())
+
+    def _setup(self) -> None:
+        serving.request.error_response = self._wrapper
+
+
+class SessionTool(Tool):
+    """Server-side sessions (``tools.sessions``): init, lock, save and close at their points.
+
+    ``locking`` is 'implicit' (lock before the handler), 'early' (before the request body)
+    or 'explicit' (the application locks); the lock is always released at the end.
+    """
+
+    def __init__(self) -> None:
+        from services.web.lib import sessions
+
+        super().__init__("before_request_body", sessions.init)
+        self._sessions = sessions
+
+    def _lock_session(self) -> None:
+        serving.session.acquire_lock()
+
+    def _setup(self) -> None:
+        hooks = serving.request.hooks
+        conf = self._merged_args()
+        priority = self._priority_of(conf)
+        hooks.attach(self._point, self.callable, priority=priority, **conf)
+        locking = conf.pop("locking", "implicit")
+        if locking == "implicit":
+            hooks.attach("before_handler", self._lock_session)
+        elif locking == "early":
+            hooks.attach("before_request_body", self._lock_session, priority=60)
+        hooks.attach("before_finalize", self._sessions.save)
+        hooks.attach("on_end_request", self._sessions.close)
+
+    def regenerate(self) -> None:
+        """Drop the current session and make a new one (with a new id)."""
+        serving.session.regenerate()
+        relevant = ("path", "path_header", "name", "timeout", "domain", "secure", "httponly")
+        conf = {k: v for k, v in self._merged_args().items() if k in relevant}
+        self._sessions.set_response_cookie(**conf)
+
+
+class Toolbox:
+    """A collection of Tools answering to one config namespace (``tools`` by default).
+
+    Register a custom toolbox for requests with
+    ``app.request_class.namespaces['<namespace>'] = toolbox``.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        namespace = self.__dict__.get("namespace")
+        raise AttributeError(f"no tool named {name!r} in the {namespace!r} toolbox")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Tool):
+            if value._name is None:
+                value._name = name
+            value.namespace = self.namespace
+        object.__setattr__(self, name, value)
+
+    def __enter__(self) -> Callable[[str, Any], None]:
+        """Collect the request's entries of this namespace into request.toolmaps."""
+        toolmap: dict[str, dict[str, Any]] = {}
+        serving.request.toolmaps[self.namespace] = toolmap
+
+        def populate(k: str, v: Any) -> None:
+            toolname, _, arg = k.partition(".")
+            toolmap.setdefault(toolname, {})[arg] = v
+
+        return populate
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Set up each tool that is on for this request."""
+        toolmap = serving.request.toolmaps.get(self.namespace)
+        if toolmap:
+            for name, settings in toolmap.items():
+                if settings.get("on", False):
+                    getattr(self, name)._setup()
+
+    def register(self, point: str, **kwargs: Any) -> Callable[[Any], Any]:
+        """Return a decorator which registers the function as a tool at ``point``.
+
+        ``name`` (default: the function's name) and ``priority`` may be given.
+        """
+
+        def decorator(func: Any) -> Any:
+            attr_name = kwargs.get("name", func.__name__)
+            setattr(self, attr_name, Tool(point, func, **kwargs))
+            return func
+
+        return decorator
+
+    def __repr__(self) -> str:
+        return f"<Toolbox {self.namespace!r}>"
+
+
+def _build_default_toolbox() -> Toolbox:
+    from services.web.lib import cptools, encoding, jsontools
+
+    box = Toolbox("tools")
+    box.allow = Tool("on_start_resource", cptools.allow)
+    box.response_headers = Tool("on_start_resource", cptools.response_headers)
+    box.log_tracebacks = Tool("before_error_response", cptools.log_traceback)
+    box.log_headers = Tool("before_error_response", cptools.log_request_headers)
+    box.log_hooks = Tool("on_end_request", cptools.log_hooks, priority=100)
+    box.err_redirect = ErrorTool(cptools.redirect)
+    box.decode = Tool("before_request_body", encoding.decode)
+    # The order of encoding, gzip and caching matters: encode first.
+    box.encode = Tool("before_handler", encoding.ResponseEncoder, priority=70)
+    box.ignore_headers = Tool("before_request_body", cptools.ignore_headers)
+    box.referer = Tool("before_request_body", cptools.referer)
+    box.trailing_slash = Tool("before_handler", cptools.trailing_slash, priority=60)
+    box.flatten = Tool("before_finalize", cptools.flatten)
+    box.accept = Tool("on_start_resource", cptools.accept)
+    box.redirect = Tool("on_start_resource", cptools.redirect)
+    box.json_in = Tool("before_request_body", jsontools.json_in, priority=30)
+    box.json_out = Tool("before_handler", jsontools.json_out, priority=30)
+    box.params = Tool("before_handler", cptools.convert_params, priority=15)
+    box.sessions = SessionTool()
+    return box
+
+
+default_toolbox = _build_default_toolbox()
+"""The built-in tools (``services.web.tools``), answering to the ``tools`` namespace."""
+
+Request.namespaces["tools"] = default_toolbox

@@ -1,0 +1,208 @@
+"""Application: a root object with its config, as a WSGI application mounted on the site tree.
+
+``Application(root, script_name='', config=None)`` wraps a tree of exposed objects. Its
+``config`` is the reference's two-level dict (``{'/': {...}, '/page': {...}}``, paths
+relative to the mount point; other sections are free for the app, read through
+``request.app.config``). ``merge(config)`` adds a dict, file name or open file; the ``/``
+section's ``log.*`` keys configure the app's own LogManager and its ``wsgi.*`` keys the
+app's WSGI pipeline (``wsgi.pipeline = [(name, factory)]``, ``wsgi.<name>.<arg>``,
+``wsgi.response_class``).
+
+The site tree (``sitebus.tree``) makes one of these for every framework root mounted with
+``tree.mount``; the tree writes the site's access log, so an Application writes access lines
+only to its own log (``log.access_file`` in its ``/`` section), never to the site's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from services.web import _cpwsgi
+from services.web._cpconfig import ConfigCache, RequestNamespaces, validate_section
+from services.web._cprequest import Request, Response
+from services.web._cptools import default_toolbox
+from services.web._serving import serving
+from sitebus.config import NamespaceSet
+from sitebus.config import merge as merge_config
+from sitebus.errors import ConfigError
+from sitebus.logs import LogManager
+from sitebus.site import bus, site
+
+__all__ = ["Application", "make_application"]
+
+
+class Application:
+    """A request-framework application: a root object, its config and its WSGI interface."""
+
+    root: Any = None
+    """The top-most object of the tree of handlers."""
+
+    relative_urls: Any = False
+    """The default for ``url(relative=...)``: False, True or 'server'."""
+
+    recursive = False
+    """If True, an InternalRedirect may visit the same URL twice."""
+
+    request_class = Request
+    response_class = Response
+
+    def __init__(self, root: Any, script_name: str | None = "",
+                 config: Any = None) -> None:
+        self.log = LogManager(appid=str(id(self)), logger_root=site.log.logger_root)
+        # The tree logs every request of the site; the app's own access log, if one is
+        # configured, must not repeat its lines there.
+        self.log.access_log.propagate = False
+        self.root = root
+        self.script_name = script_name
+        self.config: dict[str, Any] = {}
+        self.toolboxes: dict[str, Any] = {"tools": default_toolbox}
+        self.namespaces = NamespaceSet(log=self._log_namespace, wsgi=self._wsgi_namespace)
+        self.pipeline: list[tuple[str, Callable[..., Any]]] = []
+        self.wsgi_config: dict[str, dict[str, Any]] = {}
+        self._config_cache = ConfigCache()
+        self._dispatch_in_config = False
+        self._namespaces_key: tuple[Any, ...] | None = None
+        self._request_namespaces: Any = None
+        self._build_wsgiapp()
+        if config:
+            self.merge(config)
+
+    def __repr__(self) -> str:
+        return f"{self.__module__}.{type(self).__name__}({self.root!r}, {self.script_name!r})"
+
+    # -- config -------------------------------------------------------------------------------
+
+    @property
+    def script_name(self) -> str:
+        """The mount point ('' for the site root, never ending in '/').
+
+        None means: take it from each request's SCRIPT_NAME.
+        """
+        if self._script_name is not None:
+            return self._script_name
+        return serving.request.wsgi_environ.get("SCRIPT_NAME", "").rstrip("/")
+
+    @script_name.setter
+    def script_name(self, value: str | None) -> None:
+        self._script_name = value.rstrip("/") if value else value
+
+    def merge(self, config: Any) -> None:
+        """Merge a config (dict, file name or open file) into self.config."""
+        merge_config(self.config, config)
+        for section, entries in self.config.items():
+            if isinstance(section, str) and section.startswith("/"):
+                validate_section(section, entries)
+        self.pipeline = []
+        self.wsgi_config = {}
+        self.namespaces(self.config.get("/", {}))
+        self._dispatch_in_config = any(
+            isinstance(entries, Mapping) and "request.dispatch" in entries
+            for section, entries in self.config.items() if str(section).startswith("/"))
+        self._config_cache.clear()
+        self._build_wsgiapp()
+
+    def find_config(self, path: str, key: str, default: Any = None) -> Any:
+        """Return the most-specific value for ``key`` along ``path``, or ``default``."""
+        trail = path or "/"
+        config = self.config
+        while trail:
+            nodeconf = config.get(trail)
+            if nodeconf and key in nodeconf:
+                return nodeconf[key]
+            lastslash = trail.rfind("/")
+            if lastslash == -1:
+                break
+            if lastslash == 0 and trail != "/":
+                trail = "/"
+            else:
+                trail = trail[:lastslash]
+        return default
+
+    def _log_namespace(self, key: str, value: Any) -> None:
+        if key not in LogManager.settings:
+            raise ConfigError(f"unknown setting; expected one of "
+                              f"{', '.join(LogManager.settings)}", key=f"log.{key}",
+                              value=value, section="/")
+        setattr(self.log, key, value)
+
+    def _wsgi_namespace(self, key: str, value: Any) -> None:
+        if key == "pipeline":
+            self.pipeline.extend(value)
+        elif key == "response_class":
+            self.response_class = value
+        else:
+            name, dot, arg = key.partition(".")
+            if not dot:
+                raise ConfigError("expected wsgi.pipeline, wsgi.response_class or "
+                                  "wsgi.<name>.<arg>", key=f"wsgi.{key}", value=value,
+                                  section="/")
+            self.wsgi_config.setdefault(name, {})[arg] = value
+
+    def set_request_config(self, request: Any, sources: list[Mapping[str, Any]]) -> None:
+        """Set ``request.config`` to the merge of the site config and ``sources``."""
+        entry = self._config_cache.lookup([site.config, *sources])
+        request.config = dict(entry.merged)
+        request._config_entry = entry
+
+    def request_namespaces(self) -> Any:
+        """Return the request namespaces of this app: the request class's plus its toolboxes."""
+        base = self.request_class.namespaces
+        key = (id(base), getattr(base, "version", None), tuple(self.toolboxes.items()))
+        if key != self._namespaces_key:
+            namespaces = RequestNamespaces(base)
+            for name, toolbox in self.toolboxes.items():
+                namespaces[name] = toolbox
+            self._request_namespaces = namespaces
+            self._namespaces_key = key
+        return self._request_namespaces
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def get_serving(self, local: Any, remote: Any, scheme: str, sproto: str) -> tuple[Any, Any]:
+        """Create a Request and a Response, make them the thread's, and publish the start."""
+        request = self.request_class(local, remote, scheme, sproto)
+        request.app = self
+        request.namespaces = self.request_namespaces()
+        response = self.response_class()
+        serving.request = request
+        serving.response = response
+        bus.publish("acquire_thread")
+        bus.publish("before_request")
+        return request, response
+
+    def release_serving(self, request: Any = None, response: Any = None) -> None:
+        """End the current request: on_end_request hooks, after_request, the app's log."""
+        if request is None:
+            request, response = serving.request, serving.response
+        try:
+            bus.publish("after_request")
+        finally:
+            try:
+                request.close()
+            except Exception:
+                self.log.error(context="HTTP", severity=40, traceback=True)
+            if self.log.access_log.handlers and request.wsgi_environ:
+                size = (response.headers.get("Content-Length")
+                        if response.header_list is not None else None)
+                self.log.access(request.wsgi_environ, str(response.status or "200"),
+                                int(size) if size else None)
+            if serving.__dict__.get("request") is request:
+                serving.clear()
+
+    def _build_wsgiapp(self) -> None:
+        inner = self._respond
+        for name, factory in reversed(self.pipeline):
+            inner = factory(inner, **self.wsgi_config.get(name, {}))
+        self._inner = inner
+
+    def _respond(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return _cpwsgi.respond(self, environ, start_response)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return _cpwsgi.serve(self, self._inner, environ, start_response)
+
+
+def make_application(root: Any, script_name: str, config: Any) -> Application:
+    """The site tree's factory for framework roots (``tree.mount``)."""
+    return Application(root, script_name, config)

@@ -1,0 +1,13 @@
+"""Config parsing under the reference's module name (``sitebus.config``)."""
+
+from sitebus.config import (
+    Config,
+    NamespaceSet,
+    Parser,
+    as_dict,
+    attributes,
+    modules,
+    unrepr,
+)
+
+__all__ = ["Config", "NamespaceSet", "Parser", "as_dict", "attributes", "modules", "unrepr"]

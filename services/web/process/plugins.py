@@ -1,0 +1,24 @@
+"""Site services (engine plugins) under the reference's module name.
+
+Each name is the sitebus class of that service, imported from its own module on first use.
+"""
+
+from __future__ import annotations
+
+from services.web.process._lazy import resolver
+
+PLUGINS = {
+    "SimplePlugin": "sitebus.plugins:SimplePlugin",
+    "Monitor": "sitebus.plugins:Monitor",
+    "BackgroundTask": "sitebus.plugins:BackgroundTask",
+    "PerpetualTimer": "sitebus.plugins:PerpetualTimer",
+    "ThreadManager": "sitebus.plugins:ThreadManager",
+    "SignalHandler": "sitebus.signals:SignalHandler",
+    "Daemonizer": "sitebus.daemon:Daemonizer",
+    "PIDFile": "sitebus.pidfile:PIDFile",
+    "DropPrivileges": "sitebus.privileges:DropPrivileges",
+    "Autoreloader": "sitebus.autoreload:Autoreloader",
+}
+
+__all__ = list(PLUGINS)
+__getattr__ = resolver(__name__, PLUGINS)

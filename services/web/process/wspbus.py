@@ -1,0 +1,5 @@
+"""The Web Site Process Bus under the reference's module name (``sitebus.bus``)."""
+
+from sitebus.bus import Bus, ChannelFailures, states
+
+__all__ = ["Bus", "ChannelFailures", "states"]
