@@ -115,9 +115,16 @@ def modules(module_path: str) -> Any:
     except ModuleNotFoundError as error:
         head, _, rest = module_path.partition(".")
         alias = MODULE_ALIASES.get(head)
-        if alias and error.name == head:
+        if not alias or error.name != head:
+            raise
+        try:
             return importlib.import_module(alias + ("." + rest if rest else ""))
-        raise
+        except ModuleNotFoundError as aliased:
+            # Report the missing module under the name the config used.
+            missing = aliased.name or ""
+            if missing == alias or missing.startswith(alias + "."):
+                missing = head + missing[len(alias):]
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing) from None
 
 
 def attributes(full_attribute_name: str) -> Any:

@@ -193,3 +193,15 @@ def test_config_as_a_decorator_sets_cp_config(config: Config) -> None:
 def test_namespace_set_copy_keeps_its_type() -> None:
     namespaces = NamespaceSet(a=print)
     assert isinstance(namespaces.copy(), NamespaceSet) and namespaces.copy()["a"] is print
+
+
+def test_cherrypy_names_in_config_files_resolve_to_services_web() -> None:
+    pytest.importorskip("services.web")
+    import importlib.util
+
+    if importlib.util.find_spec("cherrypy") is not None:
+        pytest.skip("CherryPy itself is installed here; the alias only applies without it")
+    from services.web.dispatch import MethodDispatcher
+
+    assert isinstance(unrepr("cherrypy.dispatch.MethodDispatcher()"), MethodDispatcher)
+    assert unrepr("cherrypy.dispatch.MethodDispatcher") is MethodDispatcher
