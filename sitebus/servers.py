@@ -4,8 +4,10 @@ A ServerAdapter runs any server object with ``start()`` (blocking until ``stop()
 ``stop()`` and ``ready`` as a bus plugin: ``start`` (priority 75) runs ``httpserver.start()``
 in a thread named ``HTTPServer Thread-N`` and waits until the server is ready; an error in
 that thread before then is re-raised into ``start``, so the bus's start fails and the bus
-exits cleanly; afterwards it makes the bus exit. ``stop`` (priority 25, after the other
-services stopped taking work) stops the server and waits for its thread.
+exits cleanly; afterwards it makes the bus exit. ``stop`` (priority 25, so servers stop
+taking work before the services they use stop) stops the server and waits for its thread;
+``begin_stop`` (24) starts that stop in the background, so that all the servers of a bus
+refuse new connections at once and drain together rather than one after another.
 
 A Server is one configurable server: the ``server.*`` keys of the site config set its
 attributes (the reference's names), ``server.<name>.*`` those of an extra named server. Each
@@ -25,8 +27,16 @@ Where sitebus differs from the reference:
   server thread starts. ``Timeouts.occupied`` bounds the wait for ``ready`` instead; the
   reference waited on ``ready`` with no deadline, polling every 0.1 s. Servers that offer a
   ``ready_event`` (all of sitebus's) are waited on without polling.
-- Defaults chosen for production, measured with bench/bench_servers.py: ``thread_pool`` 4
-  (not 10) and ``socket_queue_size`` 1024 capped by ``net.core.somaxconn`` (not 5).
+- Defaults chosen for production, from bench/bench_servers.py (2 CPUs, wrk, medians of 7
+  interleaved rounds). ``thread_pool`` is 4, not 10: every thread adds GIL hand-offs, so a
+  hello world costs the server 163 us of CPU with 1 thread, 281 with 4 and 341 with 10
+  (6,500, 4,000 and 3,200 req/s through 16 keep-alive connections), while an app that
+  waits (a 10 ms query) gains 94 req/s per thread and, with one thread, makes every request
+  queue behind the slowest. 4 keeps 60% of the one-thread speed (10 keep 50%) and overlaps
+  four waits; sites whose requests mostly wait should raise it, CPU-bound sites run more
+  processes. ``socket_queue_size`` is 1024 capped by ``net.core.somaxconn``, not 5: with 64
+  clients opening a connection per request, a backlog of 5 drops SYNs and the p99 latency
+  is 2.8 s (cheroot; CherryPy 2.2 s), against 38 ms with 1024 (gunicorn: 20 ms).
 - ``description`` puts IPv6 hosts in brackets (``http://[::1]:8080``), names the scheme of
   FastCGI and SCGI servers, and a server whose ``start()`` returns by itself (a CGI request
   answered) makes the bus exit.
@@ -136,15 +146,19 @@ class ServerAdapter(SimplePlugin):
         self._wake = threading.Event()
         self._starting = False
         self._stopping = False
+        self._stopper: threading.Thread | None = None
+        self._stop_error: BaseException | None = None
 
     def subscribe(self) -> None:
-        """Subscribe start and stop to the bus."""
+        """Subscribe start and stop (and begin_stop) to the bus."""
         self.bus.subscribe("start", self.start)
+        self.bus.subscribe("stop", self.begin_stop)
         self.bus.subscribe("stop", self.stop)
 
     def unsubscribe(self) -> None:
-        """Unsubscribe start and stop from the bus."""
+        """Unsubscribe start and stop (and begin_stop) from the bus."""
         self.bus.unsubscribe("start", self.start)
+        self.bus.unsubscribe("stop", self.begin_stop)
         self.bus.unsubscribe("stop", self.stop)
 
     # -- where ----------------------------------------------------------------------------
@@ -274,18 +288,50 @@ class ServerAdapter(SimplePlugin):
         if thread is not threading.current_thread():
             thread.join(Timeouts.occupied)
 
+    def begin_stop(self) -> None:
+        """Start stopping the HTTP server in the background; ``stop()`` waits for it.
+
+        Subscribed to 'stop' just before ``stop`` (24 against 25), so that every server of
+        the bus refuses new connections at once and all drain together: one after another,
+        a server would still accept while the one before it drained.
+        """
+        if not self.running or self._stopper is not None:
+            return
+        self._stopping = True
+        self._stop_error = None
+        thread = self._thread
+        self._stopper = threading.Thread(
+            target=self._stop_httpserver, name=f"{thread.name if thread else 'HTTPServer'} stop"
+        )
+        self._stopper.start()
+
+    begin_stop.priority = 24  # type: ignore[attr-defined]
+
+    def _stop_httpserver(self) -> None:
+        try:
+            self.httpserver.stop()
+        except Exception as error:
+            self._stop_error = error
+
     def stop(self) -> None:
         """Stop the HTTP server."""
         if not self.running:
             self.bus.log(f"HTTP Server {self.description} already shut down")
             return
         self._stopping = True
-        self.httpserver.stop()
+        stopper, self._stopper = self._stopper, None
+        if stopper is None:
+            self.httpserver.stop()
+        else:
+            stopper.join()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.running = False
         self._stopped()
+        error, self._stop_error = self._stop_error, None
+        if error is not None:
+            raise error
         self.bus.log(f"HTTP Server {self.description} shut down")
 
     stop.priority = 25  # type: ignore[attr-defined]
@@ -330,7 +376,7 @@ class Server(ServerAdapter):
     """Seconds a connection may wait for the client (reading a request, keep-alive)."""
 
     thread_pool: int = 4
-    """Worker threads, each serving one request at a time (the reference: 10; see bench)."""
+    """Worker threads, each serving one request at a time (the reference: 10; see above)."""
 
     thread_pool_max: int = -1
     """The most worker threads the pool may grow to; -1 for no limit."""

@@ -485,3 +485,49 @@ def test_stop_drains_requests_in_flight_and_refuses_new_connections(bus: Bus) ->
     assert not stopper.is_alive() and bus.state is states.STOPPED
     assert idle.sock is not None and idle.sock.recv(1) == b""  # the idle connection was closed
     idle.close()
+
+
+def test_all_servers_refuse_at_once_and_drain_together(bus: Bus) -> None:
+    apps = [GatedApp(), GatedApp()]
+    servers = [Server(bus, f"s{i}", socket_port=0, wsgi_app=app, shutdown_timeout=30)
+               for i, app in enumerate(apps)]
+    for server in servers:
+        server.subscribe()
+    bus.start()
+    results: dict[int, Any] = {}
+
+    def slow_request(i: int) -> None:
+        results[i] = fetch(servers[i].bound_addr, "/slow")[:2]
+
+    clients = [threading.Thread(target=slow_request, args=(i,)) for i in range(2)]
+    for client in clients:
+        client.start()
+    assert all(app.entered.wait(15) for app in apps)
+    stopper = threading.Thread(target=bus.stop)
+    stopper.start()
+    # Both refuse while both requests are still in flight: no server waits for another's drain.
+    wait_until(lambda: all(refuses(s.bound_addr) for s in servers), 15, "both to refuse")
+    assert all(client.is_alive() for client in clients)
+    for app in apps:
+        app.gate.set()
+    for thread in (*clients, stopper):
+        thread.join(15)
+    assert results == {0: (200, b"slow done"), 1: (200, b"slow done")}
+    assert bus.state is states.STOPPED
+
+
+def test_a_given_listener_is_served_and_left_listening(bus: Bus, logs: list[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        address = sock.getsockname()
+        server = Server(bus, listener=sock, wsgi_app=hello_app)
+        server.subscribe()
+        bus.start()
+        assert f"Serving on http://127.0.0.1:{address[1]}" in logs
+        assert fetch(address)[:2] == (200, b"Hello http /")
+        bus.exit()
+        # Its owner (systemd, the next process image) keeps it: connections still queue.
+        with socket.create_connection(address, timeout=5):
+            conn, _ = sock.accept()
+            conn.close()
