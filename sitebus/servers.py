@@ -204,7 +204,9 @@ class ServerAdapter(SimplePlugin):
         self._stopping = False
         self._starting = True
         thread = threading.Thread(
-            target=self._start_http_thread, name=f"HTTPServer Thread-{next(_thread_numbers)}"
+            target=self._start_http_thread,
+            args=(self._wake,),
+            name=f"HTTPServer Thread-{next(_thread_numbers)}",
         )
         self._thread = thread
         thread.start()
@@ -220,7 +222,7 @@ class ServerAdapter(SimplePlugin):
 
     start.priority = 75  # type: ignore[attr-defined]
 
-    def _start_http_thread(self) -> None:
+    def _start_http_thread(self, wake: threading.Event) -> None:
         """Run the server; report how it ended (into start(), or by exiting the bus)."""
         try:
             self.httpserver.start()
@@ -234,7 +236,7 @@ class ServerAdapter(SimplePlugin):
             if not self._stopping:
                 self._server_ended(None, f"HTTP Server {self.description} ended: shutting down")
         finally:
-            self._wake.set()
+            wake.set()
 
     def _server_ended(self, error: BaseException | None, message: str, level: int = 20) -> None:
         with self._lock:
@@ -442,7 +444,7 @@ class Server(ServerAdapter):
         self._listening: Any = None
         self._acceptor: Listener | None = None
         self._owned = False
-        self._socket_file_identity: tuple[int, int] | None = None
+        self._socket_file: tuple[str, tuple[int, int]] | None = None  # (path, identity)
         self._bound: Any = None
         self.configure(**settings)
 
@@ -470,7 +472,9 @@ class Server(ServerAdapter):
     def validate(self) -> None:
         """Raise ConfigError naming the first wrong setting, its value and what was expected."""
         values = self.settings()
-        for setting, expected in setting_problems(values):
+        problems = setting_problems(values)
+        if problems:
+            setting, expected = problems[0]
             raise ConfigError(
                 f"expected {expected}, got {values[setting]!r}",
                 key=self.key(setting),
@@ -571,6 +575,7 @@ class Server(ServerAdapter):
 
     def _build(self) -> None:
         kind = server_types[self.type]
+        self._bound = None
         acceptor = self._listen() if kind.listens else None
         try:
             self.httpserver = kind.build(self, acceptor)
@@ -599,7 +604,7 @@ class Server(ServerAdapter):
         elif self.socket_file:
             path = os.fspath(self.socket_file)
             sock, identity, replaced = bind_unix(path, backlog, self.socket_file_mode)
-            self._listening, self._owned, self._socket_file_identity = sock, True, identity
+            self._listening, self._owned, self._socket_file = sock, True, (path, identity)
             if replaced:
                 self.bus.log(f"Replaced the stale socket file {path}")
         else:
@@ -619,7 +624,7 @@ class Server(ServerAdapter):
             self._acceptor = None
         if self._listening is not None and self._owned:
             self._listening.close()
-            if self._socket_file_identity is not None:
-                remove_socket_file(os.fspath(self.socket_file or ""), self._socket_file_identity)
+            if self._socket_file is not None:
+                remove_socket_file(*self._socket_file)
         self._listening = None
-        self._socket_file_identity = None
+        self._socket_file = None
