@@ -9,7 +9,8 @@ threads overlap the waits.
 Latency: the 99th percentile with 64 concurrent clients that each open a new connection per
 request (``Connection: close``), so every request passes through the listen backlog: raw
 cheroot with the reference's backlog of 5 and with sitebus's default, sitebus's Server,
-gunicorn and CherryPy with their defaults. Each figure is the median of the rounds.
+gunicorn and CherryPy with their defaults. Each figure is the median of the rounds; every
+round visits all the servers in turn, so a shared machine's changing load hits them alike.
 
 The load comes from wrk when it is installed (``apt-get install wrk``); otherwise from a
 small threaded client in this process, which is slower and says so. Each server runs in a

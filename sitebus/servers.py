@@ -614,6 +614,22 @@ class Server(ServerAdapter):
         self._acceptor = serve_on(self._listening, self._owned)
         return self._acceptor
 
+    def detach_listener(self) -> Any:
+        """Hand the listening socket over (to the next process image, on a restart).
+
+        ``stop()`` then leaves it open and listening, and its socket file in place: new
+        connections wait in the backlog instead of being refused. The socket becomes
+        ``listener``, so a later start in this process serves on it again.
+        """
+        if self._listening is None:
+            return None
+        self._owned = False
+        if self._acceptor is not None:
+            self._acceptor.owned = False
+        self._socket_file = None
+        self.listener = self._listening
+        return self._listening
+
     def _stopped(self) -> None:
         """Close what this server owns; forget the server built for this run."""
         if self._built:

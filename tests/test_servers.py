@@ -235,6 +235,14 @@ def test_a_missing_flup_is_reported_by_name(bus: Bus, monkeypatch: pytest.Monkey
         caught.value)
 
 
+def test_a_listener_that_does_not_listen_is_refused(bus: Bus) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listen()ed
+        server = Server(bus, wsgi_app=hello_app, listener=sock)
+        with pytest.raises(ConfigError, match="server.listener: expected a listening stream"):
+            server.validate()
+
+
 def test_the_registry_describes_each_type() -> None:
     assert list(server_types) == ["cheroot", "fastcgi", "scgi", "cgi"]
     assert all(kind.summary and kind.scheme for kind in server_types.values())
@@ -529,5 +537,20 @@ def test_a_given_listener_is_served_and_left_listening(bus: Bus, logs: list[str]
         bus.exit()
         # Its owner (systemd, the next process image) keeps it: connections still queue.
         with socket.create_connection(address, timeout=5):
+            conn, _ = sock.accept()
+            conn.close()
+
+
+def test_a_detached_listener_outlives_the_stop(bus: Bus, tmp_path: Path) -> None:
+    path = str(tmp_path / "site.sock")
+    server = Server(bus, socket_file=path, wsgi_app=hello_app)
+    server.subscribe()
+    bus.start()
+    sock = server.detach_listener()
+    bus.exit()
+    with sock:
+        assert os.path.exists(path)  # still ours to hand over: not removed
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)  # queued in the backlog, not refused
             conn, _ = sock.accept()
             conn.close()
