@@ -102,7 +102,7 @@ from sitebus.logs import log_to_screen
 from sitebus.servers import Server
 from tests.httpclients import hello_app
 
-log_to_screen()
+log_to_screen(stream=open("bus.log", "w"))  # stdout carries the CGI response alone
 bus = Bus()
 Server(bus, type="cgi", wsgi_app=hello_app).subscribe()
 try:
@@ -113,11 +113,16 @@ bus.block()
 """
 
 
-def test_cgi_answers_one_request_then_the_process_exits(spawn: Any, write_script: Any) -> None:
+def test_cgi_answers_one_request_then_the_process_exits(
+    spawn: Any, write_script: Any, tmp_path: Path
+) -> None:
     script = write_script("cgi_child.py", CGI_CHILD)
     child = spawn(python(str(script)), env=CGI_ENVIRON, notify=False)
     assert child.wait() == 0
-    out = child.output
-    assert "Status: 200 OK\n" in out and "\n\nHello http /x" in out  # read with newline=None
-    assert "HTTP Server standard input and output ended: shutting down" in out
-    assert "Bus EXITED" in out
+    assert child.log_path.read_bytes() == (
+        b"Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+        b"Hello http /x"
+    )
+    log = (tmp_path / "bus.log").read_text()
+    assert "HTTP Server standard input and output ended: shutting down" in log
+    assert "Bus EXITED" in log

@@ -235,6 +235,14 @@ def test_a_missing_flup_is_reported_by_name(bus: Bus, monkeypatch: pytest.Monkey
         caught.value)
 
 
+def test_a_listener_that_does_not_listen_is_refused(bus: Bus) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listen()ed
+        server = Server(bus, wsgi_app=hello_app, listener=sock)
+        with pytest.raises(ConfigError, match="server.listener: expected a listening stream"):
+            server.validate()
+
+
 def test_the_registry_describes_each_type() -> None:
     assert list(server_types) == ["cheroot", "fastcgi", "scgi", "cgi"]
     assert all(kind.summary and kind.scheme for kind in server_types.values())
@@ -485,3 +493,64 @@ def test_stop_drains_requests_in_flight_and_refuses_new_connections(bus: Bus) ->
     assert not stopper.is_alive() and bus.state is states.STOPPED
     assert idle.sock is not None and idle.sock.recv(1) == b""  # the idle connection was closed
     idle.close()
+
+
+def test_all_servers_refuse_at_once_and_drain_together(bus: Bus) -> None:
+    apps = [GatedApp(), GatedApp()]
+    servers = [Server(bus, f"s{i}", socket_port=0, wsgi_app=app, shutdown_timeout=30)
+               for i, app in enumerate(apps)]
+    for server in servers:
+        server.subscribe()
+    bus.start()
+    results: dict[int, Any] = {}
+
+    def slow_request(i: int) -> None:
+        results[i] = fetch(servers[i].bound_addr, "/slow")[:2]
+
+    clients = [threading.Thread(target=slow_request, args=(i,)) for i in range(2)]
+    for client in clients:
+        client.start()
+    assert all(app.entered.wait(15) for app in apps)
+    stopper = threading.Thread(target=bus.stop)
+    stopper.start()
+    # Both refuse while both requests are still in flight: no server waits for another's drain.
+    wait_until(lambda: all(refuses(s.bound_addr) for s in servers), 15, "both to refuse")
+    assert all(client.is_alive() for client in clients)
+    for app in apps:
+        app.gate.set()
+    for thread in (*clients, stopper):
+        thread.join(15)
+    assert results == {0: (200, b"slow done"), 1: (200, b"slow done")}
+    assert bus.state is states.STOPPED
+
+
+def test_a_given_listener_is_served_and_left_listening(bus: Bus, logs: list[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        address = sock.getsockname()
+        server = Server(bus, listener=sock, wsgi_app=hello_app)
+        server.subscribe()
+        bus.start()
+        assert f"Serving on http://127.0.0.1:{address[1]}" in logs
+        assert fetch(address)[:2] == (200, b"Hello http /")
+        bus.exit()
+        # Its owner (systemd, the next process image) keeps it: connections still queue.
+        with socket.create_connection(address, timeout=5):
+            conn, _ = sock.accept()
+            conn.close()
+
+
+def test_a_detached_listener_outlives_the_stop(bus: Bus, tmp_path: Path) -> None:
+    path = str(tmp_path / "site.sock")
+    server = Server(bus, socket_file=path, wsgi_app=hello_app)
+    server.subscribe()
+    bus.start()
+    sock = server.detach_listener()
+    bus.exit()
+    with sock:
+        assert os.path.exists(path)  # still ours to hand over: not removed
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)  # queued in the backlog, not refused
+            conn, _ = sock.accept()
+            conn.close()
