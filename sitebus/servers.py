@@ -29,6 +29,7 @@ interleaved rounds):
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -262,6 +263,24 @@ class Server(ServerAdapter):
         if self._bound is not None:
             return self._bound
         return self.bind_addr
+
+    def base(self) -> str:
+        """Return the URL this server is reached at, e.g. 'http://127.0.0.1:8080'.
+
+        As the reference: a wildcard host gives the machine's name, and the scheme's
+        default port is left out. A UNIX socket server gives its socket file's path.
+        """
+        address = self.bound_addr
+        if not isinstance(address, tuple):
+            return os.fspath(address) if address else ""
+        host, port = address[0], address[1]
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        scheme = self.scheme
+        default = {"http": 80, "https": 443}.get(scheme)
+        return f"{scheme}://{host}" if port == default else f"{scheme}://{host}:{port}"
 
     @property
     def scheme(self) -> str:

@@ -3,7 +3,9 @@
 Each handled signal is published on a channel named after it (``'SIGTERM'``, ``'SIGHUP'``...),
 and the entries of ``handlers`` are subscribed there: SIGTERM exits, SIGUSR1 is graceful, and
 SIGHUP restarts when the process has no terminal (systemd, supervisord, a daemon) and exits
-when it has one (a window manager closing the terminal sends SIGHUP).
+when it has one (a window manager closing the terminal sends SIGHUP). SIGUSR2, which the
+reference leaves alone, always restarts: it is what ``sitebus restart`` sends, so a restart
+works the same for a site on a terminal and for a daemon.
 
 The reference restarts on SIGHUP only after its own daemonizing fork, so under systemd or
 supervisord a reload request stops the site; sitebus looks at the terminal instead.
@@ -64,6 +66,7 @@ class SignalHandler:
             "SIGHUP": self.handle_SIGHUP,
             "SIGTERM": self.bus.exit,
             "SIGUSR1": self.bus.graceful,
+            "SIGUSR2": self.bus.restart,
         }
         self._previous_handlers: dict[int, Any] = {}
         self._subscribed: dict[str, Handler] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +26,16 @@ from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
 from sitebus.logs import LogManager
 from sitebus.plugins import ThreadManager
+from sitebus.servers import Server
+from sitebus.servertypes import SETTINGS as SERVER_SETTINGS
 from sitebus.signals import SignalHandler
+from sitebus.status import StatusFile, status_path
 from sitebus.tree import Tree
 
-__all__ = ["Engine", "Site", "ENGINE_PLUGINS", "site", "bus", "config", "log", "tree"]
+__all__ = ["Engine", "Site", "ENGINE_PLUGINS", "site", "bus", "config", "log", "tree", "server"]
+
+DEFAULT_SERVER_NAME = "default"
+"""The name the default server's socket goes by in LISTEN_FDNAMES and the fd store."""
 
 
 def _factory(path: str, *args: Any) -> Callable[[Bus], Any]:
@@ -44,7 +51,12 @@ def _factory(path: str, *args: Any) -> Callable[[Bus], Any]:
 
 
 ENGINE_PLUGINS: dict[str, Callable[[Bus], Any]] = {
+    "autoreload": _factory("sitebus.autoreload:Autoreloader"),
+    "daemonizer": _factory("sitebus.daemon:Daemonizer"),
+    "drop_privileges": _factory("sitebus.privileges:DropPrivileges"),
+    "pidfile": _factory("sitebus.pidfile:PIDFile", None),
     "signal_handler": _factory("sitebus.signals:SignalHandler"),
+    "systemd": _factory("sitebus.systemd:SystemdNotifier"),
     "thread_manager": _factory("sitebus.plugins:ThreadManager"),
 }
 """Engine plugins by config name: ``engine.<name>.*`` configures ``bus.<name>``."""
@@ -75,6 +87,11 @@ class Engine(Bus):
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
+    @property
+    def signals(self) -> SignalHandler:
+        """The reference's name for the signal handler (``engine.signals.subscribe()``)."""
+        return self.signal_handler
+
 
 class Site:
     """A bus with its plugins, a config, a log manager and a tree of applications."""
@@ -94,6 +111,14 @@ class Site:
         self.bus.signal_handler = SignalHandler(self.bus)
         self.bus.thread_manager = ThreadManager(self.bus)
         self.bus.thread_manager.subscribe()
+        self.plugin("autoreload").subscribe()  # as the reference: on unless config says off
+        self.server = Server(self.bus)
+        self.server.wsgi_app = self.tree
+        self.server.subscribe()
+        self.servers: dict[str, Server] = {}
+        """The extra servers, by name (``server.<name>.*``)."""
+        self.config.namespaces["server"] = self._server_namespace
+        self.status: StatusFile | None = None
 
     # -- engine plugins ------------------------------------------------------------------------
 
@@ -137,6 +162,69 @@ class Site:
                               value=value)
         setattr(plugin, attr, value)
 
+    # -- servers -------------------------------------------------------------------------------
+
+    def _server_namespace(self, key: str, value: Any) -> None:
+        name, dot, setting = key.partition(".")
+        if not dot or name in SERVER_SETTINGS:
+            self.server.configure(**{key: value})
+            return
+        server = self.servers.get(name)
+        if server is None:
+            server = self.servers[name] = Server(self.bus, name=name)
+            server.wsgi_app = self.tree
+            server.subscribe()
+        server.configure(**{setting: value})
+
+    def active_servers(self) -> list[Server]:
+        """Return the servers subscribed to the bus, the default one first."""
+        starting = self.bus.listeners.get("start", set())
+        return [s for s in (self.server, *self.servers.values()) if s.start in starting]
+
+    def descriptions(self) -> list[str]:
+        """Return where the active servers serve (``http://127.0.0.1:8080``...)."""
+        return [server.description for server in self.active_servers()]
+
+    def check(self) -> None:
+        """Raise ConfigError for a setting that would make the site fail to start."""
+        seen: dict[Any, str] = {}
+        for server in self.active_servers():
+            server.validate()
+            address = server.bind_addr
+            if address is None or (isinstance(address, tuple) and address[1] == 0):
+                continue
+            key = server.key("socket_file" if isinstance(address, str) else "socket_port")
+            if address in seen:
+                raise ConfigError(f"{address!r} is also the address of {seen[address]}",
+                                  key=key, value=address)
+            seen[address] = key.rsplit(".", 1)[0]
+
+    # -- running -------------------------------------------------------------------------------
+
+    def use_pidfile(self, path: str) -> None:
+        """Write the PID file at ``path`` (and the status file beside it)."""
+        pidfile = self.plugin("pidfile")
+        pidfile.pidfile = path
+        pidfile.subscribe()
+
+    def use_gateway(self, kind: str) -> None:
+        """Serve FastCGI, SCGI or CGI instead of HTTP, as cherryd's -f, -s and -x do."""
+        self.server.type = kind
+        self.plugin("autoreload").unsubscribe()
+
+    def prepare(self) -> None:
+        """Set up what a running site needs beyond its config: status file, autoreload of the
+        config files, systemd's sockets and notifications."""
+        pidfile = getattr(self.bus, "pidfile", None)
+        if pidfile is not None and pidfile.start in self.bus.listeners["start"] and pidfile.pidfile:
+            self.status = StatusFile(self.bus, status_path(os.fspath(pidfile.pidfile)),
+                                     self._describe)
+            self.status.subscribe()
+        self.plugin("autoreload").files.update(self.config.files)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"serving": self.descriptions()}
+
     # -- log and tree --------------------------------------------------------------------------
 
     def _log_namespace(self, key: str, value: Any) -> None:
@@ -165,3 +253,4 @@ bus = site.bus
 config = site.config
 log = site.log
 tree = site.tree
+server = site.server

@@ -141,10 +141,6 @@ config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS}
 for _key, _value in _DEFAULT_TOOLS.items():
     config.setdefault(_key, _value)
 
-if not hasattr(engine, "signals"):
-    # The reference's name for "the signal handlers" (engine.signals.subscribe()).
-    engine.signals = engine.signal_handler  # type: ignore[attr-defined]
-
 
 def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> None:
     """Mount the given root, start the default server (and the engine), then block.
