@@ -44,6 +44,7 @@ import enum
 import logging
 import os
 import select
+import signal
 import sys
 import threading
 import traceback as _traceback
@@ -552,14 +553,30 @@ class Bus:
                 warnings.warn(message, RuntimeWarning, stacklevel=1)
             self.exit()
 
+    @property
+    def wakeup_fd(self) -> int:
+        """The write end of the main thread's wake-up pipe.
+
+        The signal handler makes it the process's ``signal.set_wakeup_fd``: a signal that the
+        kernel delivers to another thread then still wakes the main thread in ``block()``,
+        where Python runs signal handlers.
+        """
+        return self._wakeup_w
+
     def _reopen_wakeup_pipe(self) -> None:
         """Give a forked child its own wake-up pipe, so it and its parent don't wake each other."""
+        old_write_end = self._wakeup_w
         for fd in (self._wakeup_r, self._wakeup_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._wakeup_r, self._wakeup_w = _wakeup_pipe()
+        try:
+            if signal.set_wakeup_fd(-1) == old_write_end:
+                signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        except ValueError:
+            pass  # forked from a thread other than the main one: no signals here
 
 
 def _is_expected(error: BaseException) -> bool:

@@ -218,13 +218,15 @@ def _read_pid(pidfile: str) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Return True while ``pid`` runs; a zombie (exited, not yet reaped) has stopped."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:

@@ -345,17 +345,21 @@ class NamespaceSet(dict):
             if "." in full_key:
                 namespace, _, key = full_key.partition(".")
                 grouped.setdefault(namespace, []).append((full_key, key, value))
-        for namespace, handler in self.items():
-            entries = grouped.get(namespace)
-            if not entries:
-                continue
-            if isinstance(handler, AbstractContextManager) or (
-                hasattr(handler, "__enter__") and hasattr(handler, "__exit__")
-            ):
-                with handler as bound:
-                    _apply_entries(bound, entries, origin)
-            else:
-                _apply_entries(handler, entries, origin)
+        done: set[str] = set()
+        # A handler may register more namespaces (loading an app that brings its own, as
+        # services.web does): keep going until every registered namespace has had its keys.
+        while pending := [n for n in self if n in grouped and n not in done]:
+            for namespace in pending:
+                done.add(namespace)
+                handler = self[namespace]
+                entries = grouped[namespace]
+                if isinstance(handler, AbstractContextManager) or (
+                    hasattr(handler, "__enter__") and hasattr(handler, "__exit__")
+                ):
+                    with handler as bound:
+                        _apply_entries(bound, entries, origin)
+                else:
+                    _apply_entries(handler, entries, origin)
 
     def __repr__(self) -> str:
         return f"{self.__module__}.{self.__class__.__name__}({dict.__repr__(self)})"

@@ -43,6 +43,7 @@ from sitebus.listeners import (
     bind_tcp,
     bind_unix,
     default_backlog,
+    file_identity,
     is_listening,
     listen_backlog,
     remove_socket_file,
@@ -149,8 +150,16 @@ class Server(ServerAdapter):
     ssl_ciphers: str | None = None
     """An OpenSSL cipher string restricting the TLS 1.2 ciphers."""
 
+    socket_fdname: str | None = None
+    """The name of the socket systemd passes this server (FileDescriptorName=); None: the
+    server's own name, else the passed sockets in order."""
+
     listener: Any = None
     """A listening socket.socket to serve on instead of binding (systemd, a restart)."""
+
+    listener_owned: bool = False
+    """Whether ``listener`` is this site's own (handed over by its restart): then stop closes
+    it and removes its socket file, as for a socket the server bound itself."""
 
     def __init__(self, bus: Bus, name: str | None = None, **settings: Any) -> None:
         SimplePlugin.__init__(self, bus)
@@ -336,7 +345,11 @@ class Server(ServerAdapter):
                 30,
             )
         if self.listener is not None:
-            self._listening, self._owned = self.listener, False
+            self._listening, self._owned = self.listener, self.listener_owned
+            address = listener_address(self.listener)
+            identity = file_identity(address) if isinstance(address, str) and address else None
+            if self.listener_owned and identity is not None:
+                self._socket_file = (address, identity)
         elif self.socket_file:
             path = os.fspath(self.socket_file)
             sock, identity, replaced = bind_unix(path, backlog, self.socket_file_mode)
@@ -350,6 +363,16 @@ class Server(ServerAdapter):
         self._acceptor = serve_on(self._listening, self._owned)
         return self._acceptor
 
+    @property
+    def listening_socket(self) -> Any:
+        """The socket this server listens on while it runs, else None."""
+        return self._listening
+
+    @property
+    def fdname(self) -> str:
+        """The name its socket goes by in LISTEN_FDNAMES and systemd's fd store."""
+        return self.socket_fdname or self.name or "default"
+
     def detach_listener(self) -> Any:
         """Hand the listening socket over (to the next process image, on a restart).
 
@@ -359,6 +382,7 @@ class Server(ServerAdapter):
         """
         if self._listening is None:
             return None
+        self.listener_owned = self._owned
         self._owned = False
         if self._acceptor is not None:
             self._acceptor.owned = False

@@ -124,6 +124,13 @@ def _is_seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
+def _is_fdname(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, str) and 0 < len(value) <= 255
+        and all(c.isascii() and (c.isalnum() or c in "_-.") for c in value)
+    )
+
+
 def _is_path(value: Any) -> bool:
     return value is None or (isinstance(value, (str, os.PathLike)) and bool(os.fspath(value)))
 
@@ -142,6 +149,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "socket_port": (lambda v: _is_int(v, 0, 65535), "an integer from 0 to 65535"),
     "socket_file": (_is_socket_file, "None or a socket file path of at most 107 bytes"),
     "socket_file_mode": (lambda v: _is_int(v, 0, 0o777), "a file mode from 0o000 to 0o777"),
+    "socket_fdname": (_is_fdname, "None or the name of a socket systemd passes "
+                                  "(FileDescriptorName=: letters, digits, '_', '-', '.')"),
     "socket_queue_size": (lambda v: _is_int(v, 1), "a positive integer"),
     "socket_timeout": (_is_seconds, "a number of seconds, 0 or more"),
     "thread_pool": (lambda v: _is_int(v, 1), "a positive integer"),

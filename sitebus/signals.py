@@ -12,7 +12,10 @@ supervisord a reload request stops the site; sitebus looks at the terminal inste
 
 The OS-level handler only records and wakes (``bus.call_in_main_thread``): the work (logging,
 publishing, stopping servers) happens in the main thread's ``block()``, at a point where it
-holds no lock. A site that never calls ``block()`` therefore handles no signals; embedded
+holds no lock. The kernel may deliver a signal to any thread, and Python runs handlers only
+in the main thread, which may sleep in ``block()`` meanwhile; so the bus's wake-up pipe is
+also the process's ``signal.set_wakeup_fd``, and any signal wakes the main thread at once.
+A site that never calls ``block()`` therefore handles no signals; embedded
 sites leave signals to their host anyway.
 """
 
@@ -69,6 +72,7 @@ class SignalHandler:
             "SIGUSR2": self.bus.restart,
         }
         self._previous_handlers: dict[int, Any] = {}
+        self._previous_wakeup_fd: int | None = None
         self._subscribed: dict[str, Handler] = {}
 
     def _resolve(self, signal: int | str) -> tuple[int, str]:
@@ -109,6 +113,11 @@ class SignalHandler:
 
     def subscribe(self) -> None:
         """Install a handler for every entry of ``handlers``; skip signals this OS lacks."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread and self._previous_wakeup_fd is None:
+            # A signal the kernel delivers to another thread must still wake block().
+            self._previous_wakeup_fd = _signal.set_wakeup_fd(self.bus.wakeup_fd,
+                                                             warn_on_full_buffer=False)
         for name, listener in self.handlers.items():
             if listener is None:
                 continue
@@ -129,6 +138,9 @@ class SignalHandler:
             except (ValueError, OSError) as error:
                 self.bus.log(f"Unable to restore {name} handler {previous!r}: {error}", level=40)
         self._previous_handlers.clear()
+        if self._previous_wakeup_fd is not None:
+            _signal.set_wakeup_fd(self._previous_wakeup_fd)
+            self._previous_wakeup_fd = None
         for name, listener in self._subscribed.items():
             self.bus.unsubscribe(name, listener)
         self._subscribed.clear()

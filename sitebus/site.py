@@ -34,8 +34,9 @@ from sitebus.tree import Tree
 
 __all__ = ["Engine", "Site", "ENGINE_PLUGINS", "site", "bus", "config", "log", "tree", "server"]
 
-DEFAULT_SERVER_NAME = "default"
-"""The name the default server's socket goes by in LISTEN_FDNAMES and the fd store."""
+OWNED_FDNAMES = "SITEBUS_OWNED_FDNAMES"
+"""Names, among LISTEN_FDNAMES, of sockets a restart handed to the new image that the site
+bound itself (so it closes them, and removes their socket files, when it finally stops)."""
 
 
 def _factory(path: str, *args: Any) -> Callable[[Bus], Any]:
@@ -119,6 +120,10 @@ class Site:
         """The extra servers, by name (``server.<name>.*``)."""
         self.config.namespaces["server"] = self._server_namespace
         self.status: StatusFile | None = None
+        self._owned_fdnames: list[str] = []
+        self.bus.subscribe("start", self._register_listeners, priority=76)
+        self.bus.subscribe("stop", self._keep_listeners_for_restart, priority=10)
+        self.bus.subscribe("execv", self._hand_over_listeners)
 
     # -- engine plugins ------------------------------------------------------------------------
 
@@ -213,14 +218,84 @@ class Site:
         self.plugin("autoreload").unsubscribe()
 
     def prepare(self) -> None:
-        """Set up what a running site needs beyond its config: status file, autoreload of the
-        config files, systemd's sockets and notifications."""
+        """Set up what a running site needs beyond its config: the status file, autoreload of
+        the config files, and systemd's sockets, notifications and journal."""
         pidfile = getattr(self.bus, "pidfile", None)
         if pidfile is not None and pidfile.start in self.bus.listeners["start"] and pidfile.pidfile:
             self.status = StatusFile(self.bus, status_path(os.fspath(pidfile.pidfile)),
                                      self._describe)
             self.status.subscribe()
         self.plugin("autoreload").files.update(self.config.files)
+        self.take_passed_sockets()
+        if os.environ.get("NOTIFY_SOCKET") and getattr(self.bus, "systemd", None) is None:
+            self.plugin("systemd").subscribe()
+        from sitebus.systemd import log_to_journal
+
+        if log_to_journal(self.bus) is not None:
+            self.log.screen = False  # stderr is the journal: one copy of each line is enough
+
+    def take_passed_sockets(self) -> None:
+        """Give the servers the sockets systemd (or this site's own restart) passed in.
+
+        By name (``server.socket_fdname``, else the server's name), else in order; the
+        variables are removed from the environment so child processes never take them.
+        """
+        from sitebus.systemd import Claim, assign_listeners, listen_fds
+
+        owned = set(filter(None, os.environ.pop(OWNED_FDNAMES, "").split(":")))
+        passed = listen_fds()
+        if not passed:
+            return
+        servers = {server.fdname: server for server in self.active_servers()}
+        claims = [Claim(name, server.socket_fdname, can_bind=server.bind_addr is not None)
+                  for name, server in servers.items()]
+        taken = assign_listeners([(sock.fileno(), name) for sock, name in passed], claims)
+        by_fd = {sock.fileno(): (sock, name) for sock, name in passed}
+        for server_name, fd in taken.items():
+            sock, name = by_fd[fd]
+            server = servers[server_name]
+            server.listener = sock
+            server.listener_owned = name in owned
+            self.bus.log(f"Serving {server.key('socket_fdname').rsplit('.', 1)[0]} on the "
+                         f"socket passed as {name!r} (fd {fd})")
+
+    def _register_listeners(self) -> None:
+        """Note every listening socket in ``bus.inherit_fds``, by its fd name."""
+        for server in self.active_servers():
+            sock = server.listening_socket
+            if sock is not None:
+                self.bus.inherit_fds[sock.fileno()] = server.fdname
+
+    def _keep_listeners_for_restart(self) -> None:
+        """On a restart, keep the listening sockets open for the next process image.
+
+        Before the servers stop (priority 24), so they drain without closing the sockets:
+        connections made meanwhile wait in the backlog and the new image serves them.
+        """
+        if not self.bus.execv:
+            self.bus.inherit_fds.clear()
+            return
+        kept: dict[int, str] = {}
+        self._owned_fdnames = []
+        for server in self.active_servers():
+            sock = server.detach_listener()  # sets listener_owned to whether it was ours
+            if sock is not None:
+                kept[sock.fileno()] = server.fdname
+                if server.listener_owned:
+                    self._owned_fdnames.append(server.fdname)
+        self.bus.inherit_fds.clear()
+        self.bus.inherit_fds.update(kept)
+
+    def _hand_over_listeners(self) -> None:
+        """Move the kept sockets to fd 3, 4... and describe them in LISTEN_* for the exec."""
+        if not self.bus.inherit_fds:
+            return
+        from sitebus.systemd import hand_over_listeners
+
+        moved = hand_over_listeners(self.bus.inherit_fds)
+        self.bus.inherit_fds.clear()
+        self.bus.inherit_fds.update(moved)
+        os.environ[OWNED_FDNAMES] = ":".join(self._owned_fdnames)
 
     def _describe(self) -> dict[str, Any]:
         return {"serving": self.descriptions()}

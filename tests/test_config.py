@@ -205,3 +205,14 @@ def test_cherrypy_names_in_config_files_resolve_to_services_web() -> None:
 
     assert isinstance(unrepr("cherrypy.dispatch.MethodDispatcher()"), MethodDispatcher)
     assert unrepr("cherrypy.dispatch.MethodDispatcher") is MethodDispatcher
+
+
+def test_a_handler_that_registers_a_namespace_gets_its_keys_handled_too(config: Config) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def loader(key: str, value: Any) -> None:
+        config.namespaces["tools"] = lambda k, v: seen.append((k, v))
+
+    config.namespaces["tree"] = loader
+    config.update({"tools.gzip.on": True, "tree.app": "x"})
+    assert seen == [("gzip.on", True)]

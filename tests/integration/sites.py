@@ -1,0 +1,80 @@
+"""Helpers for tests that run `sitebus` itself: write a site, start it, talk to it."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from tests.processes import Child, python
+
+APPS = '''\
+"""Apps of three frameworks and a bare WSGI callable, for one site."""
+
+
+def hello(environ, start_response):
+    body = ("bare wsgi " + environ["SCRIPT_NAME"] + " " + environ["PATH_INFO"]).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def run_site(spawn: Any, workdir: Path, config: str, *args: str, name: str = "site",
+             env: dict[str, str] | None = None) -> Child:
+    """Write ``site.conf`` (and apps.py) in ``workdir`` and start ``sitebus run`` on it."""
+    (workdir / "apps.py").write_text(APPS)
+    (workdir / "site.conf").write_text(config)
+    return spawn(python("-m", "sitebus", "run", "-c", "site.conf", *args), name=name, env=env)
+
+
+def ready_addresses(child: Child, after: int = 0) -> list[str]:
+    """Wait for READY=1 and return the addresses its STATUS says the site listens on."""
+    message = child.notify.wait_for("READY", "1", after=after)  # type: ignore[union-attr]
+    status = message.get("STATUS", "")
+    found = re.search(r"listening on (.*)$", status)
+    return found.group(1).split(", ") if found else []
+
+
+def tcp_port(addresses: list[str]) -> int:
+    """Return the port of the first IPv4 loopback address in ``addresses``."""
+    for address in addresses:
+        if address.startswith("127.0.0.1:"):
+            return int(address.rsplit(":", 1)[1])
+    raise AssertionError(f"no 127.0.0.1 listener in {addresses}")
+
+
+def get(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 10,
+        headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """GET ``path`` over a new connection; return status, body and headers."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTPConnection over a UNIX socket file."""
+
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path_to_socket = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path_to_socket)
+
+
+def get_unix(path_to_socket: str, path: str = "/") -> tuple[int, bytes]:
+    connection = UnixHTTPConnection(path_to_socket)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -1,0 +1,162 @@
+"""SignalHandler in-process: names and numbers, handlers restored, signals from any thread."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sitebus.bus import Bus, states
+from sitebus.signals import SignalHandler
+from tests.processes import wait_until
+
+SAFETY = 10.0
+
+
+@pytest.fixture
+def bus() -> Iterator[Bus]:
+    b = Bus()
+    yield b
+    if b.state is not states.EXITING:
+        b.exit()
+
+
+@pytest.fixture
+def handler(bus: Bus) -> Iterator[SignalHandler]:
+    h = SignalHandler(bus)
+    yield h
+    h.unsubscribe()
+
+
+def test_signals_map_numbers_to_names() -> None:
+    assert SignalHandler.signals[signal.SIGTERM] == "SIGTERM"
+    assert SignalHandler.signals[signal.SIGHUP] == "SIGHUP"
+
+
+def test_default_handlers(bus: Bus, handler: SignalHandler) -> None:
+    assert handler.handlers == {
+        "SIGHUP": handler.handle_SIGHUP,
+        "SIGTERM": bus.exit,
+        "SIGUSR1": bus.graceful,
+        "SIGUSR2": bus.restart,
+    }
+
+
+@pytest.mark.parametrize("bad", ["SIGNOTHING", "TERM", 999, "signal"])
+def test_set_handler_refuses_unknown_signals(handler: SignalHandler, bad: Any) -> None:
+    with pytest.raises(ValueError, match="unknown signal"):
+        handler.set_handler(bad)
+
+
+def test_subscribe_ignores_signals_this_platform_lacks(handler: SignalHandler) -> None:
+    handler.handlers["SIGBREAK"] = print  # Windows only
+    handler.subscribe()
+    assert signal.getsignal(signal.SIGTERM) == handler._handle_signal
+
+
+def test_unsubscribe_restores_the_handlers_that_were_there(handler: SignalHandler) -> None:
+    def mine(signum: int, frame: Any) -> None:
+        pass
+
+    previous_usr1 = signal.signal(signal.SIGUSR1, mine)
+    previous_wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(previous_wakeup)
+    try:
+        handler.subscribe()
+        assert signal.getsignal(signal.SIGUSR1) == handler._handle_signal
+        handler.unsubscribe()
+        assert signal.getsignal(signal.SIGUSR1) is mine
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        current_wakeup = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(current_wakeup)
+        assert current_wakeup == previous_wakeup
+    finally:
+        signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+def test_a_signal_is_published_on_its_channel_and_logged(bus: Bus, handler: SignalHandler) -> None:
+    seen: list[str] = []
+    logged: list[str] = []
+    bus.subscribe("log", lambda msg, level: logged.append(msg))
+    handler.handlers = {"SIGUSR1": lambda: seen.append("usr1")}
+    handler.subscribe()
+    bus.subscribe("SIGUSR1", bus.exit)
+    bus.start()
+    signal.raise_signal(signal.SIGUSR1)
+    bus.block()
+    assert seen == ["usr1"]
+    assert "Listening for SIGUSR1." in logged and "Caught signal SIGUSR1." in logged
+
+
+def test_a_signal_delivered_to_another_thread_wakes_block(bus: Bus, handler: SignalHandler) -> None:
+    graceful = threading.Event()
+    bus.subscribe("graceful", graceful.set)
+    bus.subscribe("graceful", bus.exit, priority=90)
+    handler.subscribe()
+    bus.start()
+
+    main_thread = threading.get_native_id()
+
+    def main_thread_sleeps_in_poll() -> bool:
+        with open(f"/proc/self/task/{main_thread}/wchan") as wchan:
+            return "poll" in wchan.read()
+
+    def signal_myself() -> None:
+        wait_until(main_thread_sleeps_in_poll, SAFETY, "the main thread to sleep in block()")
+        # The signal goes to this thread, not the main one that sleeps in block().
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+
+    fired: list[bool] = []
+
+    def safety_net() -> None:  # only a main thread left asleep lets this fire
+        fired.append(True)
+        bus.exit()
+
+    timer = threading.Timer(SAFETY, safety_net)
+    timer.daemon = True
+    timer.start()
+    threading.Thread(target=signal_myself).start()
+    try:
+        bus.block()
+    finally:
+        timer.cancel()
+    assert graceful.is_set() and fired == []
+
+
+def test_configure_replaces_or_turns_off_a_signal(bus: Bus, handler: SignalHandler) -> None:
+    calls: list[str] = []
+    handler.subscribe()
+    handler.configure("SIGTERM", lambda: calls.append("custom"))
+    assert handler.handlers["SIGTERM"] is not bus.exit
+    handler._publish_signal("SIGTERM")
+    assert calls == ["custom"] and bus.state is states.STOPPED
+    handler.configure("SIGHUP", None)
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    assert bus.publish("SIGHUP") == []
+
+
+def test_configure_before_subscribe_changes_what_subscribe_installs(
+    handler: SignalHandler,
+) -> None:
+    handler.configure("SIGTERM", None)
+    handler.subscribe()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) == handler._handle_signal
+
+
+def test_set_handler_from_another_thread_is_a_clear_error(handler: SignalHandler) -> None:
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            handler.set_handler("SIGUSR1")
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join(SAFETY)
+    assert "only be set from the main thread (SIGUSR1)" in str(errors[0])
