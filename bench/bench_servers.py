@@ -81,7 +81,18 @@ SERVERS = {
         "cherrypy.quickstart(Root())\n"
     ),
     "gunicorn": None,  # run as a command: see server_argv
+    "site": None,  # the whole site through `sitebus run`: see server_argv
 }
+
+# The whole site: `sitebus run` with the app mounted on the tree, access log off (as it is
+# for the raw server), autoreload off (production), the default server's settings.
+SITE_CONFIG = (
+    "[global]\n"
+    "environment = 'production'\n"
+    "server.socket_port = {port}\n"
+    "{threads_line}"
+    "tree.hello = '', 'hello:app'\n"
+)
 
 
 def free_port() -> int:
@@ -95,6 +106,13 @@ def server_argv(name: str, port: int, threads: int, backlog: int, workdir: str) 
         Path(workdir, "hello.py").write_text(HELLO_APP)
         return [sys.executable, "-m", "gunicorn", "--chdir", workdir, "-b", f"127.0.0.1:{port}",
                 "--log-level", "warning", "hello:app"]
+    if name == "site":
+        Path(workdir, "hello.py").write_text(HELLO_APP)
+        threads_line = f"server.thread_pool = {threads}\n" if threads else ""
+        Path(workdir, "site.conf").write_text(SITE_CONFIG.format(port=port,
+                                                                 threads_line=threads_line))
+        return [sys.executable, "-m", "sitebus", "run", "-c", str(Path(workdir, "site.conf")),
+                "-P", workdir]
     program = SERVERS[name]
     assert program is not None
     return [sys.executable, "-c", program.format(port=port, threads=threads, backlog=backlog)]
@@ -246,17 +264,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--only", choices=["throughput", "latency"])
+    parser.add_argument("--only", choices=["throughput", "latency", "site"])
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
     rounds = max(3, args.rounds)
     client = "wrk" if shutil.which("wrk") else "the built-in Python client (install wrk)"
     print(f"load from {client}; {os.cpu_count()} CPUs; median of {rounds} rounds of "
           f"{args.seconds:g} s\n")
 
-    if args.only != "latency":
+    if args.only in (None, "throughput"):
         throughput(rounds, args.seconds)
-    if args.only != "throughput":
+    if args.only in (None, "latency"):
         latency(rounds, args.seconds)
+    if args.only in (None, "site"):
+        site(rounds, args.seconds, args.idle_seconds)
 
 
 THREAD_COUNTS = [Config("cheroot", n, 1024) for n in (1, 2, 4, 8, 10)] + [Config("sitebus")]
@@ -295,6 +316,60 @@ def latency(rounds: int, seconds: float) -> None:
                      int(median([r.errors for r in results[config]]))])
     print("64 clients, a new connection per request: latency p99 (ms), requests per second")
     print(table(["server", "backlog", "threads", "p99 ms", "req/s", "errors"], rows))
+
+
+SITE_VS_RAW = [Config("cheroot", 4, 1024), Config("site", 4)]
+
+
+def context_switches(pid: int) -> int:
+    """Return the context switches of every thread of ``pid`` so far."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # the thread ended meanwhile
+    return total
+
+
+def idle_switches(configs: list[Config], rounds: int, seconds: float) -> dict[Config, list[float]]:
+    """Return each config's context switches per second while it serves nothing."""
+    results: dict[Config, list[float]] = {config: [] for config in configs}
+    with ExitStack() as stack:
+        servers = {config: stack.enter_context(running(config.name, config.threads,
+                                                       config.backlog))
+                   for config in configs}
+        time.sleep(1)  # let start-up settle before the measured windows
+        for _ in range(rounds):
+            before = {config: context_switches(pid) for config, (_a, pid) in servers.items()}
+            time.sleep(seconds)  # all servers idle side by side over the same window
+            for config, (_address, pid) in servers.items():
+                results[config].append((context_switches(pid) - before[config]) / seconds)
+    return results
+
+
+def site(rounds: int, seconds: float, idle_seconds: float) -> None:
+    """The whole site (tree + one WSGI app, `sitebus run`) against raw cheroot, same threads."""
+    hello = measure(SITE_VS_RAW, rounds, seconds, 16, close=False)
+    idle = idle_switches(SITE_VS_RAW, rounds, idle_seconds)
+    raw = median([r.requests_per_second for r in hello[SITE_VS_RAW[0]]])
+    rows = []
+    for config in SITE_VS_RAW:
+        rates = [r.requests_per_second for r in hello[config]]
+        rows.append([config.name, config.threads, f"{median(rates):.0f}",
+                     " ".join(f"{rate:.0f}" for rate in rates), f"{median(rates) / raw:.3f}",
+                     f"{median([r.cpu_us_per_request for r in hello[config]]):.0f}",
+                     f"{median(idle[config]):.2f}",
+                     " ".join(f"{v:.1f}" for v in idle[config])])
+    print("the whole site (`sitebus run`, tree + one app) against raw cheroot with the same "
+          f"threads: hello world over 16 keep-alive connections; idle context switches per "
+          f"second over {idle_seconds:g} s")
+    print(table(["server", "threads", "req/s", "per round", "vs raw", "CPU us/req",
+                 "idle switches/s", "per round"], rows))
+    print()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -323,3 +324,21 @@ def test_python_dash_m_and_the_console_script_are_the_same_command() -> None:
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("sitebus ")
+
+
+@pytest.mark.skipif(shutil.which("cgi-fcgi") is None, reason="needs cgi-fcgi (libfcgi-bin)")
+def test_run_dash_f_serves_fastcgi_to_a_real_client(spawn: Any, tmp_path: Path) -> None:
+    pytest.importorskip("flup")
+    child = run_site(spawn, tmp_path, "[global]\nserver.socket_port = 0\n"
+                                      "tree.bare = '/bare', 'apps:hello'\n", "-f")
+    port = int(child.wait_for_output(r"Serving on fcgi://127\.0\.0\.1:(\d+)").group(1))
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/bare/x",
+               "QUERY_STRING": "", "SERVER_NAME": "localhost", "SERVER_PORT": "80",
+               "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1"}
+    client = spawn(["cgi-fcgi", "-bind", "-connect", f"127.0.0.1:{port}"], env=environ,
+                   notify=False, name="cgi-fcgi")
+    assert client.wait() == 0
+    assert "Status: 200 OK" in client.output
+    assert client.output.endswith("bare wsgi /bare /x")
+    child.send_signal(15)
+    assert child.wait() == 0
