@@ -342,3 +342,39 @@ def test_run_dash_f_serves_fastcgi_to_a_real_client(spawn: Any, tmp_path: Path) 
     assert client.output.endswith("bare wsgi /bare /x")
     child.send_signal(15)
     assert child.wait() == 0
+
+
+def test_run_dash_d_returns_once_started_and_reports_a_failed_start(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "apps.py").write_text("def hello(environ, start_response):\n"
+                                      "    start_response('200 OK', [])\n"
+                                      "    return [b'daemon says hello']\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "site.conf").write_text(f"[global]\nserver.socket_port = {port}\n"
+                                        "engine.autoreload.on = False\n"
+                                        "tree.bare = '', 'apps:hello'\n")
+    try:
+        started = run_command("run", "-d", "-c", "site.conf", "-p", "site.pid", cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        pid = int((tmp_path / "site.pid").read_text())
+        assert get(port, "/")[1] == b"daemon says hello"  # serving when the command returned
+
+        # A second daemon on the same port must fail loudly, not exit 0 as CherryPy's does.
+        second = run_command("run", "-d", "-c", "site.conf", "-p", "other.pid", cwd=tmp_path)
+        assert second.returncode == 69
+        assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" \
+            in second.stderr
+        assert not (tmp_path / "other.pid").exists()
+
+        stopped = run_command("stop", "-p", "site.pid", cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not (tmp_path / "site.pid").exists()
+    finally:
+        if (tmp_path / "site.pid").exists():
+            os.kill(int((tmp_path / "site.pid").read_text()), 9)
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
