@@ -309,8 +309,11 @@ class Site:
         setattr(self.log, key, value)
 
     def _tree_namespace(self, key: str, value: Any) -> None:
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-            script_name, target = value
+        """``tree.<name> = "/prefix", "module:attr"`` (and a host, for a virtual host)."""
+        host = None
+        if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str):
+            script_name, target, *rest = value
+            host = rest[0] if rest else None
         else:
             script_name, target = "/" + key, value
         try:
@@ -318,7 +321,10 @@ class Site:
         except (ImportError, AttributeError) as error:
             raise ConfigError(f"cannot load {target!r}: {error}", key=f"tree.{key}",
                               value=value) from None
-        self.tree.mount(app, script_name)
+        if host is None:
+            self.tree.mount(app, script_name)
+        else:
+            self.tree.graft(app, script_name, host=host)
 
 
 site = Site()

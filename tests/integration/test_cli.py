@@ -378,3 +378,19 @@ def test_run_dash_d_returns_once_started_and_reports_a_failed_start(
     import psutil
 
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_virtual_hosts_from_the_config(spawn: Any, tmp_path: Path) -> None:
+    (tmp_path / "hosts.py").write_text(
+        "def make(name):\n"
+        "    def app(environ, start_response):\n"
+        "        start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "        return [name.encode() + b' ' + environ['PATH_INFO'].encode()]\n"
+        "    return app\n"
+        "shop = make('shop')\nblog = make('blog')\n")
+    child = run_site(spawn, tmp_path, "[global]\nserver.socket_port = 0\n"
+                                      "tree.shop = '', 'hosts:shop', 'shop.example.com'\n"
+                                      "tree.blog = '', 'hosts:blog'\n")
+    port = tcp_port(ready_addresses(child))
+    assert get(port, "/x", headers={"Host": "shop.example.com"})[1] == b"shop /x"
+    assert get(port, "/x", headers={"Host": "other.example.com"})[1] == b"blog /x"
