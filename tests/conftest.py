@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sitebus.bus import Bus, states
 from tests.processes import Child, child_env
 
 
@@ -59,6 +60,15 @@ def spawn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if report is not None and report.failed:
         for child in children:
             print(child.describe())
+
+
+@pytest.fixture
+def bus() -> Iterator[Bus]:
+    """A bus of the test's own, exited at teardown if the test left it running."""
+    b = Bus()
+    yield b
+    if b.state is not states.EXITING:
+        b.exit()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -29,14 +28,6 @@ class LogRecorder:
     @property
     def messages(self) -> list[str]:
         return [msg for msg, _level in self.lines]
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    b = Bus()
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
 
 
 @pytest.fixture

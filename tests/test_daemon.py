@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sitebus.bus import Bus, ChannelFailures, states
+from sitebus.bus import Bus, ChannelFailures
 from sitebus.daemon import (
     DAEMON_PID_ENV,
     Daemonizer,
@@ -87,14 +86,6 @@ def test_read_reports_returns_what_came_before_the_pipe_closed() -> None:
         assert _read_reports(read_fd) == [PID, ERROR]
     finally:
         os.close(read_fd)
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    b = Bus()
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
 
 
 def test_priority_is_65(bus: Bus) -> None:

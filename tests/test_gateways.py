@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sitebus.bus import Bus, states
+from sitebus.bus import Bus
 from sitebus.servers import Server
 from tests.httpclients import hello_app, refuses
 from tests.processes import python
@@ -33,14 +32,6 @@ CGI_ENVIRON = {
     "SERVER_PROTOCOL": "HTTP/1.1",
     "GATEWAY_INTERFACE": "CGI/1.1",
 }
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    bus = Bus()
-    yield bus
-    if bus.state is not states.EXITING:
-        bus.exit()
 
 
 def server_threads() -> set[threading.Thread]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sitebus.bus import Bus, ChannelFailures, states
+from sitebus.bus import Bus, ChannelFailures
 from sitebus.errors import ConfigError, TemporaryError, exit_code_of
 from sitebus.pidfile import (
     PIDFile,
@@ -103,14 +102,6 @@ def test_process_info_describes_this_process() -> None:
     assert info is not None and info.running
     assert info.cmdline is not None and program_name(info.cmdline)
     assert process_info(2**22 + 1) is None  # above Linux's pid_max
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    b = Bus()
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
 
 
 @pytest.fixture

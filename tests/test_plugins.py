@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from sitebus.bus import Bus, states
+from sitebus.bus import Bus
 from sitebus.plugins import BackgroundTask, Monitor, PerpetualTimer, SimplePlugin, ThreadManager
 
 SAFETY = 10.0  # a generous bound for "at once": far below any interval used here
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    b = Bus()
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
 
 
 @pytest.fixture

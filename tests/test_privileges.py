@@ -9,11 +9,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from collections.abc import Iterator
 
 import pytest
 
-from sitebus.bus import Bus, states
+from sitebus.bus import Bus
 from sitebus.errors import ConfigError, NoPermissionError
 from sitebus.privileges import (
     DropPrivileges,
@@ -147,14 +146,6 @@ def test_bad_settings_are_config_errors(function: object, value: object, message
 )
 def test_parse_umask(value: object, mask: int | None) -> None:
     assert parse_umask(value) == mask
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    b = Bus()
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    bus = Bus()
-    yield bus
-    if bus.state is not states.EXITING:
-        bus.exit()
 
 
 @pytest.fixture

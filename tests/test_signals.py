@@ -17,14 +17,6 @@ SAFETY = 10.0
 
 
 @pytest.fixture
-def bus() -> Iterator[Bus]:
-    b = Bus()
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
-
-
-@pytest.fixture
 def handler(bus: Bus) -> Iterator[SignalHandler]:
     h = SignalHandler(bus)
     yield h
