@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import NotifySocket
+from tests.processes import NotifySocket, kill_process_group
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 NEEDS_SOCKET_ACTIVATE = pytest.mark.skipif(
@@ -44,12 +44,14 @@ NAMESPACE_SCRIPT = Path(__file__).with_name("journal_namespace.sh")
 
 # What systemd does for a service with StandardError=journal: stdout and stderr are a stream
 # connected to journald, and JOURNAL_STREAM names it (or, with "elsewhere", names another file).
+# The stream's identifier is TEST_STREAM_IDENTIFIER's (systemd's is SyslogIdentifier=), and
 # TEST_NOTIFY_SOCKET becomes NOTIFY_SOCKET only here, so the test's journald never sees it.
 JOURNAL_STDERR = """\
 import os, socket, sys
 stream = socket.socket(socket.AF_UNIX)
 stream.connect("/run/systemd/journal/stdout")
-stream.sendall(b"sitebus-test\\n\\n6\\n0\\n0\\n0\\n0\\n")
+identifier = os.environ.pop("TEST_STREAM_IDENTIFIER", "sitebus-test")
+stream.sendall(f"{identifier}\\n\\n6\\n0\\n0\\n0\\n0\\n".encode())
 stream.shutdown(socket.SHUT_RD)
 os.dup2(stream.fileno(), 1)
 os.dup2(stream.fileno(), 2)
@@ -87,15 +89,16 @@ def _can_mount_namespaces() -> bool:
         return False
 
 
-def journal_runner(spawn: Any, tmp_path: Path) -> Any:
+def journal_runner(spawn: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """Return ``run(argv, until, identifier, env=None)``: a command beside a journald of its own.
 
     ``run`` starts the command and returns ``finish()``, which waits for it to exit and returns
     its exit code, the Child, and the journal entries whose SYSLOG_IDENTIFIER is
     ``identifier``. ``until`` is how many such entries to wait for, or a ``FIELD=value`` match
     for the last one (see journal_namespace.sh). journald runs in a mount namespace with a
-    fresh /run, so it disturbs nothing and needs no systemd as pid 1. Skips the test, with the
-    reason, where that cannot work.
+    fresh /run, so it disturbs nothing and needs no systemd as pid 1; everything runs in a
+    session of its own, killed at teardown. Skips the test, with the reason, where that
+    cannot work.
     """
     if not HAVE_SYSTEMD_PYTHON:
         pytest.skip("systemd-python is not installed")
@@ -109,7 +112,9 @@ def journal_runner(spawn: Any, tmp_path: Path) -> Any:
         out = tmp_path / "journal.json"
         child = spawn(["unshare", "-m", "--propagation", "private", "sh", str(NAMESPACE_SCRIPT),
                        str(out), identifier, str(until), *argv],
-                      env=env, name="journald", notify=False)
+                      env=env, name="journald", notify=False, new_session=True)
+        # The command runs as a child of the script: kill whatever is left of the session.
+        request.addfinalizer(lambda: kill_process_group(child.pid))
 
         def finish() -> tuple[int, Any, list[dict[str, Any]]]:
             status = child.wait(60)

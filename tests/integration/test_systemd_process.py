@@ -234,9 +234,9 @@ def test_fdstore_carries_the_listener_across_a_full_stop_and_start(
 # -- journald ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def with_journald(spawn: Any, tmp_path: Path) -> Any:
+def with_journald(spawn: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """Run a command beside a journald of its own; return its exit code and journal entries."""
-    run = journal_runner(spawn, tmp_path)
+    run = journal_runner(spawn, tmp_path, request)
 
     def run_to_end(argv: list[str], count: int) -> Any:
         status, child, entries = run(argv, count, "sitebus-test")()
