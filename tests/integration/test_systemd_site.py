@@ -26,7 +26,7 @@ from tests.integration.systemd_helpers import (
     position,
     wait_after,
 )
-from tests.processes import Child, NotifySocket, python, wait_until
+from tests.processes import Child, NotifySocket, Timeout, python, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -59,7 +59,7 @@ def write_site(tmp_path: Path, config: str) -> None:
     (tmp_path / "site.conf").write_text(config)
 
 
-def socket_activate(spawn: Any, tmp_path: Path, listen: list[str], *options: str) -> Child:
+def socket_activate(spawn: Any, listen: list[str], *options: str) -> Child:
     """Start ``sitebus run`` under systemd-socket-activate, listening on ``listen``."""
     assert SOCKET_ACTIVATE is not None
     argv = [SOCKET_ACTIVATE, *[f"--listen={address}" for address in listen], *options]
@@ -90,7 +90,7 @@ def pid_in_pidfile(tmp_path: Path) -> int:
 
 
 @NEEDS_SOCKET_ACTIVATE
-@pytest.mark.parametrize("how", ["in order", "by name"])
+@pytest.mark.parametrize("how", ["in order", "by name", "as contrib's sitebus.socket"])
 def test_sitebus_run_serves_tcp_and_unix_sockets_from_systemd_socket_activate(
     spawn: Any, tmp_path: Path, how: str
 ) -> None:
@@ -100,6 +100,10 @@ def test_sitebus_run_serves_tcp_and_unix_sockets_from_systemd_socket_activate(
         # No names: the default server takes fd 3, server.local fd 4.
         listen, options, config = [tcp, str(passed)], [], site_config(tmp_path)
         taken = [("server", "unknown", 3), ("server.local", "unknown", 4)]
+    elif how == "as contrib's sitebus.socket":
+        # FileDescriptorName=http names every socket of the unit: taken in order too.
+        listen, options, config = [tcp, str(passed)], ["--fdname=http:http"], site_config(tmp_path)
+        taken = [("server", "http", 3), ("server.local", "http", 4)]
     else:
         # The UNIX socket first, so taking them in order would swap them: the default server
         # takes "web" through server.socket_fdname, server.local "local" through its name.
@@ -107,7 +111,7 @@ def test_sitebus_run_serves_tcp_and_unix_sockets_from_systemd_socket_activate(
         config = site_config(tmp_path, "server.socket_fdname = 'web'")
         taken = [("server", "web", 4), ("server.local", "local", 3)]
     write_site(tmp_path, config)
-    child = socket_activate(spawn, tmp_path, listen, *options)
+    child = socket_activate(spawn, listen, *options)
     # The first connection makes systemd-socket-activate execute sitebus in its place; the
     # request waits in the socket until the site serves it.
     with socket.create_connection(("127.0.0.1", port), timeout=15) as first:
@@ -149,7 +153,7 @@ def test_sockets_no_server_takes_are_one_error_with_exit_78(
     port = free_port()
     listen = [f"127.0.0.1:{port}", str(tmp_path / "passed.sock"), f"127.0.0.1:{free_port()}"]
     write_site(tmp_path, site_config(tmp_path, *lines))
-    child = socket_activate(spawn, tmp_path, listen[:sockets], *options)
+    child = socket_activate(spawn, listen[:sockets], *options)
     with socket.create_connection(("127.0.0.1", port), timeout=15) as first:
         assert child.wait() == 78
         try:
@@ -162,10 +166,10 @@ def test_sockets_no_server_takes_are_one_error_with_exit_78(
     assert re.match(r"sitebus: error: LISTEN_FDS: " + error + r" \(of fd 3 .*\): add a server "
                     r"for each, name them with FileDescriptorName=", errors[0]), errors
     assert "Traceback" not in child.output and "Bus STARTING" not in child.output
-    assert child.notify.messages == []  # systemd heard nothing: the start failed
+    with pytest.raises(Timeout):  # systemd heard nothing: the start failed
+        child.notify.wait_for("STATUS", timeout=0.5)  # the site is gone: all would be in
     for left in ("site.pid", "site.pid.status", "own.sock"):
         assert not (tmp_path / left).exists(), left
-
 
 
 # -- the notify datagrams --------------------------------------------------------------------------
