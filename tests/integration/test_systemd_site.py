@@ -275,8 +275,10 @@ def test_fdstore_keeps_the_sockets_while_no_site_runs(
     assert sorted(stored) == ["default", "local"]  # stored once bound, before READY=1
     assert [len(fds) for fds in stored.values()] == [1, 1]
     tcp_fd, unix_fd = stored["default"][0], stored["local"][0]
-    with socket.socket(fileno=os.dup(tcp_fd)) as received:
-        assert received.getsockname() == ("127.0.0.1", port)
+    with socket.socket(fileno=os.dup(tcp_fd)) as received_tcp, \
+            socket.socket(fileno=os.dup(unix_fd)) as received_unix:
+        assert received_tcp.getsockname() == ("127.0.0.1", port)
+        assert received_unix.getsockname() == str(tmp_path / "own.sock")
     first.send_signal(signal.SIGKILL)  # the site is gone; only the store holds its sockets
     first.wait()
 
@@ -353,7 +355,8 @@ def test_sitebus_run_logs_to_journald_with_priorities_and_fields(
             priority, "APP", "sitebus")
     assert by_message["Bus STOPPING"]["SITEBUS_STATE"] == "STOPPING"
     access = [e for e in entries if "GET /bare/hello HTTP/1.1" in e["MESSAGE"]]
-    assert len(access) == 1 and access[0]["PRIORITY"] == "6", entries
+    assert len(access) == 1, entries
+    assert (access[0]["PRIORITY"], access[0]["SITEBUS_CONTEXT"]) == ("6", "sitebus.access")
     # One copy of each record: none also came through stderr as a plain line.
     assert all(e["_TRANSPORT"] == "journal" for e in entries), [
         e["MESSAGE"] for e in entries if e["_TRANSPORT"] != "journal"]
