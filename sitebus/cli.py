@@ -163,8 +163,8 @@ def command_run(args: argparse.Namespace) -> int:
         if args.daemonize:
             site.log.screen = False
             site.plugin("daemonizer").subscribe()
+        site.prepare()  # first: under systemd, it sends the log to journald from here on
         site.bus.signal_handler.subscribe()
-        site.prepare()
     except (SitebusError, ValueError) as error:
         return _report(error)
     try:

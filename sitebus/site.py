@@ -232,7 +232,10 @@ class Site:
         from sitebus.systemd import log_to_journal
 
         if log_to_journal(self.bus) is not None:
-            self.log.screen = False  # stderr is the journal: one copy of each line is enough
+            # stderr is the journal: records go there with their fields instead of as lines
+            # (one copy of each is enough), access lines too (their logger does not propagate).
+            log_to_journal(self.bus, logger=self.log.access_log.name)
+            self.log.screen = False
 
     def take_passed_sockets(self) -> None:
         """Give the servers the sockets systemd (or this site's own restart) passed in.

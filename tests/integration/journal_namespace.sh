@@ -1,10 +1,12 @@
 #!/bin/sh
 # Run a command next to a journald of its own, in a private mount namespace (run under
 # `unshare -m --propagation private`), then write what it logged as journal JSON.
-#   journal_namespace.sh OUT IDENTIFIER COUNT COMMAND...
-# Waits (bounded) until COUNT entries with SYSLOG_IDENTIFIER=IDENTIFIER are in the journal.
+#   journal_namespace.sh OUT IDENTIFIER UNTIL COMMAND...
+# Waits (bounded) until the journal holds UNTIL entries with SYSLOG_IDENTIFIER=IDENTIFIER, or,
+# when UNTIL is FIELD=VALUE, one such entry that also matches it (journald handles its socket
+# in order, so every entry sent before that one is in by then).
 set -eu
-out=$1 ident=$2 count=$3
+out=$1 ident=$2 until=$3
 shift 3
 journald=/lib/systemd/systemd-journald
 [ -x "$journald" ] || journald=/usr/lib/systemd/systemd-journald
@@ -21,9 +23,13 @@ until [ -S /run/systemd/journal/stdout ] && [ -S /run/systemd/journal/socket ]; 
 done
 status=0
 "$@" || status=$?
-entries() { journalctl -D /run/log/journal -o json --no-pager "SYSLOG_IDENTIFIER=$ident"; }
+entries() { journalctl -D /run/log/journal -o json --no-pager "SYSLOG_IDENTIFIER=$ident" "$@"; }
+case $until in
+    *=*) match=$until count=1 ;;
+    *) match= count=$until ;;
+esac
 tries=0
-until [ "$(entries | wc -l)" -ge "$count" ]; do
+until [ "$(entries ${match:+"$match"} | wc -l)" -ge "$count" ]; do
     tries=$((tries + 1)); [ $tries -lt 300 ] || break
     sleep 0.05
 done

@@ -3,13 +3,10 @@ start, restart, graceful and stop, watchdog pings, the file-descriptor store, an
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,52 +14,28 @@ from typing import Any
 import pytest
 
 from sitebus.systemd import monotonic_usec
-from tests.processes import NotifySocket, Timeout, python
+from tests.integration.systemd_helpers import (
+    BOTH_PATHS,
+    JOURNAL_STDERR,
+    NEEDS_SOCKET_ACTIVATE,
+    NEEDS_SYSTEMD_PYTHON,
+    SOCKET_ACTIVATE,
+    free_port,
+    journal_runner,
+    position,
+    wait_after,
+)
+from tests.processes import Timeout, python
 
 CHILD = Path(__file__).with_name("systemd_child.py")
-SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 
 pytestmark = pytest.mark.timeout(90)
-
-try:
-    import systemd.journal  # noqa: F401
-
-    HAVE_SYSTEMD_PYTHON = True
-except ImportError:
-    HAVE_SYSTEMD_PYTHON = False
-
-NEEDS_SYSTEMD_PYTHON = pytest.mark.skipif(
-    not HAVE_SYSTEMD_PYTHON,
-    reason="systemd-python is not installed (apt-get install libsystemd-dev pkg-config; "
-    "pip install systemd-python)",
-)
-# The notify datagrams through both implementations: "0" forces the standard library.
-BOTH_PATHS = [
-    pytest.param("0", id="stdlib"),
-    pytest.param("1", id="systemd-python", marks=NEEDS_SYSTEMD_PYTHON),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def position(notify: NotifySocket, message: dict[str, str]) -> int:
-    return next(i for i, m in enumerate(notify.messages) if m is message)
-
-
-def wait_after(notify: NotifySocket, key: str, value: str | None,
-               earlier: dict[str, str]) -> dict[str, str]:
-    return notify.wait_for(key, value, after=position(notify, earlier) + 1)
 
 
 # -- socket activation -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not installed "
-                    "(Debian package systemd)")
+@NEEDS_SOCKET_ACTIVATE
 @pytest.mark.parametrize("fdnames, expected", [
     (None, ("unknown", "unknown")),
     ("web:local", ("web", "local")),
@@ -91,7 +64,7 @@ def test_listen_fds_takes_tcp_and_unix_sockets_from_systemd_socket_activate(
     assert child.wait() == 0
 
 
-@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not installed")
+@NEEDS_SOCKET_ACTIVATE
 def test_a_datagram_socket_is_a_clear_error(spawn: Any, tmp_path: Path) -> None:
     path = tmp_path / "site.sock"
     child = spawn([
@@ -260,66 +233,23 @@ def test_fdstore_carries_the_listener_across_a_full_stop_and_start(
 
 # -- journald ----------------------------------------------------------------------------------
 
-JOURNALD = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
-                 if os.access(p, os.X_OK)), None)
-NAMESPACE_SCRIPT = Path(__file__).with_name("journal_namespace.sh")
-
-# What systemd does for a service with StandardError=journal: stdout and stderr are a stream
-# connected to journald, and JOURNAL_STREAM names it (or, with "elsewhere", names another file).
-STDOUT_STREAM = """\
-import os, socket, sys
-stream = socket.socket(socket.AF_UNIX)
-stream.connect("/run/systemd/journal/stdout")
-stream.sendall(b"sitebus-test\\n\\n6\\n0\\n0\\n0\\n0\\n")
-stream.shutdown(socket.SHUT_RD)
-os.dup2(stream.fileno(), 1)
-os.dup2(stream.fileno(), 2)
-info = os.fstat(2)
-os.environ["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino + (sys.argv[1] == 'elsewhere')}"
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
-
-
-def _can_mount_namespaces() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "mount", "-t",
-                               "tmpfs", "tmpfs", "/mnt"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture
-def with_journald(spawn: Any, tmp_path: Path) -> Any:
-    """Run a command beside a journald of its own; return its exit code and journal entries.
+def with_journald(spawn: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """Run a command beside a journald of its own; return its exit code and journal entries."""
+    run = journal_runner(spawn, tmp_path, request)
 
-    journald runs in a mount namespace with a fresh /run, so it disturbs nothing and needs no
-    systemd as pid 1.
-    """
-    if not HAVE_SYSTEMD_PYTHON:
-        pytest.skip("systemd-python is not installed")
-    if JOURNALD is None:
-        pytest.skip("systemd-journald is not installed (Debian package systemd)")
-    if not _can_mount_namespaces():
-        pytest.skip("no mount namespaces here (unshare -m needs CAP_SYS_ADMIN)")
-
-    def run(argv: list[str], count: int, env: dict[str, str] | None = None) -> Any:
-        out = tmp_path / "journal.json"
-        child = spawn(["unshare", "-m", "--propagation", "private", "sh",
-                       str(NAMESPACE_SCRIPT), str(out), "sitebus-test", str(count), *argv],
-                      env=env, name="journald", notify=False)
-        status = child.wait(60)
-        entries = [json.loads(line) for line in out.read_text().splitlines()]
+    def run_to_end(argv: list[str], count: int) -> Any:
+        status, child, entries = run(argv, count, "sitebus-test")()
         return status, child, {e["MESSAGE"]: e for e in entries}
 
-    return run
+    return run_to_end
 
 
 @pytest.mark.parametrize("stderr", ["journal", "elsewhere"])
 def test_journal_stream_decides_whether_records_go_to_journald(with_journald: Any,
                                                                 stderr: str) -> None:
     status, child, entries = with_journald(
-        python("-c", STDOUT_STREAM, stderr, str(CHILD), "journal"), count=3)
+        python("-c", JOURNAL_STDERR, stderr, str(CHILD), "journal"), count=3)
     assert status == 0, child.output
     if stderr == "journal":
         assert entries["journal handler: JournalHandler"]["_TRANSPORT"] == "stdout"
