@@ -172,25 +172,45 @@ def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> l
 
 
 def _logged(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any],
-            log: LogManager) -> Iterator[bytes]:
-    """Run ``app``, counting the bytes it sends, and write the access line when it is done."""
+            log: LogManager) -> Iterable[bytes]:
+    """Run ``app`` now (so an error before its first byte reaches the server, which answers
+    500), and return its body wrapped to count the bytes sent and write the access line."""
     status = ["500 Internal Server Error"]
 
     def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
         status[0] = status_line
-        return start_response(status_line, headers, exc_info) if exc_info else \
-            start_response(status_line, headers)
+        if exc_info:
+            return start_response(status_line, headers, exc_info)
+        return start_response(status_line, headers)
 
-    size = 0
-    body = app(environ, recording_start_response)
     try:
-        for chunk in body:
-            size += len(chunk)
+        body = app(environ, recording_start_response)
+    except BaseException:
+        log.access(environ, status[0], 0)
+        raise
+    return _CountedBody(body, environ, status, log)
+
+
+class _CountedBody:
+    """A response body that counts its bytes and writes the access line when closed."""
+
+    def __init__(self, body: Iterable[bytes], environ: dict[str, Any], status: list[str],
+                 log: LogManager) -> None:
+        self.body = body
+        self.environ = environ
+        self.status = status
+        self.log = log
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
+            self.size += len(chunk)
             yield chunk
-    finally:
-        close = getattr(body, "close", None)
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
         try:
             if close is not None:
                 close()
         finally:
-            log.access(environ, status[0], size)
+            self.log.access(self.environ, self.status[0], self.size)

@@ -142,3 +142,23 @@ def test_mount_grafts_wsgi_callables_and_uses_the_registered_factory() -> None:
     tree.mount(root, "/fw/", {"/": {"a": 1}})
     assert made == [(root, "/fw", {"/": {"a": 1}})]
     assert call(tree, "/fw/x")[1] == b"framework '/fw' '/x'"
+
+
+def test_an_app_that_fails_before_answering_raises_to_the_server() -> None:
+    log = LogManager(appid="treefail")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log.access_log.addHandler(handler)
+    log.access_log.setLevel(logging.INFO)
+
+    def broken(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        raise RuntimeError("broken before answering")
+
+    try:
+        tree = Tree(log=log)
+        tree.graft(broken, "")
+        with pytest.raises(RuntimeError, match="broken before answering"):
+            tree({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *a: None)
+        assert '"GET / -" 500 -' in stream.getvalue()
+    finally:
+        log.access_log.removeHandler(handler)
