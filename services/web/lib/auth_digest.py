@@ -15,8 +15,8 @@ username)`` gives MD5 (the reference's signature); a ``get_ha1`` that also takes
 ``algorithm=`` (as ``get_ha1_dict_plain``'s does) can give any, and then the challenge
 offers SHA-256 first and MD5 for older clients, one challenge each in ``WWW-Authenticate``.
 
-Nonces are ``timestamp:HMAC-SHA256(key, timestamp:realm)``: no state is kept to issue
-them, they cannot be forged without ``key``, and one older than ``max_age`` seconds (600)
+Nonces are ``timestamp:salt:HMAC-SHA256(key, timestamp:salt:realm)``: no state is kept
+to issue them, they cannot be forged without ``key``, and one older than ``max_age`` seconds (600)
 is answered with ``stale=true`` so the client retries without asking its user. Replays: a
 qop is required (RFC 7616 dropped the mode without one), and the nonce count ``nc`` of each
 nonce must grow; the highest count seen is kept per nonce, in this process, until the nonce
@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import inspect
 import io
+import os
 import re
 import threading
 import time
@@ -133,15 +134,21 @@ def _takes_algorithm(get_ha1: Callable[..., Any]) -> bool:
 # -- nonces -----------------------------------------------------------------------------------
 
 
-def synthesize_nonce(s: str, key: str, timestamp: int | None = None) -> str:
+def synthesize_nonce(s: str, key: str, timestamp: int | None = None,
+                     salt: str | None = None) -> str:
     """Return a nonce that resists spoofing and can be checked for staleness.
 
     ``s`` relates to the resource (the realm); ``key`` is a secret known only to the server.
+    The nonce is ``timestamp:salt:HMAC`` with a random salt, so no two challenges share one
+    (each client then counts its own ``nc`` from 1).
     """
     if timestamp is None:
         timestamp = int(time.time())
-    mac = hmac.new(str(key).encode("utf-8"), f"{timestamp}:{s}".encode(), hashlib.sha256)
-    return f"{timestamp}:{mac.hexdigest()}"
+    if salt is None:
+        salt = os.urandom(8).hex()
+    mac = hmac.new(str(key).encode("utf-8"), f"{timestamp}:{salt}:{s}".encode(),
+                   hashlib.sha256)
+    return f"{timestamp}:{salt}:{mac.hexdigest()}"
 
 
 class NonceCounts:
@@ -254,9 +261,11 @@ class HttpDigestAuthorization:
     def validate_nonce(self, s: str, key: str) -> bool:
         """Return True if the nonce was made by ``synthesize_nonce(s, key)`` (not spoofed)."""
         timestamp = self.timestamp()
-        if timestamp is None:
+        parts = (self.nonce or "").split(":")
+        if timestamp is None or len(parts) != 3:
             return False
-        return hmac.compare_digest(synthesize_nonce(s, key, timestamp), self.nonce or "")
+        return hmac.compare_digest(synthesize_nonce(s, key, timestamp, parts[1]),
+                                   self.nonce or "")
 
     def is_nonce_stale(self, max_age_seconds: float = 600) -> bool:
         """Return True if the (validated) nonce is older than ``max_age_seconds``."""
@@ -359,7 +368,9 @@ def digest_auth(realm: str, get_ha1: Callable[..., str | None], key: str,
             raise HTTPError(400, auth.errmsg("the uri does not match the request"))
         if debug:
             TRACE(str(auth))
-        if auth.realm == realm and auth.algorithm in algorithms and \
+        accepted = auth.algorithm in algorithms or \
+            auth.algorithm.removesuffix("-sess") in algorithms
+        if auth.realm == realm and accepted and \
                 auth.qop in offered_qops and auth.validate_nonce(realm, key):
             if takes_algorithm:
                 ha1 = get_ha1(realm, auth.username, algorithm=auth.algorithm.removesuffix(
