@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,13 @@ from services.web.lib import lockfile, locking, sessions
 from services.web.test.webtest import openURL
 from tests.processes import python
 from tests.web.sessions_helpers import hammer
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    yield
+    sessions.stop_cleanup()
+
 
 HOLD = """
 import signal, sys
@@ -118,8 +126,7 @@ def test_file_sessions_are_shared_safely_by_worker_processes(spawn: Any,
     storage.mkdir()
     ports = []
     for name in ("worker1", "worker2"):
-        child = spawn(python("-m", "tests.web.session_worker", str(storage)), name=name,
-                      cwd=Path(__file__).resolve().parents[2])
+        child = spawn(python("-m", "tests.web.session_worker", str(storage)), name=name)
         match = child.wait_for_output(r"Serving on http://127\.0\.0\.1:(\d+)", timeout=60)
         child.wait_for_output(r"Bus STARTED", timeout=60)
         ports.append(int(match.group(1)))

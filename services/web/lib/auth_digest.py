@@ -33,6 +33,7 @@ is a 400; wrong credentials, an unknown user, a forged nonce or a replay are a 4
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import hmac
 import inspect
@@ -124,6 +125,7 @@ def get_ha1_file_htdigest(filename: str) -> Callable[[str, str], str | None]:
     return get_ha1
 
 
+@functools.lru_cache(maxsize=256)
 def _takes_algorithm(get_ha1: Callable[..., Any]) -> bool:
     try:
         return "algorithm" in inspect.signature(get_ha1).parameters

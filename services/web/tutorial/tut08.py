@@ -8,6 +8,7 @@ session; the page's stylesheet comes from ``public``.
 import os.path
 import random
 import string
+from typing import Any
 
 import services.web as cherrypy
 
@@ -58,7 +59,7 @@ conf = {
 
 def make_app():
     """Return the root with its REST resource attached."""
-    webapp = StringGenerator()
+    webapp: Any = StringGenerator()
     webapp.generator = StringGeneratorWebService()
     return webapp
 

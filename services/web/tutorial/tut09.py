@@ -12,6 +12,7 @@ import random
 import sqlite3
 import string
 import time
+from typing import Any
 
 import services.web as cherrypy
 
@@ -88,7 +89,7 @@ conf = {
 
 def make_app():
     """Return the root with its REST resource attached."""
-    webapp = StringGenerator()
+    webapp: Any = StringGenerator()
     webapp.generator = StringGeneratorWebService()
     return webapp
 

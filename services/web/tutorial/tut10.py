@@ -5,6 +5,7 @@ and the component from ``public/js/gen.js`` (compiled in the browser: no build s
 """
 
 import os.path
+from typing import Any
 
 import services.web as cherrypy
 from services.web.tutorial import tut09
@@ -26,7 +27,7 @@ class StringGenerator:
 
 def make_app():
     """Return the root with its REST resource attached."""
-    webapp = StringGenerator()
+    webapp: Any = StringGenerator()
     webapp.generator = StringGeneratorWebService()
     return webapp
 
