@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.web.lib import locking, sessions
+from services.web.lib import locking, sessioncleanup, sessions
 from services.web.lib.memcachedsession import MemcachedSession, memcached_expiry, parse_servers
 from sitebus.errors import ConfigError
 from tests.processes import wait_until
@@ -108,7 +108,7 @@ def test_sessions_live_in_memcached(web: Any, memcached: Memcached) -> None:
     client = MemcachedSession.client_for([memcached.address])
     assert client.get(sid) is not None
     assert client.get(f"{sid}.lock") is None  # released
-    assert not any(key[0] is MemcachedSession for key in sessions._cleaners
+    assert not any(key[0] is MemcachedSession for key in sessioncleanup._cleaners
                    if isinstance(key, tuple))  # memcached expires sessions itself
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import services.web as cherrypy
-from services.web.lib import lockfile, sessions
+from services.web.lib import lockfile, sessioncleanup, sessions
 from services.web.lib.sessions import FileSession, RamSession
 from tests.processes import wait_until
 from tests.web.sessions_helpers import (
@@ -368,7 +368,7 @@ def test_cleanup_runs_as_a_monitor_on_the_bus(web: Any, tmp_path: Path) -> None:
                                     "tools.sessions.clean_freq": 5}})
     web.getPage("/")
     web.getPage("/")
-    monitors = list(sessions._cleaners.values())
+    monitors = list(sessioncleanup._cleaners.values())
     assert len(monitors) == 1
     monitor = monitors[0]
     assert FileSession.clean_thread is monitor
@@ -420,11 +420,11 @@ def test_no_monitor_without_clean_freq_or_clean_up(web: Any) -> None:
     web.assertBody("1")
     web.getPage("/", headers=[("Cookie", f"session_id={session_cookie(web)}")])
     web.assertBody("2")  # a custom store works
-    assert sessions._cleaners == {}  # it has no clean_up of its own
+    assert sessioncleanup._cleaners == {}  # it has no clean_up of its own
     web.mount(Counter(), "/ram", {"/": {"tools.sessions.on": True,
                                         "tools.sessions.clean_freq": 0}})
     web.getPage("/ram/")
-    assert sessions._cleaners == {}
+    assert sessioncleanup._cleaners == {}
 
 
 def test_storage_class_by_dotted_name_and_deprecated_storage_type(web: Any,

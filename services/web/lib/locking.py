@@ -1,6 +1,7 @@
 """Deadlines for lock waits: ``Timer``, ``NeverExpires``, ``LockChecker``, ``LockTimeout``.
 
-A lock wait (a session's file lock) keeps a timer and asks it ``expired()``; a LockChecker
+``KeyedLocks`` holds a re-entrant lock per key (a session id), each kept only while held or
+awaited. A lock wait (a session's file lock) keeps a timer and asks it ``expired()``; a LockChecker
 raises LockTimeout instead of answering True, so a request that cannot get its session
 within ``lock_timeout`` ends with an error rather than hanging. Timers use the monotonic
 clock, so a change of the system time neither shortens nor lengthens a wait (the reference
@@ -10,9 +11,11 @@ uses the wall clock).
 from __future__ import annotations
 
 import datetime
+import threading
 import time
+from typing import Any
 
-__all__ = ["LockChecker", "LockTimeout", "NeverExpires", "Timer", "seconds"]
+__all__ = ["KeyedLocks", "LockChecker", "LockTimeout", "NeverExpires", "Timer", "seconds"]
 
 
 def seconds(value: float | datetime.timedelta | None) -> float | None:
@@ -80,3 +83,38 @@ class LockChecker:
     def remaining(self) -> float | None:
         """Seconds left (None: no timeout)."""
         return self.timer.remaining()
+
+
+class KeyedLocks(dict):
+    """Re-entrant locks by key, each kept only while someone holds or waits for it.
+
+    ``acquire(key, timeout)`` returns False when the timeout (seconds; None waits for
+    ever) passes first. Entries are counted, so the map does not grow with every session
+    id ever seen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mutex = threading.Lock()
+
+    def acquire(self, key: Any, timeout: float | None = None) -> bool:
+        with self._mutex:
+            entry = self.get(key)
+            if entry is None:
+                entry = self[key] = [threading.RLock(), 0]
+            entry[1] += 1
+        acquired = entry[0].acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+        if not acquired:
+            self._forget(key, entry)
+        return acquired
+
+    def release(self, key: Any) -> None:
+        entry = self[key]
+        entry[0].release()
+        self._forget(key, entry)
+
+    def _forget(self, key: Any, entry: list[Any]) -> None:
+        with self._mutex:
+            entry[1] -= 1
+            if entry[1] <= 0 and self.get(key) is entry:
+                del self[key]

@@ -27,7 +27,8 @@ import time
 from typing import Any
 
 from services.web.lib import locking
-from services.web.lib.sessions import KeyedLocks, Session
+from services.web.lib.locking import KeyedLocks
+from services.web.lib.sessions import Session
 from sitebus.errors import ConfigError
 
 __all__ = ["MemcachedSession", "parse_servers"]

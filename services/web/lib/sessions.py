@@ -28,51 +28,17 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import threading
 import time
 import warnings
 from typing import Any
 
 from services.web._serving import serving
 from services.web.lib import httputil, is_iterator
+from services.web.lib.locking import KeyedLocks
+from services.web.lib.sessioncleanup import start_cleanup, stop_cleanup
 
 __all__ = ["FileSession", "KeyedLocks", "MemcachedSession", "RamSession", "Session", "close",
            "expire", "init", "save", "set_response_cookie", "stop_cleanup"]
-
-
-class KeyedLocks(dict):
-    """Re-entrant locks by key, each kept only while someone holds or waits for it.
-
-    ``acquire(key, timeout)`` returns False when the timeout (seconds; None waits for
-    ever) passes first. Entries are counted, so the map does not grow with every session
-    id ever seen.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._mutex = threading.Lock()
-
-    def acquire(self, key: Any, timeout: float | None = None) -> bool:
-        with self._mutex:
-            entry = self.get(key)
-            if entry is None:
-                entry = self[key] = [threading.RLock(), 0]
-            entry[1] += 1
-        acquired = entry[0].acquire(timeout=-1 if timeout is None else max(0.0, timeout))
-        if not acquired:
-            self._forget(key, entry)
-        return acquired
-
-    def release(self, key: Any) -> None:
-        entry = self[key]
-        entry[0].release()
-        self._forget(key, entry)
-
-    def _forget(self, key: Any, entry: list[Any]) -> None:
-        with self._mutex:
-            entry[1] -= 1
-            if entry[1] <= 0 and self.get(key) is entry:
-                del self[key]
 
 
 class Session:
@@ -180,7 +146,7 @@ class Session:
             self._data = data[0]
         self.loaded = True
         if self.clean_freq and type(self).clean_up is not Session.clean_up:
-            _start_cleanup(self)
+            start_cleanup(self)
 
     def delete(self) -> None:
         """Delete the stored session data."""
@@ -308,57 +274,6 @@ class RamSession(Session):
     def __len__(self) -> int:
         """Return the number of active sessions."""
         return len(self.cache)
-
-
-# -- cleanup monitors -------------------------------------------------------------------------
-
-_cleaners: dict[Any, Any] = {}
-_cleaners_lock = threading.Lock()
-
-
-def _start_cleanup(session: Session) -> None:
-    """Start the cleanup Monitor of ``session``'s store, if it has none yet."""
-    key = session.cleanup_key()
-    if key in _cleaners:
-        return
-    from sitebus.bus import states
-    from sitebus.plugins import Monitor
-    from sitebus.site import bus
-
-    with _cleaners_lock:
-        if key in _cleaners:
-            return
-        monitor = Monitor(bus, session.cleaner().clean_up, session.clean_freq * 60,
-                          name="Session cleanup")
-        _cleaners[key] = monitor
-        cls = type(session)
-        if cls.__dict__.get("clean_thread") is None:
-            cls.clean_thread = monitor
-    monitor.subscribe()
-    if bus.state not in (states.STOPPING, states.EXITING):
-        monitor.start()
-
-
-def stop_cleanup() -> None:
-    """Stop and forget every cleanup Monitor (they start again on the next load)."""
-    with _cleaners_lock:
-        monitors = list(_cleaners.values())
-        _cleaners.clear()
-    for monitor in monitors:
-        monitor.unsubscribe()
-        if monitor.thread is not None:
-            monitor.stop()
-    for cls in _subclasses(Session):
-        if "clean_thread" in cls.__dict__:
-            cls.clean_thread = None
-
-
-def _subclasses(cls: type[Session]) -> list[type[Session]]:
-    found: list[type[Session]] = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_subclasses(sub))
-    return found
 
 
 # -- the tool's functions ---------------------------------------------------------------------
