@@ -32,8 +32,8 @@ from services.web._cprequest import Request
 from services.web._helper import expose
 from services.web._serving import serving
 
-__all__ = ["ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionTool", "Tool", "Toolbox",
-           "default_toolbox"]
+__all__ = ["ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionAuthTool", "SessionTool",
+           "Tool", "Toolbox", "default_toolbox"]
 
 _attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
                "them as decorators on your page handlers.")
@@ -222,6 +222,11 @@ class SessionTool(Tool):
             hooks.attach("before_handler", self._lock_session)
         elif locking == "early":
             hooks.attach("before_request_body", self._lock_session, priority=60)
+        elif locking != "explicit":
+            from sitebus.errors import ConfigError
+
+            raise ConfigError("expected 'implicit', 'early' or 'explicit'",
+                              key="tools.sessions.locking", value=locking)
         hooks.attach("before_finalize", self._sessions.save)
         hooks.attach("on_end_request", self._sessions.close)
 
@@ -231,6 +236,17 @@ class SessionTool(Tool):
         relevant = ("path", "path_header", "name", "timeout", "domain", "secure", "httponly")
         conf = {k: v for k, v in self._merged_args().items() if k in relevant}
         self._sessions.set_response_cookie(**conf)
+
+
+class SessionAuthTool(HandlerTool):
+    """The ``session_auth`` tool: every attribute of SessionAuth is a setting."""
+
+    def _setargs(self) -> None:
+        from services.web.lib.sessionauth import SessionAuth
+
+        for name in dir(SessionAuth):
+            if not name.startswith("__") and not hasattr(type(self), name):
+                setattr(self, name, None)
 
 
 class Toolbox:
@@ -313,7 +329,22 @@ def _build_default_toolbox() -> Toolbox:
     box.json_out = Tool("before_handler", jsontools.json_out, priority=30)
     box.params = Tool("before_handler", cptools.convert_params, priority=15)
     box.sessions = SessionTool()
+    _add_static_auth_tools(box)
     return box
+
+
+def _add_static_auth_tools(box: Toolbox) -> None:
+    """Static content, HTTP authentication and session login (part 2, web2a)."""
+    from services.web.lib import auth, auth_basic, auth_digest, sessionauth, static
+
+    box.staticdir = HandlerTool(static.staticdir)
+    box.staticfile = HandlerTool(static.staticfile)
+    # Authentication runs before the body is read: an unauthenticated body is never parsed.
+    box.auth_basic = Tool("before_request_body", auth_basic.basic_auth, priority=1)
+    box.auth_digest = Tool("before_request_body", auth_digest.digest_auth, priority=1)
+    box.basic_auth = Tool("on_start_resource", auth.basic_auth)
+    box.digest_auth = Tool("on_start_resource", auth.digest_auth)
+    box.session_auth = SessionAuthTool(sessionauth.session_auth)
 
 
 default_toolbox = _build_default_toolbox()

@@ -189,3 +189,10 @@ def convert_params(exception: type[BaseException] = ValueError, error: int = 400
     with HTTPError.handle(exception, error):
         for key in set(types).intersection(request.params):
             request.params[key] = types[key](request.params[key])
+
+
+# -- session_auth (web2a): the reference keeps it here; it lives in its own module -------------
+
+from services.web.lib.sessionauth import SessionAuth, session_auth  # noqa: E402
+
+__all__ += ["SessionAuth", "session_auth"]

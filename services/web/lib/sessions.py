@@ -1,32 +1,44 @@
-"""Sessions: server-side data keyed by a cookie (``tools.sessions``), in memory here.
+"""Sessions: server-side data keyed by a cookie (``tools.sessions``).
 
 ``init`` (at ``before_request_body``) reads the session id from the cookie (``name``,
 default ``session_id``) and makes ``services.web.session`` the current thread's Session. An
-id the store does not know is replaced by a new one (protection against session fixation),
-so an application that saves nothing gets a new id on every request. The data is loaded on
-first access and saved at ``before_finalize`` (after the response, when it is streamed)
-only if it was accessed. With the default ``locking='implicit'`` the session is locked
-before the handler and always released when the request ends; ``'early'`` locks before the
-body is read; ``'explicit'`` leaves ``acquire_lock``/``release_lock`` to the application.
+id the store does not know, or whose data has expired, is replaced by a new one (protection
+against session fixation), so an application that saves nothing gets a new id on every
+request. An id that could not have come from ``generate_id`` (not matching ``id_pattern``:
+a path, a key with spaces, a huge cookie) is replaced without asking the store at all. The
+data is loaded on first access and saved at ``before_finalize`` (after the response, when
+it is streamed) only if it was accessed. With the default ``locking='implicit'`` the
+session is locked before the handler and always released when the request ends; ``'early'``
+locks before the body is read; ``'explicit'`` leaves ``acquire_lock``/``release_lock`` to
+the application.
 
-This module holds the Session base class and ``RamSession`` (the default store, in the
-process's memory, cleaned every ``clean_freq`` minutes); file and memcached stores come
-with the rest of the library (part 2) as further Session subclasses (``storage_class``).
+Stores (``storage_class``): ``RamSession`` (the default, in this process's memory),
+``FileSession`` (a file per session, locked with file locks, shared by processes; in
+``filesession``) and ``MemcachedSession`` (in ``memcachedsession``), or any subclass of
+``Session``. Settings given as ``tools.sessions.<name>`` become attributes of each Session.
+
+Expired data is removed by a ``Monitor`` on the site's bus every ``clean_freq`` minutes, one
+per store (class and location), started on the first load; its thread waits on an event,
+so it wakes only when a cleanup is due and stops at once when the bus stops. Stores that
+expire data themselves (memcached) get no monitor.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import threading
+import re
 import time
+import warnings
 from typing import Any
 
 from services.web._serving import serving
 from services.web.lib import httputil, is_iterator
+from services.web.lib.locking import KeyedLocks
+from services.web.lib.sessioncleanup import start_cleanup, stop_cleanup
 
-__all__ = ["RamSession", "Session", "close", "expire", "init", "save",
-           "set_response_cookie"]
+__all__ = ["FileSession", "KeyedLocks", "MemcachedSession", "RamSession", "Session", "close",
+           "expire", "init", "save", "set_response_cookie", "stop_cleanup"]
 
 
 class Session:
@@ -34,23 +46,29 @@ class Session:
 
     _id: str | None = None
     id_observers: list[Any]
-    timeout = 60
+    """Callbacks to which each new id is passed."""
+    id_pattern = re.compile(r"[A-Za-z0-9_-]{1,128}")
+    """The form an id from a client must have to be looked up at all."""
+    timeout: float = 60
     """Minutes after the last save at which the session expires."""
     locked = False
     loaded = False
     clean_thread: Any = None
-    """A class-level Monitor which calls clean_up every ``clean_freq`` minutes."""
-    clean_freq = 5
+    """The Monitor which calls clean_up every ``clean_freq`` minutes (the first one made)."""
+    clean_freq: float = 5
+    """Minutes between cleanups of expired sessions."""
     originalid: str | None = None
     """The id the client sent (possibly unknown to the store, so not the one in use)."""
     missing = False
     """True if the client sent an id the store did not have."""
     regenerated = False
+    """True if the application called regenerate()."""
     debug = False
 
     def __init__(self, id: str | None = None, **kwargs: Any) -> None:  # noqa: A002
         self.id_observers = []
         self._data: dict[Any, Any] = {}
+        self._settings = kwargs
         for key, value in kwargs.items():
             setattr(self, key, value)
         self.originalid = id
@@ -59,7 +77,8 @@ class Session:
             self._regenerate()
         else:
             self.id = id
-            if not self._exists():
+            if not (isinstance(id, str) and self.id_pattern.fullmatch(id)
+                    and self._exists()):
                 self.id = None
                 self.missing = True
                 self._regenerate()
@@ -80,7 +99,7 @@ class Session:
         return datetime.datetime.now()
 
     def generate_id(self) -> str:
-        """Return a new session id."""
+        """Return a new session id (160 random bits, as hex)."""
         return os.urandom(20).hex()
 
     def regenerate(self) -> None:
@@ -105,12 +124,15 @@ class Session:
     def clean_up(self) -> None:
         """Clean up expired sessions."""
 
+    def expiration(self) -> datetime.datetime:
+        """Return when data saved now expires."""
+        return self.now() + datetime.timedelta(seconds=self.timeout * 60)
+
     def save(self) -> None:
         """Save the session data, if it was loaded; release the lock either way."""
         try:
             if self.loaded:
-                expiration = self.now() + datetime.timedelta(seconds=self.timeout * 60)
-                self._save(expiration)
+                self._save(self.expiration())
         finally:
             if self.locked:
                 self.release_lock()
@@ -123,19 +145,26 @@ class Session:
         else:
             self._data = data[0]
         self.loaded = True
-        cls = type(self)
-        if self.clean_freq and cls.clean_thread is None:
-            from sitebus.plugins import Monitor
-            from sitebus.site import bus
-
-            monitor = Monitor(bus, self.clean_up, self.clean_freq * 60, name="Session cleanup")
-            monitor.subscribe()
-            cls.clean_thread = monitor
-            monitor.start()
+        if self.clean_freq and type(self).clean_up is not Session.clean_up:
+            start_cleanup(self)
 
     def delete(self) -> None:
         """Delete the stored session data."""
         self._delete()
+
+    def cleanup_key(self) -> Any:
+        """Return what identifies this session's store: one cleanup monitor per key."""
+        return type(self)
+
+    def cleaner(self) -> Session:
+        """Return a Session with this one's settings and no id, to run clean_up with."""
+        cleaner = type(self).__new__(type(self))
+        cleaner.id_observers = []
+        cleaner._data = {}
+        cleaner._settings = self._settings
+        for key, value in self._settings.items():
+            setattr(cleaner, key, value)
+        return cleaner
 
     # -- the dict interface ---------------------------------------------------------------
 
@@ -205,27 +234,21 @@ class Session:
 
 
 class RamSession(Session):
-    """Sessions kept in this process's memory (lost at restart)."""
+    """Sessions kept in this process's memory (lost at restart; any object can be stored)."""
 
     cache: dict[str, tuple[dict[Any, Any], datetime.datetime]] = {}
-    locks: dict[str, threading.RLock] = {}
-    _locks_lock = threading.Lock()
+    locks = KeyedLocks()
 
     def clean_up(self) -> None:
-        """Clean up expired sessions and their unused locks."""
+        """Clean up expired sessions."""
         now = self.now()
         for session_id, (_data, expiration) in list(self.cache.items()):
             if expiration <= now:
                 self.cache.pop(session_id, None)
-        for session_id in list(self.locks):
-            lock = self.locks.get(session_id)
-            if session_id not in self.cache and lock is not None and \
-                    lock.acquire(blocking=False):
-                self.locks.pop(session_id, None)
-                lock.release()
 
     def _exists(self) -> bool:
-        return self.id in self.cache
+        entry = self.cache.get(self.id)  # type: ignore[arg-type]
+        return entry is not None and entry[1] > self.now()
 
     def _load(self) -> tuple[dict[Any, Any], datetime.datetime] | None:
         return self.cache.get(self.id)  # type: ignore[arg-type]
@@ -238,14 +261,14 @@ class RamSession(Session):
 
     def acquire_lock(self) -> None:
         """Acquire an exclusive lock on the currently-loaded session data."""
-        with self._locks_lock:
-            lock = self.locks.setdefault(self.id, threading.RLock())  # type: ignore[arg-type]
-        lock.acquire()
+        if self.locked:
+            return
+        self.locks.acquire(self.id)
         self.locked = True
 
     def release_lock(self) -> None:
         """Release the lock on the currently-loaded session data."""
-        self.locks[self.id].release()  # type: ignore[index]
+        self.locks.release(self.id)
         self.locked = False
 
     def __len__(self) -> int:
@@ -255,12 +278,34 @@ class RamSession(Session):
 
 # -- the tool's functions ---------------------------------------------------------------------
 
-_setup_done: set[type] = set()
+_setup_done: set[tuple[type, str]] = set()
+_STORAGE_TYPES = {"ram": "RamSession", "file": "FileSession", "memcached": "MemcachedSession"}
+
+
+def _storage_class(storage_type: Any, storage_class: Any) -> Any:
+    if storage_class:
+        if isinstance(storage_class, str):
+            from sitebus.config import attributes
+
+            storage_class = attributes(storage_class)
+        return storage_class
+    if storage_type:
+        warnings.warn("tools.sessions.storage_type is deprecated; use "
+                      "tools.sessions.storage_class", DeprecationWarning, stacklevel=3)
+        name = _STORAGE_TYPES.get(str(storage_type).lower())
+        if name is None:
+            from sitebus.errors import ConfigError
+
+            raise ConfigError(f"expected one of {', '.join(_STORAGE_TYPES)}, got "
+                              f"{storage_type!r}", key="tools.sessions.storage_type",
+                              value=storage_type)
+        return globals()[name]
+    return RamSession
 
 
 def init(storage_type: Any = None, path: str | None = None, path_header: str | None = None,
-         name: str = "session_id", timeout: int = 60, domain: str | None = None,
-         secure: bool = False, clean_freq: int = 5, persistent: bool = True,
+         name: str = "session_id", timeout: float = 60, domain: str | None = None,
+         secure: bool = False, clean_freq: float = 5, persistent: bool = True,
          httponly: bool = False, debug: bool = False, **kwargs: Any) -> None:
     """Make the session of this request current (``services.web.session``).
 
@@ -275,13 +320,14 @@ def init(storage_type: Any = None, path: str | None = None, path_header: str | N
     session_id = None
     if name in request.cookie:
         session_id = request.cookie[name].value
-    storage_class = kwargs.pop("storage_class", None) or RamSession
+    storage_class = _storage_class(storage_type, kwargs.pop("storage_class", None))
     kwargs.pop("locking", None)
-    if storage_class not in _setup_done:
-        setup = getattr(storage_class, "setup", None)
-        if setup is not None:
+    setup = getattr(storage_class, "setup", None)
+    if setup is not None:
+        setup_key = (storage_class, repr(sorted(kwargs.items())))
+        if setup_key not in _setup_done:
             setup(**kwargs)
-        _setup_done.add(storage_class)
+            _setup_done.add(setup_key)
     kwargs["timeout"] = timeout
     kwargs["clean_freq"] = clean_freq
     session = storage_class(session_id, **kwargs)
@@ -298,7 +344,7 @@ def init(storage_type: Any = None, path: str | None = None, path_header: str | N
 
 
 def set_response_cookie(path: str | None = None, path_header: str | None = None,
-                        name: str = "session_id", timeout: int | None = 60,
+                        name: str = "session_id", timeout: float | None = 60,
                         domain: str | None = None, secure: bool = False,
                         httponly: bool = False) -> None:
     """Set the session cookie on the response (``timeout`` in minutes; None or 0: none)."""
@@ -308,7 +354,7 @@ def set_response_cookie(path: str | None = None, path_header: str | None = None,
     morsel["path"] = path or (serving.request.headers.get(path_header) if path_header
                               else None) or "/"
     if timeout:
-        morsel["max-age"] = timeout * 60
+        morsel["max-age"] = int(timeout * 60)
         morsel["expires"] = httputil.HTTPDate(time.time() + timeout * 60)
     if domain is not None:
         morsel["domain"] = domain
@@ -359,3 +405,7 @@ def expire() -> None:
         cookie[name] = ""
     cookie[name]["expires"] = httputil.HTTPDate(time.time() - one_year)
     cookie[name]["max-age"] = 0
+
+
+from services.web.lib.filesession import FileSession  # noqa: E402 (subclasses of Session)
+from services.web.lib.memcachedsession import MemcachedSession  # noqa: E402

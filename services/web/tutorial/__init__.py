@@ -2,7 +2,10 @@
 
 Each is the reference's code with only the import line changed
 (``import services.web as cherrypy``); each serves on http://127.0.0.1:8080/ unless the site
-config says otherwise (``server.socket_port``). tut01-tut04 and tut07 follow tutorials 1-4
-and 7; tut11 puts the three ways of organizing code of tutorial 11 (a dispatcher, a tool and
-a plugin) into one small application.
+config says otherwise (``server.socket_port``). tut01-tut10 follow tutorials 1-10 (tut06,
+tut08 and tut10 serve their pages and static files from this package: ``tut08.html``,
+``tut10.html`` and ``public/``, whatever the current directory; tut09 and tut10 keep their
+SQLite database, ``my.db``, in the current directory); tut11 puts the three ways of
+organizing code of tutorial 11 (a dispatcher, a tool and a plugin) into one small
+application.
 """
