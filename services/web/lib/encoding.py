@@ -233,6 +233,8 @@ def compress(body: Iterable[bytes], compress_level: int, flush: bool = False
     size = 0
     zobj = zlib.compressobj(compress_level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
     for chunk in body:
+        if not chunk:
+            continue
         size += len(chunk)
         crc = zlib.crc32(chunk, crc)
         data = zobj.compress(chunk)
