@@ -248,14 +248,14 @@ class MemoryCache(Cache):
         request = serving.request
         self.tot_gets += 1
         uri = self.key()
-        with self._lock:
-            uricache = self.store.get(uri)
-            if uricache is None:
-                if len(self.store) >= self.maxobjects:
-                    return None
-                uricache = self.store[uri] = AntiStampedeCache()
         deadline = time.monotonic() + self.antistampede_timeout
         while True:
+            with self._lock:  # again after each wait: a released URL may have been dropped
+                uricache = self.store.get(uri)
+                if uricache is None:
+                    if len(self.store) >= self.maxobjects:
+                        return None
+                    uricache = self.store[uri] = AntiStampedeCache()
             names = uricache.selecting_headers
             key = _FIRST if names is None else \
                 tuple(request.headers.get(name, "") for name in names)
