@@ -26,9 +26,10 @@ __all__ = ["XMLRPCController", "on_error", "patched_path", "process_body", "resp
 
 def process_body() -> tuple[tuple[Any, ...], str]:
     """Return (params, method) from the request body (an XML-RPC methodCall)."""
+    body = serving.request.body.read()  # a body over request.body.maxbytes is a 413
     try:
-        params, method = xmlrpc.client.loads(serving.request.body.read())
-    except Exception:
+        params, method = xmlrpc.client.loads(body)
+    except Exception:  # not XML, not a methodCall, an entity bomb that expat refused...
         return ("ERROR PARAMS",), "ERRORMETHOD"
     return params, method if isinstance(method, str) else "ERRORMETHOD"
 
