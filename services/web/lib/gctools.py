@@ -74,7 +74,7 @@ class ReferrerTree:
         if inspect.isframe(obj):
             return f"<frame of function {obj.f_code.co_name!r}>"
         if not descend:
-            return self.peek(repr(obj))
+            return self.peek(_repr(obj))
         if isinstance(obj, dict):
             return "{" + ", ".join(f"{self._format(k, False)}: {self._format(v, False)}"
                                    for k, v in obj.items()) + "}"
@@ -82,7 +82,7 @@ class ReferrerTree:
             return "[" + ", ".join(self._format(item, False) for item in obj) + "]"
         if isinstance(obj, tuple):
             return "(" + ", ".join(self._format(item, False) for item in obj) + ")"
-        return self.peek(repr(obj))
+        return self.peek(_repr(obj))
 
     def format(self, tree: list[tuple[Any, list[Any]]]) -> list[str]:
         """Return a list of string reprs from a nested list of referrers."""
@@ -96,6 +96,13 @@ class ReferrerTree:
 
         ascend(tree)
         return output
+
+
+def _repr(obj: Any) -> str:
+    try:
+        return repr(obj)
+    except Exception as error:  # a repr may fail; the page must not
+        return f"<{type(obj).__qualname__} (repr failed: {type(error).__name__})>"
 
 
 def get_instances(cls: type) -> list[Any]:
@@ -117,23 +124,28 @@ def get_context(obj: Any) -> str:
 
 
 class RequestCounter(SimplePlugin):
-    """Count the requests in flight (``count``) through before_request and after_request."""
+    """Count the requests in flight (``count``) through before_request and after_request.
+
+    It keeps the threads serving one, so a request that began before the counter existed
+    cannot make the count negative.
+    """
 
     def __init__(self, bus: Any) -> None:
         super().__init__(bus)
-        self.count = 0
-        self._lock = threading.Lock()
+        self._threads: set[int] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self._threads)
 
     def start(self) -> None:
-        self.count = 0
+        self._threads.clear()
 
     def before_request(self) -> None:
-        with self._lock:
-            self.count += 1
+        self._threads.add(threading.get_ident())
 
     def after_request(self) -> None:
-        with self._lock:
-            self.count -= 1
+        self._threads.discard(threading.get_ident())
 
 
 _counter: RequestCounter | None = None
@@ -205,7 +217,7 @@ class GCRoot:
             output.append(f"\nExpected {expected} {cls.__qualname__} instances, got "
                           f"{len(objs)}. {why}")
             for obj in objs:
-                output.append(f"\nReferrers for {obj!r} ({get_context(obj)}; "
+                output.append(f"\nReferrers for {_repr(obj)} ({get_context(obj)}; "
                               f"refcount={sys.getrefcount(obj)}):")
                 tree = ReferrerTree(ignore=[objs, found], maxdepth=3)
                 output.extend(tree.format(tree.ascend(obj)))
