@@ -150,9 +150,11 @@ def test_other_namespaces_and_extrapolation(site: Any) -> None:
 
 
 def test_extrapolate_statistics_copies() -> None:
-    scope = {"a": 1, "f": lambda s: s["a"] + 1, "c": {"r": {"x": lambda s: 5}}, "l": [{"y": 2}]}
+    scope = {"a": 1, "f": lambda s: s["a"] + 1, "c": {"r": {"x": lambda s: 5}}, "l": [{"y": 2}],
+             "broken": lambda s: 1 / 0}
     copy = cpstats.extrapolate_statistics(scope)
-    assert copy == {"a": 1, "f": 2, "c": {"r": {"x": 5}}, "l": [{"y": 2}]}
+    assert copy == {"a": 1, "f": 2, "c": {"r": {"x": 5}}, "l": [{"y": 2}],
+                    "broken": "<ZeroDivisionError: division by zero>"}
     assert callable(scope["f"]) and copy["l"][0] is not scope["l"][0]
 
 

@@ -52,7 +52,11 @@ _recent_counts = [0] * 60
 
 
 def extrapolate_statistics(scope: dict[Any, Any]) -> dict[Any, Any]:
-    """Return an extrapolated copy of ``scope``: functions replaced by their value."""
+    """Return an extrapolated copy of ``scope``: functions replaced by their value.
+
+    A function that fails is replaced by a description of its error, so one broken value
+    (a server's rate before it has run, say) never hides the others.
+    """
     copy: dict[Any, Any] = {}
     for key, value in list(scope.items()):
         if isinstance(value, dict):
@@ -60,7 +64,10 @@ def extrapolate_statistics(scope: dict[Any, Any]) -> dict[Any, Any]:
         elif isinstance(value, (list, tuple)):
             value = [extrapolate_statistics(r) if isinstance(r, dict) else r for r in value]
         elif callable(value):
-            value = value(scope)
+            try:
+                value = value(scope)
+            except Exception as error:
+                value = f"<{type(error).__name__}: {error}>"
         copy[key] = value
     return copy
 
