@@ -44,6 +44,7 @@ def decode(encoding: Any = None, default_encoding: Any = "utf-8") -> None:
     Content-Type says; otherwise ``default_encoding`` extends them.
     """
     body = serving.request.body
+    body.content_type  # noqa: B018 (puts the Content-Type's charset first, once, now)
     if encoding is not None:
         body.attempt_charsets = encoding if isinstance(encoding, list) else [encoding]
     elif default_encoding:
