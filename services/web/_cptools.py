@@ -34,7 +34,7 @@ from services.web._serving import serving
 from services.web.lib.xmlrpcutil import XMLRPCController
 
 __all__ = ["CachingTool", "ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionTool", "Tool",
-           "Toolbox", "XMLRPCController", "default_toolbox"]
+           "Toolbox", "XMLRPCController", "default_toolbox", "tool_settings"]
 
 _attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
                "them as decorators on your page handlers.")
@@ -232,6 +232,21 @@ class SessionTool(Tool):
         relevant = ("path", "path_header", "name", "timeout", "domain", "secure", "httponly")
         conf = {k: v for k, v in self._merged_args().items() if k in relevant}
         self._sessions.set_response_cookie(**conf)
+
+
+def tool_settings(tool: Any) -> set[str] | None:
+    """Return the settings ``tool`` accepts (besides on and priority); None for any."""
+    try:
+        signature = inspect.signature(tool.callable)
+    except (TypeError, ValueError):
+        return None
+    names = set()
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            return None
+        if param.kind is not param.VAR_POSITIONAL:
+            names.add(param.name)
+    return names
 
 
 # -- caching and XML-RPC (issue 9, second half) ----------------------------------------------

@@ -511,3 +511,20 @@ def test_no_default_favicon_below_the_root_or_over_an_own_one(web: Any) -> None:
     web.mount(Own())
     web.getPage("/favicon.ico")
     web.assertBody("mine")
+
+
+# -- settings of built-in tools are checked where config enters -----------------------------
+
+
+def test_a_misspelled_tool_setting_is_a_config_error(site_state: Any) -> None:
+    from sitebus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tools\.gzip\.mime_type: unknown setting \(did you "
+                                          r"mean 'mime_types'\?\); expected one of "
+                                          r"compress_level, debug, mime_types, on, priority"):
+        cherrypy.tree.mount(Hello(), "/typo", {"/": {"tools.gzip.mime_type": ["text/css"]}})
+    with pytest.raises(ConfigError, match=r"tools\.proxy\.remote_header: unknown setting"):
+        cherrypy.config.update({"tools.proxy.remote_header": "X-Real-Ip"})
+    # Tools taking any setting (caching passes them to its cache) and unknown tools pass.
+    cherrypy.tree.mount(Hello(), "/ok", {"/": {"tools.caching.delay": 5,
+                                               "tools.notyet.whatever": 1}})
