@@ -110,6 +110,8 @@ def test_the_page_is_html_escaped_and_formatted(site: Any) -> None:
     site.assertNotInBody("<script>")
     site.assertNotInBody("<th>End Time</th>")  # hidden by StatsPage.formatting
     site.assertInBody('<form action="pause" method="POST"')
+    body = site.body.decode()
+    assert body.index("<h2>Site</h2>") < body.index("<h2>CherryPy Applications</h2>")
 
 
 def test_pause_and_resume(site: Any) -> None:

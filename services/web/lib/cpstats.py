@@ -402,6 +402,9 @@ class StatsPage:
                              f'<td class="value">{value}</td></tr>')
             parts.append("</table>")
             for subtitle, headers, rows in collections:
+                if not rows:
+                    parts.append(f"<h3>{html.escape(str(subtitle))}</h3><p>(none)</p>")
+                    continue
                 parts.append(f"<h3>{html.escape(str(subtitle))}</h3><table><tr>")
                 parts.extend(f"<th>{html.escape(str(h))}</th>" for h in headers)
                 parts.append("</tr>")
@@ -416,7 +419,9 @@ class StatsPage:
     def get_namespaces(self) -> Any:
         """Yield (title, scalars, collections) for each namespace, formatted as HTML."""
         stats = extrapolate_statistics(logging.statistics)  # type: ignore[attr-defined]
-        for title, ns in sorted(stats.items(), key=lambda item: str(item[0])):
+        first = {SITE: 0, APPS: 1}  # ours first, then the others by name
+        for title, ns in sorted(stats.items(), key=lambda item: (first.get(item[0], 2),
+                                                                 str(item[0]))):
             if not isinstance(ns, dict):
                 continue
             formatting = self.formatting.get(title, {})
