@@ -18,9 +18,9 @@ the process, its threads and where the servers serve.
 site config ``tree.cpstats = "/cpstats", services.web.lib.cpstats.StatsPage()``); its
 ``index`` is an HTML page (each namespace a table, each collection a table of records),
 ``data`` the same as JSON, and ``pause``/``resume`` (POST) set a namespace's Enabled flag.
-``StatsPage.formatting`` (in ``_statspage``, re-exported here) mirrors the statistics: None hides
-a value, a format string
-('%.3f') formats it, a callable returns the HTML to show. Everything else is escaped.
+``StatsPage.formatting`` (in ``_statspage``, re-exported here) mirrors the statistics: None
+hides a value, a format string ('%.3f') formats it, a callable returns the HTML to show.
+Everything else is escaped.
 """
 
 from __future__ import annotations
