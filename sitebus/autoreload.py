@@ -282,6 +282,14 @@ class Autoreloader(SimplePlugin):
         for real in missed:
             self._on_change(real)
 
+    def watch(self, names: Iterable[str]) -> int:
+        """Add ``names`` to ``files`` and watch them before returning; return how many are new.
+
+        For files that another process imported (pre-fork workers report theirs).
+        """
+        self.files.update(names)
+        return len(self._rescan())
+
     # -- scanning ---------------------------------------------------------------------------
 
     def _forget(self) -> None:

@@ -295,10 +295,12 @@ class Workers(SimplePlugin):
         autoreload = getattr(self.bus, "autoreload", None)
         if autoreload is None or autoreload.fast_reload != self.reload_for:
             return
-        new = set(files) - self._files - autoreload.sysfiles()
+        new = set(files) - autoreload.sysfiles()
+        new -= {name for name in new if os.path.realpath(name) in self._files}
         if new:
-            self._files |= new
-            autoreload.files.update(sorted(new))
+            self._files |= {os.path.realpath(name) for name in new}
+            count = autoreload.watch(sorted(new))
+            self.bus.log(f"Autoreloader watching {count} more files, imported by the workers.")
 
     def reload_finished(self, error: str | None) -> None:
         if error is not None:
