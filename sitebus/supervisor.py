@@ -308,12 +308,12 @@ class Supervisor:
     def _finish_reload(self, error: str | None) -> None:
         if not self._pending:
             return
+        if error is None:
+            self.owner.log(f"The workers of generation {self.generation} serve.")
+        self.owner.reload_finished(error)  # in the status file before any waiter wakes
         for ticket in self._pending:
             self._settle(ticket, error)
         self._pending = []
-        if error is None:
-            self.owner.log(f"The workers of generation {self.generation} serve.")
-        self.owner.reload_finished(error)
 
     def _settle(self, ticket: int, error: str | None) -> None:
         if ticket == 0:

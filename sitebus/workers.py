@@ -184,7 +184,8 @@ class Workers(SimplePlugin):
         bus.subscribe("graceful", self.graceful)
         bus.signal_handler.handlers.update(SIGTTIN=self.add_worker, SIGTTOU=self.remove_worker)
         autoreload = getattr(bus, "autoreload", None)
-        if autoreload is not None and self.load_apps is not None:
+        if (autoreload is not None and self.load_apps is not None
+                and autoreload.start in bus.listeners["start"]):
             autoreload.fast_reload = self.reload_for
         self._subscribed = True
 
