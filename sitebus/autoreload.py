@@ -436,8 +436,7 @@ class Autoreloader(SimplePlugin):
         for real in changed:
             _drop_bytecode(real)
         name = self._list.names.get(changed[0], changed[0])
-        if self.fast_reload is not None and self.fast_reload(changed):
-            self.bus.log(f"Reloading the workers because {name} changed.")
+        if self.fast_reload is not None and self.fast_reload(changed):  # it logs why
             with self._cond:
                 self._restarting = False
             return

@@ -14,15 +14,22 @@ and asks to stop (SIGTERM) what the plan says. Forking happens here, not in the 
 the child's only thread is this one, which becomes its main thread (``threading`` and the
 signal machinery see to that), and it calls the worker's entry point, which never returns.
 Signals are blocked in this thread around ``fork()``, so the child cannot run one of the
-master's handlers before it has installed its own. The master's other threads are blocked
-in system calls almost all the time, and the child resets what it uses of the state they
-share (the bus; logging reinitialises its locks at fork), which is why forking from a
-threaded process is acceptable here; Python 3.12's warning about it is silenced for that call.
+master's handlers before it has installed its own.
+
+Forking a process that has other threads copies whatever they hold at that instant. The
+master's other threads (the main one in ``block()``, autoreload's) are blocked in system calls
+almost all the time; the child resets what it uses of their state (the bus; logging
+reinitialises its handlers' locks at fork); and the one thing they do that takes a lock the
+child needs, writing a log line (a stream's buffer lock, which nothing reinitialises), is
+kept out of the way: this thread holds every logging handler's lock across ``fork()``, so no
+line is half written. That is why forking from a threaded process is acceptable here, and
+Python 3.12's warning about it is silenced for that call.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import selectors
 import signal
@@ -194,10 +201,12 @@ class Supervisor:
                         self._read(child)
                     else:
                         self._reap(child)
-        except BaseException:
-            self.owner.log("The workers' supervisor failed; stopping the workers.", 40)
+        except BaseException as error:
+            self.owner.log("The workers' supervisor failed; killing the workers.", 40)
             for child in self._children:
                 _kill(child.pid, signal.SIGKILL)
+            self.failure = Failure(f"the workers' supervisor failed: {error!r}", EX_SOFTWARE)
+            self.owner.gave_up(self.failure)
             raise
         finally:
             with self._cond:
@@ -341,22 +350,27 @@ class Supervisor:
             mine += [fd for fd in (child.pipe, child.pidfd) if fd >= 0]
         spec = self.owner.make_spec(write_fd, self.generation, tuple(mine))
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_ACROSS_FORK)
+        handlers = _hold_log_handlers()
+        error: OSError | None = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # see the module docstring
                 pid = os.fork()
-            if pid == 0:
-                self.owner.run_child(spec)  # never returns
-                os._exit(EX_SOFTWARE)
-        except OSError as error:
+        except OSError as failed:
+            pid, error = -1, failed
+        if pid == 0:  # the child: logging has new locks here, nothing to release
+            self.owner.run_child(spec)  # never returns
+            os._exit(EX_SOFTWARE)
+        for handler in handlers:
+            handler.release()
+        os.close(write_fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if error is not None:
             os.close(read_fd)
             self._failures += 1
             self._retry_at = now + spawn_delay(self._failures)
             self.owner.log(f"Cannot fork a worker: {error}", 40)
             return
-        finally:
-            os.close(write_fd)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.set_blocking(read_fd, False)
         child = Child(pid, os.pidfd_open(pid), read_fd, spec, now, time.time())
         with self._cond:
@@ -458,6 +472,17 @@ class Supervisor:
                 self._ask_to_stop(other, now)
         else:
             self._retry_at = now + spawn_delay(self._failures)
+
+
+def _hold_log_handlers() -> list[logging.Handler]:
+    """Take every logging handler's lock, so no other thread is writing a line; return them."""
+    loggers = [logging.getLogger(), *(logger for logger in
+                                      list(logging.Logger.manager.loggerDict.values())
+                                      if isinstance(logger, logging.Logger))]
+    handlers = sorted({h for logger in loggers for h in logger.handlers}, key=id)
+    for handler in handlers:
+        handler.acquire()
+    return handlers
 
 
 def _kill(pid: int, signum: int) -> None:

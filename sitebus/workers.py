@@ -245,6 +245,7 @@ class Workers(SimplePlugin):
         """Autoreload: replace the workers if only files they imported changed (else False)."""
         if self._supervisor is None or not set(changed) <= self._files:
             return False
+        self.bus.log(f"Reloading the workers because {changed[0]} changed.")
         self._supervisor.reload(wait=False)
         return True
 

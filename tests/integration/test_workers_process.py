@@ -180,6 +180,10 @@ def test_a_rolling_reload_under_a_steady_client_fails_no_request(
     current = wait_for_workers(tmp_path, 2)
     client = SteadyClient(port)
     client.start()
+    in_flight: list[Any] = []
+    slow = threading.Thread(target=lambda: in_flight.append(get(port, "/slow?2", timeout=60)[0]))
+    slow.start()
+    child.wait_for_output("in handler")  # an old worker has it when the reloads begin
     try:
         for reload in range(3):
             seen = len(child.notify.messages)
@@ -194,9 +198,18 @@ def test_a_rolling_reload_under_a_steady_client_fails_no_request(
             more_requests(client)
     finally:
         client.finish()
+        slow.join(60)
     assert client.errors == []
+    assert in_flight == [200]
     assert set(client.pids[-5:]) <= current
     stop(child)
+
+
+def test_a_negative_worker_count_is_a_usage_error(tmp_path: Path) -> None:
+    result = sitebus("run", "-w", "-1", cwd=tmp_path)
+    assert result.returncode == 64
+    assert "argument -w/--workers: expected a number of workers, 0 or more, got '-1'" \
+        in result.stderr
 
 
 def test_sigterm_under_load_loses_no_accepted_request(spawn: Any, recorder: WorkerRecorder,
