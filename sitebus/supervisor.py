@@ -132,6 +132,7 @@ class Supervisor:
         self._serving = False
         self._ended = False
         self._dirty = True
+        self._reported: list[str] = []  # module files the workers imported, for autoreload
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
@@ -193,6 +194,9 @@ class Supervisor:
                 self._check_deadlines(now)
                 self._act(now)
                 self._publish()
+                if self._reported:  # after acting: a reload waits for nothing here
+                    reported, self._reported = self._reported, []
+                    self.owner.files_reported(reported)
                 for key, _events in self._selector.select(self._timeout(time.monotonic())):
                     kind, child = key.data
                     if kind == "wake":
@@ -400,7 +404,7 @@ class Supervisor:
         if "error" in message:
             child.error = (str(message["error"]), _code(message.get("code")))
         if message.get("files"):
-            self.owner.files_reported([str(f) for f in message["files"]])
+            self._reported += [str(f) for f in message["files"]]
         if "ready" in message:
             child.ready = True
             child.last_beat = now

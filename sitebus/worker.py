@@ -35,6 +35,11 @@ oldest request is older than ``server.worker_timeout``, and kills one that sends
 for that long (its main thread, or the whole interpreter, is stuck). A pipe rather than a file
 on disk: a slow disk must not look like a hung worker. A beat that finds the master gone
 (another parent, or a broken pipe) stops the worker, in case SIGTERM from the kernel was lost.
+
+Exiting for sure: once a worker stops, or its timer thread sees that the master is gone, it
+has ``stop_grace`` seconds (its servers' ``shutdown_timeout`` plus a grace) to end; then it
+ends with ``os._exit``. A handler that never returns holds a server thread that a graceful
+stop waits for, and without a master nobody would kill the worker.
 """
 
 from __future__ import annotations
@@ -187,13 +192,16 @@ class Heartbeat(SimplePlugin):
     """The worker's side of its pipe: ready, beats, stopping, errors."""
 
     def __init__(self, bus: Bus, pipe: int, master_pid: int, interval: float,
-                 tracker: RequestTracker, watch_match: str | None = None) -> None:
+                 tracker: RequestTracker, watch_match: str | None = None,
+                 stop_grace: float = 7.0) -> None:
         super().__init__(bus)
         self.pipe = pipe
         self.master_pid = master_pid
         self.interval = interval
         self.tracker = tracker
         self.watch_match = watch_match
+        self.stop_grace = stop_grace
+        self._deadline: threading.Timer | None = None
         self._lock = threading.Lock()
         self._timer: threading.Thread | None = None
         self._quit = threading.Event()
@@ -226,6 +234,8 @@ class Heartbeat(SimplePlugin):
 
     def _tick(self) -> None:
         while not self._quit.wait(self.interval):
+            if os.getppid() != self.master_pid:
+                self._exit_within_grace()  # the main thread may be too stuck to notice
             self.bus.call_in_main_thread(self.beat)
 
     def beat(self) -> None:
@@ -242,9 +252,22 @@ class Heartbeat(SimplePlugin):
 
     def stop(self) -> None:
         self._quit.set()
+        self._exit_within_grace()
         self.send(stopping=1)
 
     stop.priority = 1  # type: ignore[attr-defined]
+
+    def _exit_within_grace(self) -> None:
+        with self._lock:
+            if self._deadline is not None:
+                return
+            self._deadline = threading.Timer(self.stop_grace, self._exit_now)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _exit_now(self) -> None:
+        self.bus.log(f"Still running {self.stop_grace:g} s after stopping began: exiting now.", 30)
+        os._exit(EX_SOFTWARE)
 
     def report_failure(self, error: BaseException) -> int:
         """Tell the master why this worker cannot start; return the exit code to end with."""
@@ -303,6 +326,7 @@ class WorkerSpec:
     master_pid: int
     generation: int = 0
     interval: float = 7.5
+    stop_grace: float = 7.0
     request_limit: int = 0
     watch_match: str | None = None
     close_fds: tuple[int, ...] = ()
@@ -352,7 +376,7 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
 
     tracker = RequestTracker(spec.request_limit)
     heartbeat = Heartbeat(bus, spec.pipe, spec.master_pid, spec.interval, tracker,
-                          spec.watch_match)
+                          spec.watch_match, spec.stop_grace)
     tracker.on_limit = functools.partial(bus.call_in_main_thread, heartbeat.beat)
     heartbeat.subscribe()
     try:

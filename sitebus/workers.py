@@ -279,6 +279,7 @@ class Workers(SimplePlugin):
             request_limit=request_limit(self.max_requests, self.max_requests_jitter,
                                         random.randint),
             watch_match=autoreload.match if autoreload is not None and fast else None,
+            stop_grace=self.stop_grace(),
             close_fds=close_fds,
             load_apps=self.load_apps,
             listeners=self._held,

@@ -101,7 +101,7 @@ def test_the_heartbeat_says_ready_beats_and_stopping() -> None:
     read_fd, write_fd = os.pipe()
     bus = Engine()
     tracker = RequestTracker()
-    beat = Heartbeat(bus, write_fd, os.getppid(), 3600, tracker)
+    beat = Heartbeat(bus, write_fd, os.getppid(), 3600, tracker, stop_grace=3600)
     beat.subscribe()
     reader = MessageReader()
     try:
@@ -113,6 +113,8 @@ def test_the_heartbeat_says_ready_beats_and_stopping() -> None:
     finally:
         os.close(read_fd)
         os.close(write_fd)
+    assert beat._deadline is not None  # a worker that does not end in time ends anyway
+    beat._deadline.cancel()
     assert [next(iter(m)) for m in messages] == ["ready", "beat", "stopping"]
     assert messages[1]["requests"] == 0 and messages[1]["rss"] > 1 << 20
     assert messages[1]["oldest"] is None
@@ -122,13 +124,16 @@ def test_a_beat_that_finds_the_master_gone_stops_the_worker() -> None:
     read_fd, write_fd = os.pipe()
     os.close(read_fd)  # the master's end is gone
     bus = Engine()
-    beat = Heartbeat(bus, write_fd, os.getppid(), 3600, RequestTracker())
+    beat = Heartbeat(bus, write_fd, os.getppid(), 3600, RequestTracker(), stop_grace=3600)
+    beat.subscribe()
     try:
         bus.start()
         beat.beat()
         assert bus.state is states.EXITING
     finally:
         os.close(write_fd)
+        if beat._deadline is not None:
+            beat._deadline.cancel()
 
 
 def test_a_start_failure_reaches_the_master_with_its_exit_code() -> None:

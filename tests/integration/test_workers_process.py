@@ -57,6 +57,14 @@ def sitebus(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
 
 
+def get_or_error(port: int, path: str, outcome: list[Any]) -> None:
+    """GET ``path``; append the status, or the error that ended the request."""
+    try:
+        outcome.append(get(port, path, timeout=60)[0])
+    except OSError as error:
+        outcome.append(error)
+
+
 def more_requests(client: SteadyClient, count: int = 10) -> None:
     """Wait until ``client`` has had ``count`` more answers."""
     target = len(client.pids) + count
@@ -127,14 +135,7 @@ def test_a_hung_handler_gets_its_worker_replaced(spawn: Any, recorder: WorkerRec
                         "server.shutdown_timeout = 1")
     before = wait_for_workers(tmp_path, 2)
     outcome: list[Any] = []
-
-    def spin() -> None:
-        try:
-            outcome.append(get(port, "/spin", timeout=60))
-        except OSError as error:
-            outcome.append(error)
-
-    spinner = threading.Thread(target=spin, daemon=True)
+    spinner = threading.Thread(target=get_or_error, args=(port, "/spin", outcome), daemon=True)
     spinner.start()
     hung = int(child.wait_for_output(r"spinning in (\d+)").group(1))
     assert hung in before
@@ -181,7 +182,7 @@ def test_a_rolling_reload_under_a_steady_client_fails_no_request(
     client = SteadyClient(port)
     client.start()
     in_flight: list[Any] = []
-    slow = threading.Thread(target=lambda: in_flight.append(get(port, "/slow?2", timeout=60)[0]))
+    slow = threading.Thread(target=get_or_error, args=(port, "/slow?2", in_flight))
     slow.start()
     child.wait_for_output("in handler")  # an old worker has it when the reloads begin
     try:
@@ -218,14 +219,8 @@ def test_sigterm_under_load_loses_no_accepted_request(spawn: Any, recorder: Work
                         "server.shutdown_timeout = 20")
     wait_for_workers(tmp_path, 2)
     outcome: list[Any] = []
-
-    def slow(n: int) -> None:
-        try:
-            outcome.append(get(port, f"/slow?1.{n}", timeout=60)[0])
-        except OSError as error:
-            outcome.append(error)
-
-    threads = [threading.Thread(target=slow, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=get_or_error, args=(port, f"/slow?1.{n}", outcome))
+               for n in range(8)]
     for thread in threads:
         thread.start()
     wait_until(lambda: child.output.count("in handler") >= 8, 60, "8 requests in handlers")
@@ -238,8 +233,12 @@ def test_sigterm_under_load_loses_no_accepted_request(spawn: Any, recorder: Work
 
 def test_sigkill_of_the_master_leaves_no_worker(spawn: Any, recorder: WorkerRecorder,
                                                 tmp_path: Path) -> None:
-    child, _port = start(spawn, recorder, tmp_path)
+    child, port = start(spawn, recorder, tmp_path, "server.shutdown_timeout = 1")
     pids = wait_for_workers(tmp_path, 2)
+    # One worker has a handler that never returns: a graceful stop would wait for it forever.
+    spinner = threading.Thread(target=get_or_error, args=(port, "/spin", []), daemon=True)
+    spinner.start()
+    child.wait_for_output("spinning in")
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     wait_until(lambda: not recorder.alive(), 30, f"workers {pids} to exit after their master")
