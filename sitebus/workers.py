@@ -49,16 +49,23 @@ serving, and the error goes to the log and to the status file (``reload_error``)
 
 Stopping: ``stop`` (priority 20, before the servers close the sockets) sends SIGTERM to every
 worker and waits until all are gone; a worker still there after its servers'
-``shutdown_timeout`` plus a grace is killed. A restart stops the workers the same way, keeps
-the sockets (the site's restart hooks), and the new image forks new workers. No worker
-outlives the master: each asks the kernel for SIGTERM when the master dies, even by SIGKILL
-(``prctl(PR_SET_PDEATHSIG)``), and a beat that finds the master gone stops it too.
+``shutdown_timeout`` plus a grace is killed. Unlike a single process, the master does not
+shut its sockets down first (that would fail the accept of a worker still serving): a
+connection that arrives while the workers drain waits in the backlog and is reset when the
+site exits. A restart stops the workers the same way, keeps the sockets (the site's restart
+hooks), and the new image forks new workers, which serve what waited. No worker outlives
+the master: each asks the kernel for SIGTERM when the master dies, even by SIGKILL
+(``prctl(PR_SET_PDEATHSIG)``), a beat that finds the master gone stops it too, and a worker
+that is still there ``shutdown_timeout`` plus the grace after it began to stop ends itself.
 
-Rejected: ``multiprocessing`` (its processes are spawned or forked without the site's
-sockets and bus as they are); a SIGCHLD handler (pidfds need no handler and cannot miss an
-exit); heartbeats through files (gunicorn's temporary-file heartbeat turns a slow disk into
-false timeouts); importing the apps in the master by default (a reload could then only
-re-execute the master, and a fresh worker would not be fresh).
+Rejected: a bus of its own for the master (apps hold the site's bus object:
+``services.web.engine`` is ``sitebus.site.bus``, and the config sets the master's plugins on
+it; so one object is the master's bus in the master and, reset, each worker's bus);
+``multiprocessing`` (its processes are spawned, or forked without the site's sockets and bus
+as they are); a SIGCHLD handler (pidfds need no handler and cannot miss an exit); heartbeats
+through files (gunicorn's temporary-file heartbeat turns a slow disk into false timeouts);
+importing the apps in the master by default (a reload could then only re-execute the
+master, and a fresh worker would not be fresh).
 """
 
 from __future__ import annotations
