@@ -23,17 +23,20 @@ processes:
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "CRASH_LIMIT",
+    "Failure",
     "SETTINGS",
     "Plan",
     "WorkerView",
     "check_settings",
     "crash_verdict",
+    "describe_exit",
     "plan",
     "request_limit",
     "should_recycle",
@@ -99,6 +102,24 @@ def should_recycle(requests: int, rss: int, oldest: float | None, limit: int, ma
     if max_rss > 0 and rss > max_rss:
         return f"its memory reached {rss / 1048576:.0f} MiB (server.max_rss = {max_rss})"
     return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the workers cannot run: the last worker's error and exit code."""
+
+    message: str
+    code: int
+
+
+def describe_exit(code: int) -> str:
+    """Return how a process ended, from its exit code: 'exit status 78', 'killed by SIGKILL'."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 def crash_verdict(failures: int, any_ready: bool, limit: int = CRASH_LIMIT) -> str:

@@ -38,44 +38,24 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sitebus.errors import EX_SOFTWARE
-from sitebus.supervision import WorkerView, crash_verdict, plan, should_recycle, spawn_delay
+from sitebus.supervision import (
+    Failure,
+    WorkerView,
+    crash_verdict,
+    describe_exit,
+    plan,
+    should_recycle,
+    spawn_delay,
+)
 from sitebus.worker import BLOCKED_ACROSS_FORK, MessageReader, WorkerSpec
 
-__all__ = ["Failure", "Supervisor"]
+if TYPE_CHECKING:
+    from sitebus.workers import Workers
 
-
-@dataclass(frozen=True)
-class Failure:
-    """Why the workers cannot run: the last worker's error and exit code."""
-
-    message: str
-    code: int
-
-
-class Owner(Protocol):
-    """What the supervisor needs of the Workers plugin."""
-
-    worker_timeout: float
-    max_rss: int
-
-    def log(self, msg: str, level: int = 20) -> None: ...
-
-    def make_spec(self, pipe: int, generation: int, close_fds: tuple[int, ...]) -> WorkerSpec: ...
-
-    def run_child(self, spec: WorkerSpec) -> None: ...
-
-    def stop_grace(self) -> float: ...
-
-    def workers_changed(self, snapshot: list[dict[str, Any]], target: int) -> None: ...
-
-    def files_reported(self, files: list[str]) -> None: ...
-
-    def reload_finished(self, error: str | None) -> None: ...
-
-    def gave_up(self, failure: Failure) -> None: ...
+__all__ = ["Supervisor"]
 
 
 @dataclass(eq=False)
@@ -102,20 +82,10 @@ class Child:
     reader: MessageReader = field(default_factory=MessageReader)
 
 
-def describe_exit(code: int) -> str:
-    """Return how a process ended: 'exit status 78', 'killed by SIGKILL'."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
 class Supervisor:
     """Keep ``target`` workers running for ``owner``, from a thread of its own."""
 
-    def __init__(self, owner: Owner, target: int) -> None:
+    def __init__(self, owner: Workers, target: int) -> None:
         self.owner = owner
         self.target = target
         self.failure: Failure | None = None

@@ -80,8 +80,8 @@ from sitebus.bus import states
 from sitebus.errors import ConfigError, SitebusError
 from sitebus.plugins import SimplePlugin
 from sitebus.servertypes import server_types
-from sitebus.supervision import SETTINGS, check_settings, request_limit
-from sitebus.supervisor import Failure, Supervisor
+from sitebus.supervision import SETTINGS, Failure, check_settings, request_limit
+from sitebus.supervisor import Supervisor
 from sitebus.worker import WorkerSpec, prepare_to_fork, run_worker
 
 if TYPE_CHECKING:

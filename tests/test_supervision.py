@@ -11,6 +11,7 @@ from sitebus.supervision import (
     WorkerView,
     check_settings,
     crash_verdict,
+    describe_exit,
     plan,
     request_limit,
     should_recycle,
@@ -127,3 +128,9 @@ def test_check_settings_names_each_wrong_value() -> None:
                       ("preload", 1)]:
         problems = check_settings({**good, name: bad})
         assert [setting for setting, _expected in problems] == [name]
+
+
+@pytest.mark.parametrize("code, text", [(0, "exit status 0"), (78, "exit status 78"),
+                                        (-9, "killed by SIGKILL"), (-200, "killed by signal 200")])
+def test_describe_exit(code: int, text: str) -> None:
+    assert describe_exit(code) == text
