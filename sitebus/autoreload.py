@@ -27,6 +27,11 @@ Restart: ``Restarting because <path> changed.`` is logged, and the main thread i
 (``bus.call_in_main_thread``) to call ``bus.restart()``; the exit listeners then run in the
 thread that re-executes, so the exec cannot cut them short. Later events are ignored.
 
+Pre-fork workers (``sitebus.workers``) set ``fast_reload``: it is offered the changed files
+first, and when it takes them (only files that the workers, not this process, imported) it
+replaces the workers with fresh ones and this process is not restarted. A forked child
+(a worker) forgets the plugin's threads and import hook, which are the parent's.
+
 Modules imported after start: an import hook (``ImportNotifier``) makes the plugin rescan
 ``sys.modules`` once imports have settled, so a module imported lazily, even from a directory
 not watched yet, is watched too. Modules put into ``sys.modules`` by hand are found when an
@@ -51,7 +56,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sitebus.bus import Bus, states
@@ -148,6 +154,10 @@ class Autoreloader(SimplePlugin):
     thread: threading.Thread | None = None
     """The thread that waits for changes and acts on them."""
 
+    fast_reload: Callable[[list[str]], bool] | None = None
+    """Offered the changed files before a restart; returns True when it reloaded them
+    without one (pre-fork workers replaced)."""
+
     def __init__(self, bus: Bus, frequency: float = 1, match: str = ".*") -> None:
         super().__init__(bus)
         self.frequency = frequency
@@ -162,6 +172,8 @@ class Autoreloader(SimplePlugin):
         self._broken: set[str] = set()  # Python files that did not compile when last checked
         self._forget()
         self.files = set()
+        self.fast_reload = None
+        _live_reloaders.add(self)
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -269,6 +281,14 @@ class Autoreloader(SimplePlugin):
                       if name in before and before[name] != self.mtimes[name]]
         for real in missed:
             self._on_change(real)
+
+    def watch(self, names: Iterable[str]) -> int:
+        """Add ``names`` to ``files`` and watch them before returning; return how many are new.
+
+        For files that another process imported (pre-fork workers report theirs).
+        """
+        self.files.update(names)
+        return len(self._rescan())
 
     # -- scanning ---------------------------------------------------------------------------
 
@@ -416,6 +436,10 @@ class Autoreloader(SimplePlugin):
         for real in changed:
             _drop_bytecode(real)
         name = self._list.names.get(changed[0], changed[0])
+        if self.fast_reload is not None and self.fast_reload(changed):  # it logs why
+            with self._cond:
+                self._restarting = False
+            return
         self.bus.log(f"Restarting because {name} changed.")
         self.bus.call_in_main_thread(self._restart)
 
@@ -444,3 +468,19 @@ def _drop_bytecode(path: str) -> None:
         os.remove(importlib.util.cache_from_source(path))
     except (OSError, ValueError, NotImplementedError):
         pass
+
+
+_live_reloaders: weakref.WeakSet[Autoreloader] = weakref.WeakSet()
+
+
+def _forget_in_forked_child() -> None:
+    """A forked child (a pre-fork worker) has none of its parent's threads: drop the hook."""
+    for reloader in list(_live_reloaders):
+        finder, reloader._finder = reloader._finder, None
+        if finder is not None and finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+        reloader.thread = None
+        reloader._watcher = None
+
+
+os.register_at_fork(after_in_child=_forget_in_forked_child)

@@ -6,10 +6,16 @@ site from them in the reference's order: paths, imports (which may mount apps), 
 mounted), the environment, then the daemonizer, PID file and signal handler; then it starts the
 bus and blocks. With nothing mounted it serves a small default site.
 
-``sitebus check`` does all of that except starting. ``stop``, ``restart``, ``reload`` and
-``status`` find a running site through its PID file (``-p``, or the one its config names) and
-signal it: SIGTERM, SIGUSR2, SIGUSR1; they wait, with a deadline, until the site says (in its
-status file) that the change is done.
+With workers (``-w N`` or ``server.workers``) and without ``server.preload``, ``run`` imports
+no app in the master: the ``-i`` modules and ``tree.*`` entries are recorded and each worker
+loads them after the fork (see ``sitebus.workers``). Whether that is so must be known before
+the imports, which come first, so the config files are read once beforehand for those two
+keys alone (``planned_workers``).
+
+``sitebus check`` does all of that except starting, and always imports the apps. ``stop``,
+``restart``, ``reload`` and ``status`` find a running site through its PID file (``-p``, or
+the one its config names) and signal it: SIGTERM, SIGUSR2, SIGUSR1; they wait, with a
+deadline, until the site says (in its status file) that the change is done.
 
 Exit codes follow sysexits: 64 usage, 69 unavailable, 70 software, 73 cannot create,
 75 temporary failure, 77 permission, 78 config.
@@ -75,6 +81,8 @@ def build_parser() -> ArgumentParser:
     site_options(run)
     run.add_argument("-d", "--daemonize", action="store_true", help="run as a daemon")
     run.add_argument("-p", "--pidfile", metavar="FILE", help="write the process id to FILE")
+    run.add_argument("-w", "--workers", type=_worker_count, metavar="N",
+                     help="serve from N pre-fork worker processes (server.workers)")
     gateway = run.add_mutually_exclusive_group()
     gateway.add_argument("-f", dest="gateway", action="store_const", const="fastcgi",
                          help="serve FastCGI (through flup) instead of HTTP")
@@ -118,27 +126,84 @@ def _import_modules(names: Sequence[str]) -> None:
                               key="-i") from None
 
 
-def build_site(args: argparse.Namespace) -> Any:
-    """Configure the process-wide site from the command line; start nothing."""
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of workers, 0 or more, got {text!r}")
+    return count
+
+
+def planned_workers(config_files: Sequence[str], workers: int | None) -> tuple[int, bool]:
+    """Return (server.workers, server.preload) as the config files will set them.
+
+    ``workers`` (the -w option) wins. Only those two keys of ``[global]`` are read; a file or
+    value that cannot be read counts as unset here, and the real reading reports it.
+    """
+    from sitebus.config import Parser, unrepr
+
+    found: dict[str, Any] = {}
+    for filename in config_files:
+        parser = Parser()
+        try:
+            parser.read(filename)
+            for key in ("server.workers", "server.preload"):
+                if parser.has_option("global", key):
+                    found[key] = unrepr(parser.get("global", key))
+        except Exception:
+            continue
+    count = workers if workers is not None else found.get("server.workers", 0)
+    return (count if isinstance(count, int) else 0), found.get("server.preload") is True
+
+
+def _load_apps(site: Any, args: argparse.Namespace) -> None:
+    """Import the -i modules, mount the tree.* entries, merge app config; the default site
+    when nothing is mounted."""
+    _import_modules(args.imports)
+    site.mount_deferred()
+    framework_apps = [app for app in site.tree.apps.values() if hasattr(app, "merge")]
+    if len(framework_apps) == 1:
+        for filename in args.config:
+            framework_apps[0].merge(filename)
+    if not site.tree.apps and not site.tree.vhosts:
+        from sitebus.welcome import welcome_app
+
+        site.tree.graft(welcome_app(site), "")
+
+
+def build_site(args: argparse.Namespace, defer_apps: bool = False) -> Any:
+    """Configure the process-wide site from the command line; start nothing.
+
+    With ``defer_apps`` (``sitebus run``), apps are left to the workers when there will be
+    workers and no preload: ``site.workers.load_apps`` loads them.
+    """
     from sitebus.site import site
 
     for path in reversed(args.paths):
         sys.path.insert(0, os.path.abspath(path))
     if "" not in sys.path:
         sys.path.insert(0, "")
-    _import_modules(args.imports)
+    workers_option = getattr(args, "workers", None)
+    count, preload = planned_workers(args.config, workers_option)
+    deferred = defer_apps and count > 0 and not preload
+    if deferred:
+        site.defer_apps()
+    else:
+        _import_modules(args.imports)
     for filename in args.config:
         site.config.update(filename)
-    framework_apps = [app for app in site.tree.apps.values() if hasattr(app, "merge")]
-    if len(framework_apps) == 1:
-        for filename in args.config:
-            framework_apps[0].merge(filename)
+    if workers_option is not None:
+        site.workers.workers = workers_option
     if args.environment:
         site.config.update({"environment": args.environment})
-    if not site.tree.apps and not site.tree.vhosts:
-        from sitebus.welcome import welcome_app
-
-        site.tree.graft(welcome_app(site), "")
+    if deferred and site.has_workers and not site.workers.preload:
+        site.workers.load_apps = lambda: _load_apps(site, args)
+    else:
+        if deferred:
+            _import_modules(args.imports)
+        _load_apps(site, argparse.Namespace(imports=[], config=args.config))
     site.check()
     return site
 
@@ -155,7 +220,7 @@ def _report(error: BaseException) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     try:
-        site = build_site(args)
+        site = build_site(args, defer_apps=True)
         if args.pidfile:
             site.use_pidfile(os.path.abspath(args.pidfile))
         if args.gateway:
@@ -176,6 +241,10 @@ def command_run(args: argparse.Namespace) -> int:
             daemonizer.report_failure(code, "; ".join(str(e) for e in root_causes(error)))
         return code
     site.bus.block()
+    failure = site.workers.failure if site.has_workers else None
+    if failure is not None:
+        print(f"{PROG}: error: {failure.message}", file=sys.stderr)
+        return failure.code
     return EX_OK
 
 
@@ -186,8 +255,9 @@ def command_check(args: argparse.Namespace) -> int:
         code = _report(error)
         return code if code != EX_SOFTWARE else EX_CONFIG
     mounted = ", ".join(repr(name or "/") for name in sorted(site.tree.apps)) or "nothing"
+    workers = f" from {site.workers.workers} workers" if site.has_workers else ""
     print(f"{PROG}: config is valid; apps mounted at {mounted}; "
-          f"serving on {', '.join(site.descriptions())}")
+          f"serving on {', '.join(site.descriptions())}{workers}")
     return EX_OK
 
 
@@ -265,6 +335,11 @@ def command_control(args: argparse.Namespace) -> int:
             os.kill(pid, signal.SIGUSR1)
             _wait(lambda: (read_status(status_file) or {}).get("reloads", 0)
                   > before.get("reloads", 0), args.timeout, "the reload to finish")
+            called_off = (read_status(status_file) or {}).get("reload_error")
+            if called_off:
+                print(f"{PROG}: error: the reload of pid {pid} was called off; the workers "
+                      f"that served keep serving: {called_off}", file=sys.stderr)
+                return EX_SOFTWARE
             print(f"{PROG}: reloaded pid {pid}")
         elif args.command == "restart":
             os.kill(pid, signal.SIGUSR2)
@@ -277,7 +352,7 @@ def command_control(args: argparse.Namespace) -> int:
             _wait(restarted, args.timeout, "the restart to finish")
             print(f"{PROG}: restarted pid {pid}")
         else:
-            info = {**(read_status(status_file) or {}), **process_info(pid)}
+            info = with_live_workers({**(read_status(status_file) or {}), **process_info(pid)})
             print(json.dumps(info, indent=1, sort_keys=True) if args.json else _format(info))
     except SitebusError as error:
         return _report(error)
@@ -285,12 +360,11 @@ def command_control(args: argparse.Namespace) -> int:
 
 
 def _format(info: dict[str, Any]) -> str:
-    uptime = int(info["uptime"])
+    uptime = info["uptime"]
     lines = [
         f"state:     {info.get('state', 'unknown')}",
         f"pid:       {info['pid']}",
-        f"uptime:    {uptime // 86400}d {uptime % 86400 // 3600:02d}:{uptime % 3600 // 60:02d}:"
-        f"{uptime % 60:02d}",
+        f"uptime:    {_duration(uptime)}",
         f"memory:    {info['rss'] / 1048576:.1f} MiB",
         f"threads:   {info['threads']}",
         f"restarts:  {info.get('restarts', 0)}   reloads: {info.get('reloads', 0)}",
@@ -298,9 +372,35 @@ def _format(info: dict[str, Any]) -> str:
     ]
     if info.get("last_error"):
         lines.append(f"error:     {info['last_error']}")
-    for worker in info.get("workers") or []:
-        lines.append("worker:    " + "  ".join(f"{k}={v}" for k, v in worker.items()))
+    if info.get("reload_error"):
+        lines.append(f"reload:    called off: {info['reload_error']}")
+    workers = info.get("workers") or []
+    if workers or info.get("workers_target"):
+        lines.append(f"workers:   {len(workers)} (target {info.get('workers_target', '?')})")
+    for worker in workers:
+        lines.append(f"  pid {worker.get('pid')}  age {_duration(worker.get('age', 0))}  "
+                     f"memory {worker.get('rss', 0) / 1048576:.1f} MiB  "
+                     f"requests {worker.get('requests', 0)}  {worker.get('state', '?')}"
+                     + (f" ({worker['reason']})" if worker.get("reason") else ""))
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (f"{seconds // 86400}d {seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:"
+            f"{seconds % 60:02d}")
+
+
+def with_live_workers(info: dict[str, Any]) -> dict[str, Any]:
+    """Give each worker of the status file its age and memory as psutil sees them now."""
+    live = {child["pid"]: child for child in info.get("children") or []}
+    workers = []
+    for worker in info.get("workers") or []:
+        child = live.get(worker.get("pid"))
+        if child is not None:
+            worker = {**worker, "age": child["uptime"], "rss": child["rss"]}
+        workers.append(worker)
+    return {**info, "workers": workers} if workers else info
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -161,6 +161,10 @@ class Server(ServerAdapter):
     """Whether ``listener`` is this site's own (handed over by its restart): then stop closes
     it and removes its socket file, as for a socket the server bound itself."""
 
+    listen_only: bool = False
+    """Bind (or take) the listening socket on start, close it on stop, serve nothing: the
+    master of pre-fork workers holds the sockets and its workers serve them (``take_over``)."""
+
     def __init__(self, bus: Bus, name: str | None = None, **settings: Any) -> None:
         SimplePlugin.__init__(self, bus)
         self.httpserver = None
@@ -307,6 +311,12 @@ class Server(ServerAdapter):
         if self.running:
             self.bus.log(f"Already serving on {self.description}")
             return
+        if self.listen_only:
+            if self._listening is None:
+                self.validate()
+                self._bind()
+                self.bus.log(f"Listening on {self.description} for the workers")
+            return
         if self.httpserver is None:
             self.validate()
             self._build()
@@ -336,6 +346,12 @@ class Server(ServerAdapter):
         self._built = True
 
     def _listen(self) -> Listener:
+        self._bind()
+        self._acceptor = serve_on(self._listening, self._owned)
+        return self._acceptor
+
+    def _bind(self) -> None:
+        """Bind the listening socket (or take ``listener``); nothing accepts from it yet."""
         limit = somaxconn()
         backlog = listen_backlog(self.socket_queue_size, limit)
         if backlog < self.socket_queue_size:
@@ -360,8 +376,6 @@ class Server(ServerAdapter):
             sock = bind_tcp(self.socket_host, self.socket_port, backlog, self.nodelay)
             self._listening, self._owned = sock, True
         self._bound = listener_address(self._listening)
-        self._acceptor = serve_on(self._listening, self._owned)
-        return self._acceptor
 
     @property
     def listening_socket(self) -> Any:
@@ -372,6 +386,21 @@ class Server(ServerAdapter):
     def fdname(self) -> str:
         """The name its socket goes by in LISTEN_FDNAMES and systemd's fd store."""
         return self.socket_fdname or self.name or "default"
+
+    def take_over(self) -> None:
+        """In a pre-fork worker: serve the socket the master listens on, without owning it.
+
+        Stopping then leaves the socket listening, and its socket file in place, for the
+        master and the other workers.
+        """
+        sock = self._listening if self._listening is not None else self.listener
+        self.listen_only = False
+        self.listener = sock
+        self.listener_owned = False
+        self._listening = None
+        self._owned = False
+        self._socket_file = None
+        self._bound = None
 
     def detach_listener(self) -> Any:
         """Hand the listening socket over (to the next process image, on a restart).
@@ -389,6 +418,19 @@ class Server(ServerAdapter):
         self._socket_file = None
         self.listener = self._listening
         return self._listening
+
+    def stop(self) -> None:
+        """Stop the HTTP server (a listen-only server closes its socket)."""
+        if self.listen_only and not self.running:
+            if self._listening is not None:
+                owned = self._owned
+                self._stopped()
+                if owned:
+                    self.bus.log(f"Stopped listening on {self.description}")
+            return
+        super().stop()
+
+    stop.priority = 25  # type: ignore[attr-defined]
 
     def _stopped(self) -> None:
         """Close what this server owns; forget the server built for this run."""

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sitebus.bus import Bus
+from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
 from sitebus.logs import LogManager
@@ -30,7 +33,11 @@ from sitebus.servers import Server
 from sitebus.servertypes import SETTINGS as SERVER_SETTINGS
 from sitebus.signals import SignalHandler
 from sitebus.status import StatusFile, status_path
+from sitebus.supervision import SETTINGS as WORKER_SETTINGS
 from sitebus.tree import Tree
+
+if TYPE_CHECKING:
+    from sitebus.workers import Workers
 
 __all__ = ["Engine", "Site", "ENGINE_PLUGINS", "site", "bus", "config", "log", "tree", "server"]
 
@@ -82,8 +89,18 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"{hint}; expected one of {', '.join(sorted(known))}"
 
 
+Entry = tuple[str, Callable[..., Any], int]
+"""A listener as ``take_listeners`` returns it: channel, callback, priority."""
+
+
 class Engine(Bus):
-    """The site's bus, with its engine plugins as attributes (``engine.autoreload``...)."""
+    """The site's bus, with its engine plugins as attributes (``engine.autoreload``...).
+
+    Beyond the Bus, what pre-fork workers need (``sitebus.workers``): the master holds back
+    the listeners that belong to the workers (``take_listeners``), and a worker resets the bus
+    it inherited and puts them back (``reset_after_fork``, ``put_listeners``). These touch the
+    Bus's internals, which a subclass may; the bus module itself stays as it is.
+    """
 
     signal_handler: SignalHandler
     thread_manager: ThreadManager
@@ -92,6 +109,55 @@ class Engine(Bus):
     def signals(self) -> SignalHandler:
         """The reference's name for the signal handler (``engine.signals.subscribe()``)."""
         return self.signal_handler
+
+    def take_listeners(self, belongs: Callable[[str, Callable[..., Any]], bool]) -> list[Entry]:
+        """Unsubscribe the listeners for which ``belongs(channel, callback)`` is true and return
+        them with their priorities, in the order they run."""
+        with self._listeners_lock:
+            taken = [(channel, callback, self._priorities[(channel, callback)][0])
+                     for channel, ordered in self._ordered.items() for callback in ordered
+                     if belongs(channel, callback)]
+        for channel, callback, _priority in taken:
+            self.unsubscribe(channel, callback)
+        return taken
+
+    def put_listeners(self, entries: list[Entry]) -> None:
+        """Subscribe listeners that ``take_listeners`` returned, keeping their order."""
+        for channel, callback, priority in entries:
+            self.subscribe(channel, callback, priority)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child that is to run this bus afresh: STOPPED, fresh locks, no requests.
+
+        The child inherits the bus as the parent's threads left it: STARTED, or STARTING with
+        the lifecycle lock held by a thread that does not exist here. The listeners stay.
+        """
+        self._listeners_lock = threading.Lock()
+        self._lifecycle_lock = threading.RLock()
+        self._requests_lock = threading.Lock()
+        self._state_changed = threading.Condition(threading.Lock())
+        self._state = states.STOPPED
+        self._starting_thread = None
+        self._exit_after_start = self._exit_after_stop = self._exit_in_progress = False
+        self._exit_done = threading.Event()
+        self._main_calls = deque()
+        self.execv = False
+        self.inherit_fds = {}
+
+    def log_as(self, context: str) -> None:
+        """Log this bus's messages with ``context`` in place of ENGINE (``WORKER 1234``)."""
+        self.unsubscribe("log", self._log_to_logging)
+        self.subscribe("log", _ContextLog(context))
+
+
+class _ContextLog:
+    """A log listener that writes to the ``sitebus`` logger with a context of its own."""
+
+    def __init__(self, context: str) -> None:
+        self.context = context
+
+    def __call__(self, msg: str, level: int) -> None:
+        logging.getLogger("sitebus").log(level, msg, extra={"context": self.context})
 
 
 class Site:
@@ -120,6 +186,9 @@ class Site:
         """The extra servers, by name (``server.<name>.*``)."""
         self.config.namespaces["server"] = self._server_namespace
         self.status: StatusFile | None = None
+        self._workers: Workers | None = None
+        self.deferred_mounts: list[tuple[str, Any]] | None = None
+        """``tree.*`` entries recorded, not loaded, while apps are left to the workers."""
         self._owned_fdnames: list[str] = []
         self.bus.subscribe("start", self._register_listeners, priority=76)
         self.bus.subscribe("stop", self._keep_listeners_for_restart, priority=10)
@@ -169,8 +238,28 @@ class Site:
 
     # -- servers -------------------------------------------------------------------------------
 
+    @property
+    def workers(self) -> Workers:
+        """The pre-fork workers plugin (``server.workers``...), created on first use."""
+        if self._workers is None:
+            from sitebus.workers import Workers
+
+            self._workers = Workers(self)
+        return self._workers
+
+    @property
+    def has_workers(self) -> bool:
+        """True when the site is to run as a master of pre-fork workers."""
+        return self._workers is not None and self._workers.workers > 0
+
     def _server_namespace(self, key: str, value: Any) -> None:
         name, dot, setting = key.partition(".")
+        if key in WORKER_SETTINGS:
+            setattr(self.workers, key, value)
+            return
+        if dot and setting in WORKER_SETTINGS and name not in SERVER_SETTINGS:
+            raise ConfigError(f"the worker settings are the site's, not a server's: use "
+                              f"server.{setting}", key=f"server.{key}", value=value)
         if not dot or name in SERVER_SETTINGS:
             self.server.configure(**{key: value})
             return
@@ -203,6 +292,8 @@ class Site:
                 raise ConfigError(f"{address!r} is also the address of {seen[address]}",
                                   key=key, value=address)
             seen[address] = key.rsplit(".", 1)[0]
+        if self._workers is not None:
+            self._workers.validate()
 
     # -- running -------------------------------------------------------------------------------
 
@@ -236,6 +327,8 @@ class Site:
             # (one copy of each is enough), access lines too (their logger does not propagate).
             log_to_journal(self.bus, logger=self.log.access_log.name)
             self.log.screen = False
+        if self.has_workers:
+            self.workers.subscribe()
 
     def take_passed_sockets(self) -> None:
         """Give the servers the sockets systemd (or this site's own restart) passed in.
@@ -311,8 +404,25 @@ class Site:
                               key=f"log.{key}", value=value)
         setattr(self.log, key, value)
 
+    def defer_apps(self) -> None:
+        """Record ``tree.*`` entries from now on instead of loading them (see ``mount_deferred``).
+
+        For the master of pre-fork workers: its workers import the apps, after the fork.
+        """
+        if self.deferred_mounts is None:
+            self.deferred_mounts = []
+
+    def mount_deferred(self) -> None:
+        """Load and mount the ``tree.*`` entries recorded since ``defer_apps``, in order."""
+        entries, self.deferred_mounts = self.deferred_mounts or [], None
+        for key, value in entries:
+            self._tree_namespace(key, value)
+
     def _tree_namespace(self, key: str, value: Any) -> None:
         """``tree.<name> = "/prefix", "module:attr"`` (and a host, for a virtual host)."""
+        if self.deferred_mounts is not None:
+            self.deferred_mounts.append((key, value))
+            return
         host = None
         if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str):
             script_name, target, *rest = value

@@ -1,0 +1,253 @@
+"""Pre-fork workers benchmark: sitebus -w 2 beside gunicorn -w 2, and the fast autoreload.
+
+    python bench/bench_workers.py [--rounds 3] [--seconds 5] [--only throughput|autoreload]
+
+Throughput: requests per second of the same app (bench_servers.HELLO_APP) through wrk, for
+``sitebus run -w 2 -e production`` (the settings a user gets: thread_pool 4 per worker),
+the same with thread_pool 1 and 2 per worker (is 4 the right default with workers?), and
+gunicorn 27 with 2 sync workers and with 2 gthread workers of 4 threads. Two loads: hello
+world through 16 keep-alive connections, and a handler that sleeps 10 ms (a database query)
+through 64. Each figure is the median of the rounds; every round visits every server in
+turn, and CPU time per request counts the master and all its workers.
+
+Autoreload: the time from saving the app's module to the first response of the new code,
+median of 10 saves, for ``sitebus run -w 1`` (autoreload forks a fresh worker) and for the
+single-process site (autoreload re-executes the process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_servers import (  # noqa: E402
+    HELLO_APP,
+    Result,
+    free_port,
+    load_python,
+    load_wrk,
+)
+from bench.env import ROOT, median, reexec_in_venv, table  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server to measure: a label and how to run it on a port in a directory."""
+
+    label: str
+    kind: str  # 'sitebus' or 'gunicorn'
+    threads: int = 0  # sitebus: server.thread_pool (0: the default); gunicorn: --threads
+
+    def argv(self, port: int, workdir: str) -> list[str]:
+        Path(workdir, "hello.py").write_text(HELLO_APP)
+        if self.kind == "gunicorn":
+            argv = [sys.executable, "-m", "gunicorn", "--chdir", workdir, "-w", "2",
+                    "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+            if self.threads:
+                argv += ["--threads", str(self.threads)]
+            return [*argv, "hello:app"]
+        lines = ["[global]", 'environment = "production"', f"server.socket_port = {port}",
+                 'tree.hello = "", "hello:app"']
+        if self.threads:
+            lines.append(f"server.thread_pool = {self.threads}")
+        Path(workdir, "site.conf").write_text("\n".join(lines) + "\n")
+        return [sys.executable, "-m", "sitebus", "run", "-c", "site.conf", "-w", "2"]
+
+
+SERVERS = [
+    Server("sitebus -w 2 (defaults)", "sitebus"),
+    Server("sitebus -w 2, thread_pool 1", "sitebus", 1),
+    Server("sitebus -w 2, thread_pool 2", "sitebus", 2),
+    Server("gunicorn -w 2 (sync)", "gunicorn"),
+    Server("gunicorn -w 2 --threads 4", "gunicorn", 4),
+]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:  # a benchmark harness: polling for the port is fine here
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer on port {port}") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def running(server: Server) -> Iterator[tuple[tuple[str, int], int]]:
+    """Run a server; yield ((host, port), pid of its master) once it answers."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        process = subprocess.Popen(server.argv(port, workdir), cwd=workdir,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, process, server.label)
+            time.sleep(1)  # let every worker come up, not just the first
+            yield ("127.0.0.1", port), process.pid
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live children."""
+    import psutil
+
+    total = 0.0
+    try:
+        master = psutil.Process(pid)
+        for process in [master, *master.children(recursive=True)]:
+            times = process.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def measure(rounds: int, seconds: float, connections: int, path: str) -> dict[Server, list[Result]]:
+    load = load_wrk if shutil.which("wrk") else load_python
+    results: dict[Server, list[Result]] = {server: [] for server in SERVERS}
+    with ExitStack() as stack:
+        running_servers = {server: stack.enter_context(running(server)) for server in SERVERS}
+        for address, _pid in running_servers.values():
+            load(address, connections, 1, False, path)  # warm up
+        for _ in range(rounds):
+            for server, (address, pid) in running_servers.items():
+                before = tree_cpu_seconds(pid)
+                result = load(address, connections, seconds, False, path)
+                if result.requests:
+                    result.cpu_us_per_request = (tree_cpu_seconds(pid) - before) \
+                        / result.requests * 1e6
+                results[server].append(result)
+    return results
+
+
+def throughput(rounds: int, seconds: float) -> None:
+    hello = measure(rounds, seconds, 16, "/")
+    waits = measure(rounds, seconds, 64, "/io")
+    best_hello = max(median([r.requests_per_second for r in hello[s]])
+                     for s in SERVERS if s.kind == "gunicorn")
+    best_wait = max(median([r.requests_per_second for r in waits[s]])
+                    for s in SERVERS if s.kind == "gunicorn")
+    rows = []
+    for server in SERVERS:
+        rate = median([r.requests_per_second for r in hello[server]])
+        wait_rate = median([r.requests_per_second for r in waits[server]])
+        rows.append([server.label, f"{rate:.0f}",
+                     " ".join(f"{r.requests_per_second:.0f}" for r in hello[server]),
+                     f"{median([r.cpu_us_per_request for r in hello[server]]):.0f}",
+                     f"{rate / best_hello:.2f}", f"{wait_rate:.0f}",
+                     f"{wait_rate / best_wait:.2f}",
+                     sum(r.errors for r in hello[server] + waits[server])])
+    print("hello world, 16 keep-alive connections; 10 ms handler, 64 connections "
+          "(req/s; x = against the best gunicorn)")
+    print(table(["server", "hello req/s", "per round", "CPU us/req", "x", "10 ms req/s", "x",
+                 "errors"], rows))
+    print()
+
+
+# -- autoreload ----------------------------------------------------------------------------
+
+VERSIONED_APP = (
+    "VERSION = {version}\n"
+    "def app(environ, start_response):\n"
+    "    body = str(VERSION).encode()\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain'),\n"
+    "                              ('Content-Length', str(len(body)))])\n"
+    "    return [body]\n"
+)
+
+
+def fetch(port: int) -> bytes | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b"".join(iter(lambda: sock.recv(65536), b""))
+    except OSError:
+        return None
+    return data.partition(b"\r\n\r\n")[2]
+
+
+def reload_latencies(workers: int, saves: int) -> list[float]:
+    """Seconds from each save of the app to the first answer of the new code."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        Path(workdir, "app.py").write_text(VERSIONED_APP.format(version=0))
+        Path(workdir, "site.conf").write_text(
+            "[global]\nlog.screen = False\n"
+            f"server.socket_port = {port}\ntree.app = '', 'app:app'\n")
+        argv = [sys.executable, "-m", "sitebus", "run", "-c", "site.conf", "-w", str(workers)]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        latencies = []
+        try:
+            wait_for_port(port, process, "sitebus")
+            time.sleep(1.5)  # the master learns which files the worker imported
+            for version in range(1, saves + 1):
+                wanted = str(version).encode()
+                saved = time.monotonic()
+                Path(workdir, "app.py").write_text(VERSIONED_APP.format(version=version))
+                while fetch(port) != wanted:
+                    if time.monotonic() - saved > 10:
+                        raise RuntimeError(f"version {version} never answered")
+                latencies.append(time.monotonic() - saved)
+                time.sleep(0.5)  # let the old worker go
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    return latencies
+
+
+def autoreload(saves: int = 10) -> None:
+    rows = []
+    for label, workers in (("sitebus -w 1 (fresh worker)", 1),
+                           ("sitebus, no workers (re-exec)", 0)):
+        latencies = reload_latencies(workers, saves)
+        rows.append([label, f"{median(latencies) * 1000:.0f}",
+                     f"{min(latencies) * 1000:.0f}", f"{max(latencies) * 1000:.0f}"])
+    print(f"autoreload: save to first response of the new code, {saves} saves (ms)")
+    print(table(["site", "median", "min", "max"], rows))
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--only", choices=["throughput", "autoreload"])
+    args = parser.parse_args()
+    rounds = max(3, args.rounds)
+    client = "wrk" if shutil.which("wrk") else "the built-in Python client (install wrk)"
+    print(f"load from {client}; {os.cpu_count()} CPUs; median of {rounds} rounds of "
+          f"{args.seconds:g} s; sitebus from {ROOT}\n")
+    if args.only != "autoreload":
+        throughput(rounds, args.seconds)
+    if args.only != "throughput":
+        autoreload()
+
+
+if __name__ == "__main__":
+    reexec_in_venv()
+    main()
