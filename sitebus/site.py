@@ -24,6 +24,7 @@ from typing import Any
 from sitebus.bus import Bus
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
+from sitebus.health import Health
 from sitebus.logs import LogManager
 from sitebus.plugins import ThreadManager
 from sitebus.servers import Server
@@ -55,6 +56,7 @@ ENGINE_PLUGINS: dict[str, Callable[[Bus], Any]] = {
     "autoreload": _factory("sitebus.autoreload:Autoreloader"),
     "daemonizer": _factory("sitebus.daemon:Daemonizer"),
     "drop_privileges": _factory("sitebus.privileges:DropPrivileges"),
+    "health": _factory("sitebus.health:Health"),
     "pidfile": _factory("sitebus.pidfile:PIDFile", None),
     "signal_handler": _factory("sitebus.signals:SignalHandler"),
     "systemd": _factory("sitebus.systemd:SystemdNotifier"),
@@ -85,6 +87,7 @@ def _suggest(name: str, known: list[str]) -> str:
 class Engine(Bus):
     """The site's bus, with its engine plugins as attributes (``engine.autoreload``...)."""
 
+    health: Health
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
@@ -113,6 +116,7 @@ class Site:
         self.bus.thread_manager = ThreadManager(self.bus)
         self.bus.thread_manager.subscribe()
         self.plugin("autoreload").subscribe()  # as the reference: on unless config says off
+        self.bus.health = Health(self.bus, self.tree)  # off until engine.health.on = True
         self.server = Server(self.bus)
         self.server.wsgi_app = self.tree
         self.server.subscribe()
