@@ -201,9 +201,13 @@ class Health(SimplePlugin):
     # -- the bus -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._served = True
+        self.bus.call_in_main_thread(self._started)
 
     start.priority = 100  # type: ignore[attr-defined]
+
+    def _started(self) -> None:
+        # In the main loop, after start() returned: every start listener succeeded.
+        self._served = self.bus.state is states.STARTED
 
     def stop(self) -> None:
         """Keep serving ``drain_delay`` seconds while the endpoint says 503 (not on a restart)."""
