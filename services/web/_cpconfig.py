@@ -8,7 +8,8 @@ under the reference's names). This module owns what the framework adds:
   headers), ``error_page`` and ``tools`` (the default Toolbox). A custom Toolbox or handler
   registered there gets the keys of its namespace on every request, as the reference says.
 - Validation of those namespaces where config enters: the site's ``config.update`` and an
-  application's ``merge`` refuse a bad hook point, error page code or tool key with a
+  application's ``merge`` refuse a bad hook point, error page code or tool key (including a
+  setting a built-in tool does not take, such as ``tools.gzip.mime_type``) with a
   ConfigError naming the key, instead of failing on the first request.
 - The cache that keeps the per-request path lean. A dispatcher gathers the config sources
   that apply (the site config, ``_cp_config`` dicts, application sections); the merged dict
@@ -146,8 +147,29 @@ def _check_tool(namespace: str) -> Callable[[str, Any], None]:
         if arg == "on" and not isinstance(value, bool):
             raise ConfigError(f"expected True or False, got {value!r}",
                               key=f"{namespace}.{key}", value=value)
+        if namespace == "tools" and arg not in ("on", "priority"):
+            _check_tool_setting(name, arg, value)
 
     return check
+
+
+def _check_tool_setting(name: str, arg: str, value: Any) -> None:
+    """Refuse a setting a built-in tool does not take (a typo would fail every request)."""
+    import difflib
+
+    from services.web._cptools import Tool, default_toolbox, tool_settings
+
+    tool = default_toolbox.__dict__.get(name)
+    if not isinstance(tool, Tool):
+        return  # not (yet) registered: it is checked when requests set it up
+    accepted = tool_settings(tool)
+    if accepted is None or arg in accepted:
+        return
+    known = sorted(accepted | {"on", "priority"})
+    close = difflib.get_close_matches(arg, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown setting{hint}; expected one of {', '.join(known)}",
+                      key=f"tools.{name}.{arg}", value=value)
 
 
 def _check_error_page(key: str, value: Any) -> None:

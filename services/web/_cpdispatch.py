@@ -337,11 +337,21 @@ class RoutesDispatcher:
         return handler
 
 
-class XMLRPCDispatcher:
-    """Reserved for the XML-RPC tool (``tools.xmlrpc``), which comes with part 2."""
+def XMLRPCDispatcher(next_dispatcher: Any = None) -> Callable[[str], Any]:  # noqa: N802
+    """Dispatch XML-RPC calls: strip a leading '/RPC2' and end the path with '/'.
 
-    def __init__(self, next_dispatcher: Any = None) -> None:
-        raise NotImplementedError("XMLRPCDispatcher comes with tools.xmlrpc")
+    The URL then finds an ``XMLRPCController`` (its ``default`` method), which dispatches
+    on the method named in the body (see ``lib.xmlrpcutil``).
+    """
+    from services.web.lib.xmlrpcutil import patched_path
+
+    if next_dispatcher is None:
+        next_dispatcher = Dispatcher()
+
+    def xmlrpc_dispatch(path_info: str) -> Any:
+        return next_dispatcher(patched_path(path_info))
+
+    return xmlrpc_dispatch
 
 
 def VirtualHost(next_dispatcher: Any = None, use_x_forwarded_host: bool = True,  # noqa: N802

@@ -110,6 +110,12 @@ class Request:
     throw_errors = False
     """If True, unexpected errors propagate instead of becoming 500 responses."""
 
+    cached = False
+    """True if the response was served from the cache (``tools.caching``)."""
+
+    cacheable = False
+    """True if the response may be stored in the cache (``tools.caching``)."""
+
     closed = False
     stage: str | None = None
     multithread = True

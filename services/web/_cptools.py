@@ -31,9 +31,11 @@ from services.web._cperror import NotFound
 from services.web._cprequest import Request
 from services.web._helper import expose
 from services.web._serving import serving
+from services.web.lib.xmlrpcutil import XMLRPCController
 
-__all__ = ["ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionAuthTool", "SessionTool",
-           "Tool", "Toolbox", "default_toolbox"]
+__all__ = ["CachingTool", "ErrorTool", "HandlerTool", "HandlerWrapperTool", "SessionAuthTool",
+           "SessionTool", "Tool", "Toolbox", "XMLRPCController", "default_toolbox",
+           "tool_settings"]
 
 _attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
                "them as decorators on your page handlers.")
@@ -249,6 +251,54 @@ class SessionAuthTool(HandlerTool):
                 setattr(self, name, None)
 
 
+def tool_settings(tool: Any) -> set[str] | None:
+    """Return the settings ``tool`` accepts (besides on and priority); None for any."""
+    try:
+        signature = inspect.signature(tool.callable)
+    except (TypeError, ValueError):
+        return None
+    names = set()
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            return None
+        if param.kind is not param.VAR_POSITIONAL:
+            names.add(param.name)
+    return names
+
+
+# -- caching and XML-RPC (issue 9, second half) ----------------------------------------------
+
+
+class CachingTool(Tool):
+    """The caching tool (``tools.caching``): answer from the cache, or tee the output into it.
+
+    At before_handler (priority 20, before the encoder wraps the handler) a fresh cached
+    copy answers the request and the handler is skipped; otherwise, if the request is
+    cacheable, the response is teed into the cache at before_finalize (priority 90, after
+    gzip, so the compressed variant is stored).
+    """
+
+    def __init__(self) -> None:
+        from services.web.lib import caching
+
+        super().__init__("before_handler", caching.get, priority=20)
+        self._caching = caching
+
+    def _wrapper(self, **kwargs: Any) -> None:
+        request = serving.request
+        if self.callable(**kwargs):
+            request.handler = None
+        elif request.cacheable:
+            request.hooks.attach("before_finalize", self._caching.tee_output, priority=90)
+
+    def _setup(self) -> None:
+        conf = self._merged_args()
+        priority = conf.pop("priority", None)
+        serving.request.hooks.attach(self._point, self._wrapper,
+                                     priority=self._priority if priority is None else priority,
+                                     **conf)
+
+
 class Toolbox:
     """A collection of Tools answering to one config namespace (``tools`` by default).
 
@@ -329,12 +379,13 @@ def _build_default_toolbox() -> Toolbox:
     box.json_out = Tool("before_handler", jsontools.json_out, priority=30)
     box.params = Tool("before_handler", cptools.convert_params, priority=15)
     box.sessions = SessionTool()
-    _add_static_auth_tools(box)
+    _add_static_and_auth_tools(box)
+    _add_caching_proxy_and_stats_tools(box)
     return box
 
 
-def _add_static_auth_tools(box: Toolbox) -> None:
-    """Static content, HTTP authentication and session login (part 2, web2a)."""
+def _add_static_and_auth_tools(box: Toolbox) -> None:
+    """Static content, HTTP authentication and session login."""
     from services.web.lib import auth, auth_basic, auth_digest, sessionauth, static
 
     box.staticdir = HandlerTool(static.staticdir)
@@ -345,6 +396,20 @@ def _add_static_auth_tools(box: Toolbox) -> None:
     box.basic_auth = Tool("on_start_resource", auth.basic_auth)
     box.digest_auth = Tool("on_start_resource", auth.digest_auth)
     box.session_auth = SessionAuthTool(sessionauth.session_auth)
+
+
+def _add_caching_proxy_and_stats_tools(box: Toolbox) -> None:
+    """Caching, compression, proxies, validators, XML-RPC and statistics."""
+    from services.web.lib import caching, cpstats, cptools, encoding, xmlrpcutil
+
+    box.gzip = Tool("before_finalize", encoding.gzip, priority=80)
+    box.caching = CachingTool()
+    box.expires = Tool("before_finalize", caching.expires)
+    box.etags = Tool("before_finalize", cptools.validate_etags, priority=75)
+    box.proxy = Tool("before_request_body", cptools.proxy, priority=30)
+    box.autovary = Tool("on_start_resource", cptools.autovary, priority=0)
+    box.xmlrpc = ErrorTool(xmlrpcutil.on_error)
+    box.cpstats = cpstats.StatsTool()
 
 
 default_toolbox = _build_default_toolbox()

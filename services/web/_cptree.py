@@ -15,6 +15,7 @@ only to its own log (``log.access_file`` in its ``/`` section), never to the sit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ from sitebus.errors import ConfigError
 from sitebus.logs import LogManager
 from sitebus.site import bus, site
 
-__all__ = ["Application", "make_application"]
+__all__ = ["FAVICON", "Application", "Favicon", "make_application"]
 
 
 class Application:
@@ -204,5 +205,36 @@ class Application:
 
 
 def make_application(root: Any, script_name: str, config: Any) -> Application:
-    """The site tree's factory for framework roots (``tree.mount``)."""
-    return Application(root, script_name, config)
+    """The site tree's factory for framework roots (``tree.mount``).
+
+    A root mounted at the site root gets the default ``/favicon.ico`` (a red cherry) unless
+    it has a ``favicon_ico`` of its own; config such as ``[/favicon.ico]
+    tools.staticfile.on`` still overrides it.
+    """
+    app = Application(root, script_name, config)
+    if not script_name and root is not None and not hasattr(root, "favicon_ico"):
+        try:
+            root.favicon_ico = Favicon()
+        except (AttributeError, TypeError):
+            pass  # a root that takes no attributes keeps no favicon
+    return app
+
+
+FAVICON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "favicon.ico")
+"""The default favicon's file."""
+
+
+class Favicon:
+    """A page handler serving ``FAVICON`` (image/x-icon), answering 304 when unchanged."""
+
+    exposed = True
+
+    def __call__(self) -> bytes:
+        from services.web.lib import cptools, httputil
+
+        headers = serving.response.headers
+        headers["Content-Type"] = "image/x-icon"
+        headers["Last-Modified"] = httputil.HTTPDate(os.stat(FAVICON).st_mtime)
+        cptools.validate_since()
+        with open(FAVICON, "rb") as handle:
+            return handle.read()

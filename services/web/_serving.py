@@ -85,7 +85,8 @@ class ThreadLocalProxy:
         return bool(self._target())
 
     def __repr__(self) -> str:
-        return f"<proxy of serving.{self.__attrname__}: {self._target()!r}>"
+        target = getattr(serving, self.__attrname__, None)  # a repr never raises
+        return f"<proxy of serving.{self.__attrname__}: {target!r}>"
 
 
 class ThreadData(threading.local):

@@ -3,7 +3,8 @@ serializes what the page handler returns.
 
 ``json_in`` installs a body processor for the JSON content types; with ``force`` (the
 default) any other content type is refused with 415. A body without Content-Length is 411,
-and one that is not JSON is ``400 Invalid JSON document``.
+and one that is not JSON (or not UTF-8, or nested too deep to parse) is ``400 Invalid JSON
+document``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def json_processor(entity: Any) -> None:
     if not entity.headers.get("Content-Length", ""):
         raise HTTPError(411)
     body = entity.fp.read()
-    with HTTPError.handle(ValueError, 400, "Invalid JSON document"):
+    # ValueError covers bad JSON and bad UTF-8; RecursionError a document nested too deep.
+    with HTTPError.handle((ValueError, RecursionError), 400, "Invalid JSON document"):
         serving.request.json = json.loads(body.decode("utf-8"))
 
 
