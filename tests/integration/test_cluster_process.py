@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import ssl
 from pathlib import Path
@@ -187,11 +188,15 @@ def test_a_graceful_stop_behind_nginx_fails_no_request(spawn: Any, tmp_path: Pat
     (a, b), client = steady_start(spawn, tmp_path, unix, "engine.health.drain_delay = 1\n")
     try:
         a.child.send_signal(signal.SIGTERM)
+        a.child.wait_for_output("Not ready: /health answers 503", timeout=30)
+        when_not_ready = client.served[a.child.pid]
         assert a.child.wait(60) == 0
         client.more_from(b.child.pid, 50, "the other instance to go on serving")
     finally:
         client.finish()
     assert client.failures == []
+    # Not ready is not gone: it went on serving what nginx sent it during the delay.
+    assert client.served[a.child.pid] > when_not_ready
     assert "Not ready" in a.child.output and "shut down" in a.child.output
 
 
@@ -257,4 +262,7 @@ def test_haproxy_takes_a_stopping_instance_out_by_its_health(spawn: Any,
     finally:
         client.finish()
     assert client.failures == []
+    # HAProxy never had to retry: it stopped sending before the instance stopped accepting.
+    requests = re.findall(r' \d+/\d+/\d+/\d+/(\+?\d+) \d+/\d+ "GET / ', front.child.output)
+    assert len(requests) >= 30 and set(requests) == {"0"}
     assert get(front.port, "/health")[0] == 403  # the balancer's, not the world's
