@@ -21,9 +21,9 @@ least one worker serves).
 Drain order on stop, so a balancer with health checks or retries loses nothing:
 
 1. the bus goes STOPPING, so the endpoint answers 503 at once;
-2. ``stop`` (priority 5, before everything else that stops) waits ``drain_delay`` seconds while
-   the servers still accept and serve: a balancer polling every second sees a 503 and stops
-   sending new requests here;
+2. ``stop`` (priority 5: before the servers, 24 and 25, and the workers, 20) waits
+   ``drain_delay`` seconds while the servers still accept and serve: a balancer polling every
+   second sees a 503 and stops sending new requests here;
 3. the servers stop accepting (``begin_stop``, 24: new connections are refused, which a
    balancer without health checks, like nginx, retries on another instance);
 4. requests in flight finish within ``server.shutdown_timeout`` (``stop``, 25).
