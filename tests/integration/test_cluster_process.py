@@ -85,8 +85,12 @@ def test_the_health_endpoint_follows_the_bus_state(spawn: Any, tmp_path: Path) -
 
     # Stop: first not ready (503) while the app is still served, then refused.
     instance.child.send_signal(signal.SIGTERM)
-    draining = wait_until(lambda: (probe(instance) or (0, b""))[0] == 503 and probe(instance),
-                          30, "the health endpoint to answer 503")
+
+    def not_ready() -> tuple[int, bytes] | None:
+        answer = probe(instance)
+        return answer if answer is not None and answer[0] == 503 else None
+
+    draining = wait_until(not_ready, 30, "the health endpoint to answer 503")
     assert isinstance(draining, tuple) and json.loads(draining[1])["state"] == "STOPPING"
     assert instance.request("/") == (200, str(instance.child.pid).encode())  # still accepting
     answers: list[int] = []
