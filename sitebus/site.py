@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
+from sitebus.health import Health
 from sitebus.logs import LogManager
 from sitebus.plugins import ThreadManager
 from sitebus.servers import Server
@@ -62,6 +63,7 @@ ENGINE_PLUGINS: dict[str, Callable[[Bus], Any]] = {
     "autoreload": _factory("sitebus.autoreload:Autoreloader"),
     "daemonizer": _factory("sitebus.daemon:Daemonizer"),
     "drop_privileges": _factory("sitebus.privileges:DropPrivileges"),
+    "health": _factory("sitebus.health:Health"),
     "pidfile": _factory("sitebus.pidfile:PIDFile", None),
     "signal_handler": _factory("sitebus.signals:SignalHandler"),
     "systemd": _factory("sitebus.systemd:SystemdNotifier"),
@@ -102,6 +104,7 @@ class Engine(Bus):
     Bus's internals, which a subclass may; the bus module itself stays as it is.
     """
 
+    health: Health
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
@@ -179,6 +182,7 @@ class Site:
         self.bus.thread_manager = ThreadManager(self.bus)
         self.bus.thread_manager.subscribe()
         self.plugin("autoreload").subscribe()  # as the reference: on unless config says off
+        self.bus.health = Health(self.bus, self.tree)  # off until engine.health.on = True
         self.server = Server(self.bus)
         self.server.wsgi_app = self.tree
         self.server.subscribe()

@@ -13,6 +13,13 @@ module (sitebus) never imports the framework (services).
 
 When the access log has somewhere to go, the tree writes one line per request (status and
 bytes counted as the body is sent); otherwise it adds nothing to the request path.
+
+Endpoints are exact paths the site answers itself, before every app and on every host (the
+health endpoint, ``sitebus.health``): a root app or a virtual host never shadows them, and
+they are written to the access log only when added with ``access_log=True`` (a load balancer
+probes every second). While there are none, routing is exactly as above: the method that
+looks endpoints up first is put in place only when one is added, so an endpoint that is off
+costs the request path nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ class Tree:
         """A map of {host: {script name: application}} for apps that answer one host."""
         self.log = log
         self.app_factory: Callable[[Any, str, Any], Any] | None = None
+        self.endpoints: dict[str, tuple[Any, bool]] = {}
+        """A map of {exact path: (application, access_log)} answered before every app."""
         self._routes: list[tuple[str, Any]] = []
         self._vhost_routes: dict[str, list[tuple[str, Any]]] = {}
 
@@ -111,6 +120,21 @@ class Tree:
         table.pop(script_name, None)
         self._rebuild_routes()
 
+    def add_endpoint(self, path: str, app: WSGIApp, access_log: bool = False) -> None:
+        """Answer ``path`` (exactly, on every host) with ``app``, before every mounted app."""
+        if not callable(app):
+            raise TypeError(f"cannot answer {path!r} with {app!r}: it is not a WSGI callable")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"an endpoint's path must start with '/', got {path!r}")
+        self.endpoints[wsgi_path(path)] = (app, access_log)
+        self._route = self._route_endpoints_first  # type: ignore[method-assign]
+
+    def remove_endpoint(self, path: str) -> None:
+        """Stop answering ``path`` as an endpoint (the apps answer it again)."""
+        self.endpoints.pop(wsgi_path(path), None)
+        if not self.endpoints:
+            self.__dict__.pop("_route", None)
+
     def _rebuild_routes(self) -> None:
         def ordered(table: dict[str, Any]) -> list[tuple[str, Any]]:
             return sorted(((wsgi_path(s), a) for s, a in table.items()),
@@ -131,7 +155,7 @@ class Tree:
 
     # -- routing -------------------------------------------------------------------------------
 
-    def _route(self, environ: dict[str, Any]) -> tuple[str, Any] | None:
+    def _route(self, environ: dict[str, Any]) -> tuple[str | None, Any] | None:
         path = environ.get("PATH_INFO", "")
         if self._vhost_routes:
             for script_name, app in self._vhost_routes.get(_host_of(environ), ()):
@@ -142,17 +166,26 @@ class Tree:
                 return script_name, app
         return None
 
+    def _route_endpoints_first(self, environ: dict[str, Any]) -> tuple[str | None, Any] | None:
+        """Route to an endpoint (script name None: not logged; '': logged), else as usual."""
+        endpoint = self.endpoints.get(environ.get("PATH_INFO", ""))
+        if endpoint is not None:
+            app, access_log = endpoint
+            return ("" if access_log else None), app
+        return Tree._route(self, environ)
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
         route = self._route(environ)
         if route is None:
             app: WSGIApp = _not_found
+            script_name: str | None = ""
         else:
             script_name, app = route
             if script_name:
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + script_name
                 environ["PATH_INFO"] = environ.get("PATH_INFO", "")[len(script_name):]
-        if self.log is None or not self.log.wants_access():
+        if self.log is None or not self.log.wants_access() or script_name is None:
             return app(environ, start_response)
         return _logged(app, environ, start_response, self.log)
 
