@@ -13,10 +13,17 @@ small JSON body::
 not written to the access log unless ``engine.health.access_log = True``: a balancer probes
 every second or so, which would drown the lines that matter.
 
-Ready is one predicate, ``Health.ready()``: the bus is STARTED. So the endpoint answers 503
-while the site is STARTING (servers listen before every start listener has run), STOPPING
-(draining) or restarting. It is the one place to change what ready means (with workers: at
-least one worker serves).
+Ready is one predicate, ``Health.ready()``: the bus is STARTED and the site is not draining. So
+the endpoint answers 503 while the site is STARTING (servers listen before every start
+listener has run), STOPPING (draining) or restarting.
+
+With workers the workers answer the probes (the master serves nothing), so a probe is answered
+only while at least one worker serves. This plugin's listeners run in the master (it is one
+of ``workers.MASTER_PLUGINS``): the master waits the drain delay, and as it begins it publishes
+``draining``, which the Workers plugin passes to every worker as SIGUSR2; a worker then sets
+``draining`` on its copy of this plugin and answers 503 while it goes on serving. A worker
+retired by a rolling reload neither waits nor says 503 ahead of time: it stops accepting at once
+and the other workers answer.
 
 Drain order on stop, so a balancer with health checks or retries loses nothing:
 
@@ -107,6 +114,8 @@ class Health(SimplePlugin):
         self._access_log = False
         self._on = False
         self._served = False  # the site became STARTED since the last stop
+        self.draining = False
+        """True from the moment a stop begins: answer 503 while still serving."""
         self._started_at: tuple[int, float] | None = None  # (pid, process start time)
 
     # -- settings ------------------------------------------------------------------------------
@@ -178,8 +187,8 @@ class Health(SimplePlugin):
     # -- readiness -----------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Return True while the site should get traffic: the bus is STARTED."""
-        return self.bus.state is states.STARTED
+        """Return True while the site should get traffic: STARTED, and not draining."""
+        return self.bus.state is states.STARTED and not self.draining
 
     def fields(self) -> dict[str, Any]:
         """Return what the JSON body says besides ``ready``: state, pid, uptime, version."""
@@ -208,12 +217,15 @@ class Health(SimplePlugin):
     def _started(self) -> None:
         # In the main loop, after start() returned: every start listener succeeded.
         self._served = self.bus.state is states.STARTED
+        self.draining = False
 
     def stop(self) -> None:
         """Keep serving ``drain_delay`` seconds while the endpoint says 503 (not on a restart)."""
         served, self._served = self._served, False
         if self.bus.execv or not served or self._drain_delay <= 0:
             return
+        self.draining = True
+        self.bus.publish("draining")
         self.bus.log(f"Not ready: {self._path} answers 503; the servers stop accepting in "
                      f"{self._drain_delay:g} s")
         threading.Event().wait(self._drain_delay)

@@ -15,9 +15,10 @@ returns: it ends with ``os._exit``, so no code of the master's runs on in the co
    thread manager) are put back. Log lines say ``WORKER <pid>`` instead of ``ENGINE``.
 3. Signals, which the master kept blocked across the fork so that none reaches a handler of
    the master's, get the worker's meaning: SIGTERM stops gracefully (the servers drain within
-   ``shutdown_timeout``), SIGQUIT exits at once; SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN and
-   SIGTTOU are ignored (they are the master's: on Ctrl-C the whole process group gets SIGINT,
-   and the master stops its workers gracefully).
+   ``shutdown_timeout``), SIGQUIT exits at once, SIGUSR2 (sent by the master as it begins to
+   drain) makes the health endpoint answer 503; SIGINT, SIGHUP, SIGUSR1, SIGTTIN and SIGTTOU
+   are ignored (they are the master's: on Ctrl-C the whole process group gets SIGINT, and the
+   master stops its workers gracefully).
 4. The servers take over the master's listening sockets without owning them: a worker that
    stops leaves them listening, and a UNIX socket's file in place, for the others.
 5. The apps are loaded (when the master did not preload them) and the bus starts and blocks.
@@ -69,11 +70,11 @@ __all__ = ["Heartbeat", "MessageReader", "RequestTracker", "WorkerSpec", "encode
 
 PR_SET_PDEATHSIG = 1  # prctl(2), <linux/prctl.h>
 
-MASTER_SIGNALS = ("SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTTIN", "SIGTTOU")
+MASTER_SIGNALS = ("SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU")
 """Signals a worker ignores: they are meant for the master."""
 
 BLOCKED_ACROSS_FORK = frozenset(
-    getattr(signal, name) for name in ("SIGTERM", "SIGQUIT", *MASTER_SIGNALS))
+    getattr(signal, name) for name in ("SIGTERM", "SIGQUIT", "SIGUSR2", *MASTER_SIGNALS))
 """Signals the master blocks while it forks; the worker unblocks them once it handles them."""
 
 NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -398,10 +399,18 @@ def _handle_signals(bus: Any) -> None:
     for name in MASTER_SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     handler = SignalHandler(bus)
-    handler.handlers = {"SIGTERM": bus.exit, "SIGQUIT": functools.partial(_quit_now, bus)}
+    handler.handlers = {"SIGTERM": bus.exit, "SIGQUIT": functools.partial(_quit_now, bus),
+                        "SIGUSR2": functools.partial(_master_draining, bus)}
     bus.signal_handler = handler  # engine.signals.subscribe() in an app gets the worker's
     handler.subscribe()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_ACROSS_FORK)
+
+
+def _master_draining(bus: Any) -> None:
+    """The master is stopping: report not-ready to the balancer while still serving."""
+    health = getattr(bus, "health", None)
+    if health is not None:
+        health.draining = True
 
 
 def _quit_now(bus: Any) -> None:

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +96,8 @@ STOP_GRACE = 2.0
 BEATS_PER_TIMEOUT = 4
 """Heartbeats a worker sends per worker_timeout (without a timeout, per 30 s)."""
 
-MASTER_PLUGINS = ("autoreload", "daemonizer", "drop_privileges", "pidfile", "signal_handler",
-                  "systemd")
+MASTER_PLUGINS = ("autoreload", "daemonizer", "drop_privileges", "health", "pidfile",
+                  "signal_handler", "systemd")
 """The engine plugins that run in the master only; any other (the thread manager, the
 framework's timeout monitor, an app's) runs in the workers."""
 
@@ -189,6 +190,7 @@ class Workers(SimplePlugin):
         bus.subscribe("start", self.start)
         bus.subscribe("stop", self.stop)
         bus.subscribe("graceful", self.graceful)
+        bus.subscribe("draining", self.draining)
         bus.signal_handler.handlers.update(SIGTTIN=self.add_worker, SIGTTOU=self.remove_worker)
         autoreload = getattr(bus, "autoreload", None)
         if (autoreload is not None and self.load_apps is not None
@@ -202,7 +204,7 @@ class Workers(SimplePlugin):
             return
         bus = self.bus
         for channel, method in (("start", self.start), ("stop", self.stop),
-                                ("graceful", self.graceful)):
+                                ("graceful", self.graceful), ("draining", self.draining)):
             bus.unsubscribe(channel, method)
         for server in self.site.active_servers():
             server.listen_only = False
@@ -247,6 +249,15 @@ class Workers(SimplePlugin):
         """Replace every worker, one at a time; wait until done (or called off)."""
         if self._supervisor is not None:
             self._supervisor.reload()
+
+    def draining(self) -> None:
+        """The site begins to drain: have every worker's health endpoint answer 503."""
+        if self._supervisor is not None:
+            for worker in self._supervisor.snapshot():
+                try:
+                    os.kill(worker["pid"], signal.SIGUSR2)
+                except ProcessLookupError:
+                    pass
 
     def reload_for(self, changed: list[str]) -> bool:
         """Autoreload: replace the workers if only files they imported changed (else False)."""
