@@ -17,8 +17,6 @@ import re
 import shutil
 import socket
 import ssl
-import threading
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,52 +321,3 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, timeout: fl
         return response.status, response.read(), response
     finally:
         connection.close()
-
-
-class SteadyClient(threading.Thread):
-    """Asks the front for ``/`` on a new connection, again and again, until stopped.
-
-    Each answer's body is the pid of the instance that served it, so the test can tell which
-    instances served, and when.
-    """
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.stop = threading.Event()
-        self.served: Counter[int] = Counter()
-        self.failures: list[str] = []
-        self.count = 0
-        self._changed = threading.Condition()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                status, body, _response = get(self.port, "/")
-                if status == 200 and body.isdigit():
-                    self.served[int(body)] += 1
-                else:
-                    self.failures.append(f"{status} {body[:200]!r}")
-            except OSError as error:
-                self.failures.append(repr(error))
-            with self._changed:
-                self.count += 1
-                self._changed.notify_all()
-            self.stop.wait(0.002)
-
-    def wait_for(self, predicate: Any, what: str, timeout: float = 60) -> None:
-        """Wait until ``predicate(self)`` holds, as answers come in."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: predicate(self) or not self.is_alive(),
-                                          timeout):
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                     f"served {dict(self.served)}, failures {self.failures}")
-
-    def more_from(self, pid: int, n: int, what: str) -> None:
-        """Wait until ``pid`` has served ``n`` more requests."""
-        target = self.served[pid] + n
-        self.wait_for(lambda client: client.served[pid] >= target, what)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.join(60)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,72 @@ def get_unix(path_to_socket: str, path: str = "/") -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         connection.close()
+
+
+class SteadyClient(threading.Thread):
+    """Sends GET ``path`` on a new connection every few milliseconds until finished.
+
+    A 200's body is kept in ``answers``; any other status, and every connection error, goes to
+    ``failures``. Sites whose answers start with the serving process's pid (the workers' and
+    the cluster's test apps) can be asked which process served how many (``served``).
+    """
+
+    def __init__(self, port: int, path: str = "/",
+                 fetch: Callable[[int, str], tuple[int, bytes, Any]] = get) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.path = path
+        self.fetch = fetch
+        self.stop = threading.Event()
+        self.answers: list[bytes] = []
+        self.failures: list[str] = []
+        self._changed = threading.Condition()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, body, _headers = self.fetch(self.port, self.path)
+                outcome = None if status == 200 else f"{status} {body[:200]!r}"
+            except OSError as error:
+                body, outcome = b"", repr(error)
+            with self._changed:
+                if outcome is None:
+                    self.answers.append(body)
+                else:
+                    self.failures.append(outcome)
+                self._changed.notify_all()
+            self.stop.wait(0.003)
+
+    @property
+    def pids(self) -> list[int]:
+        """The pid that served each answer, in order."""
+        return [int(body.split()[0]) for body in list(self.answers)]
+
+    @property
+    def served(self) -> Counter[int]:
+        """How many answers each pid served."""
+        return Counter(self.pids)
+
+    def wait_for(self, predicate: Callable[[SteadyClient], bool], what: str,
+                 timeout: float = 60) -> None:
+        """Wait until ``predicate(self)`` holds, as answers come in."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self) or not self.is_alive(),
+                                          timeout) or not predicate(self):
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; served "
+                                     f"{len(self.answers)}, failures {self.failures[-5:]}")
+
+    def more_answers(self, n: int, what: str = "more answers") -> None:
+        """Wait until ``n`` more answers have come."""
+        target = len(self.answers) + n
+        self.wait_for(lambda client: len(client.answers) >= target, what)
+
+    def more_from(self, pid: int, n: int, what: str) -> None:
+        """Wait until ``pid`` has served ``n`` more answers."""
+        target = self.served[pid] + n
+        self.wait_for(lambda client: client.served[pid] >= target, what)
+
+    def finish(self) -> None:
+        """Stop sending and wait for the request in flight."""
+        self.stop.set()
+        self.join(60)

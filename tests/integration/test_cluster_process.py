@@ -20,7 +20,6 @@ import pytest
 
 from tests.integration.frontends import (
     SERVER_NAME,
-    SteadyClient,
     get,
     needs_haproxy,
     needs_memcached,
@@ -31,7 +30,7 @@ from tests.integration.frontends import (
     start_nginx,
     wait_for_notify,
 )
-from tests.integration.sites import ready_addresses
+from tests.integration.sites import SteadyClient, ready_addresses
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -178,7 +177,7 @@ def steady_start(spawn: Any, tmp_path: Path, unix: bool, extra: str = ""
     instances = [start_instance(spawn, tmp_path, name, unix=unix, extra=extra)
                  for name in "ab"]
     front = start_nginx(spawn, tmp_path, instances)
-    client = SteadyClient(front.port)
+    client = SteadyClient(front.port, fetch=get)
     client.start()
     a, b = (i.child.pid for i in instances)
     client.wait_for(lambda c: c.served[a] >= 5 and c.served[b] >= 5, "both instances to serve")
@@ -249,7 +248,7 @@ def test_haproxy_takes_a_stopping_instance_out_by_its_health(spawn: Any,
     instances = [start_instance(spawn, tmp_path, name, unix=True) for name in "ab"]
     front = start_haproxy(spawn, tmp_path, instances)
     a, b = instances
-    client = SteadyClient(front.port)
+    client = SteadyClient(front.port, fetch=get)
     client.start()
     try:
         client.wait_for(lambda c: c.served[a.child.pid] >= 5 and c.served[b.child.pid] >= 5,

@@ -17,9 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.integration.sites import APPS, get
+from tests.integration.sites import APPS, SteadyClient, get
 from tests.integration.systemd_helpers import free_port
-from tests.integration.test_restart_process import SteadyClient
 from tests.processes import Child, python, wait_until
 
 pytest.importorskip("supervisor", reason="supervisor is not installed (pip install supervisor)")
@@ -159,20 +158,18 @@ def test_supervisord_runs_the_contrib_site(supervisor: Supervisor, tmp_path: Pat
 
     # signal HUP: a restart in place, same pid, the socket kept; a client sending all along
     # sees no refused connection and no error.
-    client = SteadyClient(port)
+    client = SteadyClient(port, "/bare/")
     client.start()
     try:
-        wait_until(lambda: client.results, 30, "the client's first answer")
+        client.more_answers(1, "the client's first answer")
         result = supervisor.ctl("signal", "HUP", "sitebus")
         assert result.returncode == 0 and "sitebus: signalled" in result.stdout, result
         wait_until(lambda: supervisor.site_output().count("Bus STARTED") == 2, 30,
                    "the re-executed site to start")
-        served = len(client.results)
-        wait_until(lambda: len(client.results) > served + 3, 30, "answers from the new image")
+        client.more_answers(4, "answers from the new image")
     finally:
-        client.stop.set()
-        client.join(60)
-    assert client.errors == [] and set(client.results) == {200}
+        client.finish()
+    assert client.failures == []
     assert "SIGHUP caught with no terminal attached. Restarting." in supervisor.site_output()
     assert supervisor.status() == ("RUNNING", first.pid)
 

@@ -8,6 +8,7 @@ records every worker and fails the test if one outlives it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,11 +20,17 @@ from typing import Any
 import pytest
 
 from sitebus.supervision import CRASH_LIMIT
-from tests.integration.sites import get, get_unix, ready_addresses, run_site, tcp_port
+from tests.integration.sites import (
+    SteadyClient,
+    get,
+    get_unix,
+    ready_addresses,
+    run_site,
+    tcp_port,
+)
 from tests.integration.worker_sites import (
     APP,
     PLUGIN_APP,
-    SteadyClient,
     WorkerRecorder,
     serving,
     site_config,
@@ -63,12 +70,6 @@ def get_or_error(port: int, path: str, outcome: list[Any]) -> None:
         outcome.append(get(port, path, timeout=60)[0])
     except OSError as error:
         outcome.append(error)
-
-
-def more_requests(client: SteadyClient, count: int = 10) -> None:
-    """Wait until ``client`` has had ``count`` more answers."""
-    target = len(client.pids) + count
-    wait_until(lambda: len(client.pids) >= target, 30, f"{count} more answers")
 
 
 def stop(child: Any) -> None:
@@ -112,18 +113,18 @@ def test_a_worker_killed_under_load_is_replaced(spawn: Any, recorder: WorkerReco
     for client in clients:
         client.start()
     try:
-        wait_until(lambda: all(len(c.pids) > 5 for c in clients), 30, "the clients to run")
+        wait_until(lambda: all(len(c.answers) > 5 for c in clients), 30, "the clients to run")
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         replaced = wait_for_workers(tmp_path, 2, not_among={victim})
         (new,) = replaced - first
-        served = sum(len(c.pids) for c in clients)
-        wait_until(lambda: sum(len(c.pids) for c in clients) > served + 20, 30,
+        served = sum(len(c.answers) for c in clients)
+        wait_until(lambda: sum(len(c.answers) for c in clients) > served + 20, 30,
                    "requests after the replacement")
     finally:
         for client in clients:
             client.finish()
-    errors = [e for c in clients for e in c.errors]
+    errors = [e for c in clients for e in c.failures]
     assert len(errors) <= len(clients), errors  # at most the requests the victim had accepted
     assert f"Worker {victim} exited (killed by SIGKILL)" in child.output
     stop(child)
@@ -196,11 +197,11 @@ def test_a_rolling_reload_under_a_steady_client_fails_no_request(
             child.notify.wait_for("RELOADING", "1", after=seen)
             ready_addresses(child, after=seen + 1)
             current = wait_for_workers(tmp_path, 2, not_among=current)
-            more_requests(client)
+            client.more_answers(10)
     finally:
         client.finish()
         slow.join(60)
-    assert client.errors == []
+    assert client.failures == []
     assert in_flight == [200]
     assert set(client.pids[-5:]) <= current
     stop(child)
@@ -337,10 +338,10 @@ def test_a_restart_with_workers_refuses_no_connection(spawn: Any, recorder: Work
             child.send_signal(signal.SIGUSR2)
             child.notify.wait_for("RELOADING", "1", after=seen)
             ready_addresses(child, after=seen + 1)
-            more_requests(client)
+            client.more_answers(10)
     finally:
         client.finish()
-    assert client.errors == []
+    assert client.failures == []
     assert child.pid == int((tmp_path / "site.pid").read_text())
     stop(child)
 
@@ -355,3 +356,21 @@ def test_app_plugins_run_in_each_worker_not_in_the_master(
     entries = (tmp_path / "pool.log").read_text().splitlines()
     assert sorted(entries) == sorted([f"start {pid}" for pid in pids]
                                      + [f"stop {pid}" for pid in pids])
+
+
+def test_health_with_workers_answers_503_while_the_master_drains(
+    spawn: Any, recorder: WorkerRecorder, tmp_path: Path
+) -> None:
+    child, port = start(spawn, recorder, tmp_path, "engine.health.on = True",
+                        "engine.health.drain_delay = 8")
+    pids = wait_for_workers(tmp_path, 2)
+    status, body, _headers = get(port, "/health")
+    assert status == 200 and json.loads(body)["pid"] in pids  # a worker answers, not the master
+    child.send_signal(signal.SIGTERM)
+
+    def probe_says_503() -> bool:
+        return get(port, "/health")[0] == 503
+
+    wait_until(probe_says_503, 8, "the workers' health endpoint to answer 503")
+    assert get(port, "/")[0] == 200  # still serving while the balancer takes it out
+    assert child.wait(60) == 0

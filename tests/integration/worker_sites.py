@@ -108,34 +108,6 @@ def wait_for_workers(workdir: Path, count: int, not_among: set[int] = frozenset(
     return wait_until(settled, timeout, f"{count} ready workers other than {not_among}")  # type: ignore[return-value]
 
 
-class SteadyClient(threading.Thread):
-    """Sends a request on a new connection every few milliseconds; records pids and errors."""
-
-    def __init__(self, port: int, path: str = "/") -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.path = path
-        self.stop = threading.Event()
-        self.pids: list[int] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                status, body, _headers = get(self.port, self.path, timeout=30)
-                if status == 200:
-                    self.pids.append(int(body.split()[0]))
-                else:
-                    self.errors.append(f"{status} {body!r}")
-            except OSError as error:
-                self.errors.append(repr(error))
-            self.stop.wait(0.003)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.join(60)
-
-
 class WorkerRecorder:
     """Records the children of each master while it runs, to check none outlives the test.
 
