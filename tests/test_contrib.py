@@ -59,6 +59,8 @@ def test_units_run_sitebus_in_the_foreground_with_notify() -> None:
         text = (CONTRIB / "systemd" / name).read_text()
         assert "\nType=notify\n" in text
         assert "\nWatchdogSec=" in text and "\nFileDescriptorStoreMax=" in text
+        # SIGTERM to the master only, so its workers serve on through the drain delay.
+        assert "\nKillMode=mixed\n" in text
         exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
         assert exec_start.startswith(f"ExecStart={INSTALLED} run -c /etc/sitebus/")
         assert " -d" not in exec_start
@@ -84,6 +86,7 @@ def test_supervisor_program_section_parses_as_written(tmp_path: Path) -> None:
     assert program.command == f"{INSTALLED} run -c /etc/sitebus/site.conf"
     assert program.stopsignal == 15
     assert program.stopwaitsecs >= 30
-    assert program.stopasgroup and program.killasgroup
+    # SIGTERM to the master alone (it stops its workers after draining); SIGKILL to them all.
+    assert not program.stopasgroup and program.killasgroup
     assert program.exitcodes == [0]
     assert program.redirect_stderr
