@@ -11,8 +11,13 @@ Priorities of the built-in plugins, per channel (lower runs first; 50 when not l
     PIDFile             70            50
     Monitor (all)       70     50            50
     Autoreloader        70     50            50
-    ServerAdapter       75     25
+    ServerAdapter       75     25                      begin_stop 24
+    Site                76     10                      (keeps listeners for a restart)
     DropPrivileges      77
+    Workers             80     20            50       draining
+    Health             100      5
+    StatusFile         100      1     100    100
+    Notifier (systemd)                                 starting, stopping, reloading 1
     SignalHandler        -      -      -       -       subscribed directly on the signals
     ThreadManager               50            50       acquire_thread, release_thread
 
