@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integration.sites import get, get_unix, ready_addresses, run_site, tcp_port
-from tests.processes import ROOT, child_env, python
+from tests.processes import ROOT, child_env, python, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -285,7 +285,10 @@ def test_control_commands_against_a_running_site(spawn: Any, tmp_path: Path) -> 
     reload = run_command("reload", "-p", "site.pid", cwd=tmp_path)
     assert reload.returncode == 0, reload.stderr
     get(port, "/bare/after-reload")
-    assert "after-reload" in (tmp_path / "access.log").read_text()  # reopened on graceful
+    # The access line is written once the response is sent, so it may follow the answer.
+    log = tmp_path / "access.log"
+    wait_until(lambda: log.exists() and "after-reload" in log.read_text(), 10,
+               "the access line in the reopened log")  # reopened on graceful
     assert "after-reload" not in (tmp_path / "access.log.1").read_text()
 
     restart = run_command("restart", "-p", "site.pid", cwd=tmp_path)
