@@ -5,6 +5,11 @@ and ``ready_event``. flup is optional and imported inside ``start()`` (also the 
 reason: flup's constructor starts a thread pool, which must not exist before daemonizing);
 ``require_flup()`` reports a missing flup by name before anything is bound.
 
+A front that sends no ``PATH_INFO`` (nginx's ``scgi_params`` and ``fastcgi_params`` do not)
+leaves flup to take it from ``REQUEST_URI``, still percent-encoded: ``/caf%C3%A9`` reached the
+app as is, where every HTTP server gives it decoded. ``fill_path_info`` decodes it first, as
+WSGI wants (the bytes as latin-1 characters).
+
 flup's servers install handlers for SIGINT, SIGTERM and SIGHUP in ``run()``, which fails
 outside the main thread and would take the signals away from the bus: the adapters turn that
 off. Given a listener, they serve on it instead of binding ``bindAddress`` themselves.
@@ -24,14 +29,17 @@ from __future__ import annotations
 import errno
 import importlib
 import importlib.util
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 from sitebus.errors import UnavailableError
 from sitebus.listeners import Listener
 
-__all__ = ["CGIServer", "FlupCGIServer", "FlupFCGIServer", "FlupSCGIServer", "require_flup"]
+__all__ = ["CGIServer", "FlupCGIServer", "FlupFCGIServer", "FlupSCGIServer", "fill_path_info",
+           "require_flup"]
 
 
 def require_flup(what: str) -> None:
@@ -40,6 +48,26 @@ def require_flup(what: str) -> None:
         raise UnavailableError(
             errno.ENOENT, f"{what} needs flup, which is not installed (pip install flup)"
         )
+
+
+_QUOTED_SLASH = re.compile("%2F", re.IGNORECASE)
+
+
+def fill_path_info(environ: MutableMapping[str, str]) -> None:
+    """Set a missing ``PATH_INFO`` from ``REQUEST_URI``, decoded, less ``SCRIPT_NAME``.
+
+    CGI's meta-variables are decoded, ``REQUEST_URI`` is not; WSGI strings carry the decoded
+    bytes as latin-1 characters. As in cheroot, an encoded slash stays ``%2F``, so a path
+    segment cannot turn into two.
+    """
+    if environ.get("PATH_INFO") or "REQUEST_URI" not in environ:
+        return
+    raw = environ["REQUEST_URI"].split("?", 1)[0]
+    path = "%2F".join(unquote(part, encoding="latin-1") for part in _QUOTED_SLASH.split(raw))
+    script_name = environ.get("SCRIPT_NAME", "")
+    if script_name and path.startswith(script_name):
+        path = path[len(script_name):]
+    environ["PATH_INFO"] = path
 
 
 class _FlupServer:
@@ -67,6 +95,10 @@ class _FlupServer:
 
             def _restoreSignalHandlers(self) -> None:  # noqa: N802
                 pass
+
+            def _sanitizeEnv(self, environ: dict[str, Any]) -> None:  # noqa: N802
+                fill_path_info(environ)
+                super()._sanitizeEnv(environ)
 
             def _setupSocket(self) -> Any:  # noqa: N802
                 if adapter.listener is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.frontends import NGINX, free_port, needs_nginx, nginx_main_config
 from tests.integration.sites import get, get_unix, ready_addresses, run_site, tcp_port
 from tests.processes import ROOT, child_env, python, wait_until
 
@@ -345,6 +346,60 @@ def test_run_dash_f_serves_fastcgi_to_a_real_client(spawn: Any, tmp_path: Path) 
     assert client.output.endswith("bare wsgi /bare /x")
     child.send_signal(15)
     assert child.wait() == 0
+
+
+# nginx's own scgi_params, as Debian ships them (less the comments).
+SCGI_PARAMS = """\
+scgi_param REQUEST_METHOD $request_method;
+scgi_param REQUEST_URI $request_uri;
+scgi_param QUERY_STRING $query_string;
+scgi_param CONTENT_TYPE $content_type;
+scgi_param DOCUMENT_URI $document_uri;
+scgi_param SCGI 1;
+scgi_param SERVER_PROTOCOL $server_protocol;
+scgi_param REQUEST_SCHEME $scheme;
+scgi_param REMOTE_ADDR $remote_addr;
+scgi_param REMOTE_PORT $remote_port;
+scgi_param SERVER_PORT $server_port;
+scgi_param SERVER_NAME $server_name;
+scgi_param HTTP_HOST $host;
+"""
+
+
+@needs_nginx
+def test_run_dash_s_serves_scgi_to_nginx(spawn: Any, tmp_path: Path) -> None:
+    """``sitebus run -s`` on a UNIX socket, behind a real nginx's ``scgi_pass``."""
+    pytest.importorskip("flup")
+    sock = tmp_path / "scgi.sock"
+    child = run_site(spawn, tmp_path, f"[global]\nserver.socket_file = {str(sock)!r}\n"
+                                      "engine.autoreload.on = False\n"
+                                      "tree.bare = '/bare', 'apps:hello'\n", "-s")
+    ready_addresses(child)
+    workdir = tmp_path / "nginx"
+    workdir.mkdir()
+    port = free_port()
+    site = workdir / "scgi.conf"
+    site.write_text(f"server {{\n    listen 127.0.0.1:{port};\n    location / {{\n"
+                    + "".join(f"        {line}\n" for line in SCGI_PARAMS.splitlines())
+                    + f"        scgi_pass unix:{sock};\n    }}\n}}\n")
+    main = workdir / "nginx.conf"
+    main.write_text(nginx_main_config(workdir, site))
+    nginx = spawn([NGINX, "-p", str(workdir), "-c", str(main), "-e", str(workdir / "error.log"),
+                   "-g", "daemon off;"], name="nginx", notify=False)
+    nginx.wait_for_port(port)
+
+    status, body, _headers = get(port, "/bare/x%C3%A9?q=1")
+    # PATH_INFO decoded as WSGI says (the UTF-8 bytes as latin-1 characters), as over HTTP;
+    # the app writes its body back as UTF-8.
+    path_info = "/" + "x\u00e9".encode().decode("latin-1")
+    assert (status, body) == (200, ("bare wsgi /bare " + path_info).encode())
+    assert get(port, "/elsewhere")[0] == 404  # the site's tree answers, through nginx
+
+    nginx.send_signal(15)
+    assert nginx.wait() == 0
+    child.send_signal(15)
+    assert child.wait() == 0
+    assert not sock.exists()
 
 
 def test_run_dash_d_returns_once_started_and_reports_a_failed_start(
