@@ -6,9 +6,11 @@ reason: flup's constructor starts a thread pool, which must not exist before dae
 ``require_flup()`` reports a missing flup by name before anything is bound.
 
 A front that sends no ``PATH_INFO`` (nginx's ``scgi_params`` and ``fastcgi_params`` do not)
-leaves flup to take it from ``REQUEST_URI``, still percent-encoded: ``/caf%C3%A9`` reached the
-app as is, where every HTTP server gives it decoded. ``fill_path_info`` decodes it first, as
-WSGI wants (the bytes as latin-1 characters).
+left flup to take it from ``REQUEST_URI``, still percent-encoded: ``/caf%C3%A9`` reached the
+app as is, where every HTTP server gives it decoded. ``path_info_from_request_uri`` decodes
+it, as WSGI wants (the bytes as latin-1 characters). nginx's ``fastcgi_params`` also send the
+whole path as ``SCRIPT_NAME``, which a site mounted at the root must reset
+(``fastcgi_param SCRIPT_NAME "";``): the path's split cannot be guessed.
 
 flup's servers install handlers for SIGINT, SIGTERM and SIGHUP in ``run()``, which fails
 outside the main thread and would take the signals away from the bus: the adapters turn that
@@ -31,15 +33,15 @@ import importlib
 import importlib.util
 import re
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from sitebus.errors import UnavailableError
 from sitebus.listeners import Listener
 
-__all__ = ["CGIServer", "FlupCGIServer", "FlupFCGIServer", "FlupSCGIServer", "fill_path_info",
-           "require_flup"]
+__all__ = ["CGIServer", "FlupCGIServer", "FlupFCGIServer", "FlupSCGIServer",
+           "path_info_from_request_uri", "require_flup"]
 
 
 def require_flup(what: str) -> None:
@@ -53,21 +55,22 @@ def require_flup(what: str) -> None:
 _QUOTED_SLASH = re.compile("%2F", re.IGNORECASE)
 
 
-def fill_path_info(environ: MutableMapping[str, str]) -> None:
-    """Set a missing ``PATH_INFO`` from ``REQUEST_URI``, decoded, less ``SCRIPT_NAME``.
+def path_info_from_request_uri(environ: Mapping[str, str]) -> str | None:
+    """Return ``PATH_INFO`` from ``REQUEST_URI``, decoded, less ``SCRIPT_NAME``; None to keep.
 
-    CGI's meta-variables are decoded, ``REQUEST_URI`` is not; WSGI strings carry the decoded
-    bytes as latin-1 characters. As in cheroot, an encoded slash stays ``%2F``, so a path
-    segment cannot turn into two.
+    None when the front sent a ``PATH_INFO`` or no ``REQUEST_URI``. CGI's meta-variables are
+    decoded, ``REQUEST_URI`` is not; WSGI strings carry the decoded bytes as latin-1
+    characters. As in cheroot, an encoded slash stays ``%2F``, so one path segment cannot
+    turn into two.
     """
     if environ.get("PATH_INFO") or "REQUEST_URI" not in environ:
-        return
+        return None
     raw = environ["REQUEST_URI"].split("?", 1)[0]
     path = "%2F".join(unquote(part, encoding="latin-1") for part in _QUOTED_SLASH.split(raw))
     script_name = environ.get("SCRIPT_NAME", "")
     if script_name and path.startswith(script_name):
         path = path[len(script_name):]
-    environ["PATH_INFO"] = path
+    return path
 
 
 class _FlupServer:
@@ -97,8 +100,10 @@ class _FlupServer:
                 pass
 
             def _sanitizeEnv(self, environ: dict[str, Any]) -> None:  # noqa: N802
-                fill_path_info(environ)
-                super()._sanitizeEnv(environ)
+                path_info = path_info_from_request_uri(environ)
+                super()._sanitizeEnv(environ)  # QUERY_STRING and the other defaults
+                if path_info is not None:
+                    environ["PATH_INFO"] = path_info  # flup's own is still encoded
 
             def _setupSocket(self) -> Any:  # noqa: N802
                 if adapter.listener is not None:

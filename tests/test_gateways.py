@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sitebus.bus import Bus
-from sitebus.gateways import fill_path_info
+from sitebus.gateways import path_info_from_request_uri
 from sitebus.servers import Server
 from tests.httpclients import hello_app, refuses
 from tests.processes import python
@@ -58,25 +58,17 @@ def test_fastcgi_answers_cgi_fcgi(bus: Bus, spawn: Any) -> None:
     assert server_threads() == before
 
 
-@pytest.mark.parametrize(("given", "path_info"), [
+@pytest.mark.parametrize(("environ", "path_info"), [
     ({"REQUEST_URI": "/caf%C3%A9/a%20b?x=%41"}, "/caf\u00c3\u00a9/a b"),
     ({"REQUEST_URI": "/app/page", "SCRIPT_NAME": "/app"}, "/page"),
     ({"REQUEST_URI": "/other/page", "SCRIPT_NAME": "/app"}, "/other/page"),
-    ({"REQUEST_URI": "/x", "PATH_INFO": "/given"}, "/given"),  # the front's own wins
     ({"REQUEST_URI": "/a%2Fb/c%2fd"}, "/a%2Fb/c%2Fd"),  # as cheroot: one segment stays one
+    ({"REQUEST_URI": "/x", "PATH_INFO": "/given"}, None),  # the front's own is kept
+    ({"SCRIPT_NAME": ""}, None),  # nothing to take it from
 ])
-def test_fill_path_info_decodes_what_the_front_left_encoded(
-        given: dict[str, str], path_info: str) -> None:
-    environ = dict(given)
-    fill_path_info(environ)
-    assert environ["PATH_INFO"] == path_info
-    assert environ.get("QUERY_STRING") is None  # flup fills that, from the same REQUEST_URI
-
-
-def test_fill_path_info_without_a_request_uri_leaves_it_to_flup() -> None:
-    environ = {"SCRIPT_NAME": ""}
-    fill_path_info(environ)
-    assert "PATH_INFO" not in environ
+def test_path_info_from_request_uri_decodes_what_the_front_left_encoded(
+        environ: dict[str, str], path_info: str | None) -> None:
+    assert path_info_from_request_uri(environ) == path_info
 
 
 def scgi_request(address: str, path: str) -> bytes:
@@ -110,7 +102,7 @@ def test_scgi_on_a_unix_socket_answers(bus: Bus, tmp_path: Path) -> None:
 CGI_CHILD = """
 import sys
 from sitebus.bus import Bus
-from sitebus.gateways import fill_path_info
+from sitebus.gateways import path_info_from_request_uri
 from sitebus.errors import exit_code_of
 from sitebus.logs import log_to_screen
 from sitebus.servers import Server

@@ -348,8 +348,9 @@ def test_run_dash_f_serves_fastcgi_to_a_real_client(spawn: Any, tmp_path: Path) 
     assert child.wait() == 0
 
 
-# nginx's own scgi_params, as Debian ships them (less the comments).
-SCGI_PARAMS = """\
+# nginx's scgi_params and fastcgi_params as Debian ships them (less the comments).
+NGINX_PARAMS = {
+    "scgi": """\
 scgi_param REQUEST_METHOD $request_method;
 scgi_param REQUEST_URI $request_uri;
 scgi_param QUERY_STRING $query_string;
@@ -363,25 +364,46 @@ scgi_param REMOTE_PORT $remote_port;
 scgi_param SERVER_PORT $server_port;
 scgi_param SERVER_NAME $server_name;
 scgi_param HTTP_HOST $host;
-"""
+""",
+    "fastcgi": """\
+fastcgi_param QUERY_STRING $query_string;
+fastcgi_param REQUEST_METHOD $request_method;
+fastcgi_param CONTENT_TYPE $content_type;
+fastcgi_param CONTENT_LENGTH $content_length;
+fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+fastcgi_param REQUEST_URI $request_uri;
+fastcgi_param DOCUMENT_URI $document_uri;
+fastcgi_param SERVER_PROTOCOL $server_protocol;
+fastcgi_param REQUEST_SCHEME $scheme;
+fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+fastcgi_param REMOTE_ADDR $remote_addr;
+fastcgi_param REMOTE_PORT $remote_port;
+fastcgi_param SERVER_PORT $server_port;
+fastcgi_param SERVER_NAME $server_name;
+fastcgi_param HTTP_HOST $host;
+fastcgi_param SCRIPT_NAME "";
+""",  # the last line is README's advice: the stock SCRIPT_NAME is the whole path
+}
 
 
 @needs_nginx
-def test_run_dash_s_serves_scgi_to_nginx(spawn: Any, tmp_path: Path) -> None:
-    """``sitebus run -s`` on a UNIX socket, behind a real nginx's ``scgi_pass``."""
+@pytest.mark.parametrize(("flag", "protocol"), [("-s", "scgi"), ("-f", "fastcgi")])
+def test_run_behind_nginx_over_scgi_and_fastcgi(spawn: Any, tmp_path: Path, flag: str,
+                                                protocol: str) -> None:
+    """``sitebus run -s`` or ``-f`` on a UNIX socket, behind a real nginx."""
     pytest.importorskip("flup")
-    sock = tmp_path / "scgi.sock"
+    sock = tmp_path / "site.sock"
     child = run_site(spawn, tmp_path, f"[global]\nserver.socket_file = {str(sock)!r}\n"
                                       "engine.autoreload.on = False\n"
-                                      "tree.bare = '/bare', 'apps:hello'\n", "-s")
+                                      "tree.bare = '/bare', 'apps:hello'\n", flag)
     ready_addresses(child)
     workdir = tmp_path / "nginx"
     workdir.mkdir()
     port = free_port()
-    site = workdir / "scgi.conf"
+    site = workdir / "site.conf"
     site.write_text(f"server {{\n    listen 127.0.0.1:{port};\n    location / {{\n"
-                    + "".join(f"        {line}\n" for line in SCGI_PARAMS.splitlines())
-                    + f"        scgi_pass unix:{sock};\n    }}\n}}\n")
+                    + "".join(f"        {line}\n" for line in NGINX_PARAMS[protocol].splitlines())
+                    + f"        {protocol}_pass unix:{sock};\n    }}\n}}\n")
     main = workdir / "nginx.conf"
     main.write_text(nginx_main_config(workdir, site))
     nginx = spawn([NGINX, "-p", str(workdir), "-c", str(main), "-e", str(workdir / "error.log"),
