@@ -35,6 +35,12 @@ Rules:
   the new image inherits. Only descriptors listed in ``inherit_fds`` survive the exec; the
   others are already close-on-exec (PEP 446) or are made so by walking ``/proc/self/fd``,
   which costs the number of open descriptors, not the descriptor limit.
+- An exit wins over a restart. ``exit()`` while a restart is under way (SIGTERM just after
+  SIGUSR2, ``systemctl stop`` during a reload) makes the process exit instead of re-executing:
+  before the exit listeners ran, they run for an exit; after, they run once more with
+  ``execv`` cleared, so the PID file goes. Signals handled while ``block()`` joins threads
+  and prepares the exec are run first, so only a signal in the last instant before ``execv``
+  is missed. ``restart()`` and ``graceful()`` while exiting do nothing.
 """
 
 from __future__ import annotations
@@ -162,6 +168,7 @@ class Bus:
         self._exit_after_start = False
         self._exit_after_stop = False
         self._exit_in_progress = False
+        self._exit_wins = False  # exit() was called during a restart: do not re-execute
         # Set once the exit listeners have all run: block() re-executes only after that, even
         # when another thread is the one exiting.
         self._exit_done = threading.Event()
@@ -351,6 +358,9 @@ class Bus:
                 return
         with self._lifecycle_lock:
             if self._state is states.EXITING or self._exit_in_progress:
+                if self.execv and not self._exit_wins:
+                    self._exit_wins = True
+                    self.log("Exit requested during the restart: exiting instead.")
                 return
             if self._state is states.STOPPING:
                 self._exit_after_stop = True
@@ -381,6 +391,8 @@ class Bus:
             self._set_state(states.EXITING)
         finally:
             self._exit_in_progress = False
+        if self._exit_wins:
+            self.execv = False  # asked for while the restart stopped: exit listeners see an exit
         try:
             atexit.unregister(self._exit_at_interpreter_exit)
             self.publish("exit")
@@ -389,12 +401,18 @@ class Bus:
             self._exit_done.set()
 
     def graceful(self) -> None:
-        """Advise all services to reload."""
+        """Advise all services to reload (not once the bus exits: nothing is left to reload)."""
+        if self._state is states.EXITING:
+            return
         self.log("Bus graceful")
         self.publish("graceful")
 
     def restart(self) -> None:
         """Restart the process: stop the bus and have the main thread re-execute."""
+        if self._exit_in_progress or self._state is states.EXITING:
+            # Already exiting, or restarting: a restart would add nothing, or undo an exit.
+            self.log("Restart not done: the bus is already exiting.")
+            return
         self.execv = True
         self.exit()
 
@@ -513,8 +531,19 @@ class Bus:
                 self.log(f"Waiting for thread {thread.name}.")
                 thread.join()
 
-        if self.execv:
+        self._run_main_calls()  # a signal handled meanwhile: SIGTERM must still stop a restart
+        if self.execv and not self._exit_instead_of_restart():
             self._do_execv()
+
+    def _exit_instead_of_restart(self) -> bool:
+        """If exit() was called during the restart, finish as an exit and return True."""
+        if not self._exit_wins:
+            return False
+        if self.execv:
+            # The exit listeners ran for a restart (the PID file was kept): now for an exit.
+            self.execv = False
+            self.publish("exit")
+        return True
 
     def _do_execv(self) -> None:
         """Re-execute this program in place: same pid, same command line, same directory."""
@@ -533,6 +562,9 @@ class Bus:
                 stream.flush()
             except (AttributeError, ValueError, OSError):
                 pass
+        self._run_main_calls()
+        if self._exit_instead_of_restart():  # a signal handled meanwhile asked to exit
+            return
         os.execv(argv[0], argv)
 
     def _register_atexit(self) -> None:

@@ -393,6 +393,76 @@ def test_a_failing_main_thread_call_is_logged_and_block_goes_on(
     assert any("Error in main-thread call" in m and "bad call" in m for m in log.messages)
 
 
+# -- an exit wins over a restart --------------------------------------------------------------
+
+
+@pytest.fixture
+def no_exec(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record os.execv calls instead of replacing the test process."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append(list(argv)))
+    return calls
+
+
+def test_an_exit_while_a_restart_stops_makes_it_an_exit(
+        bus: Bus, log: LogRecorder, no_exec: list[list[str]]) -> None:
+    exits_saw: list[bool] = []
+    # A stop listener of the restart asks to exit: the exit listeners have not run yet.
+    bus.subscribe("stop", lambda: bus.execv and bus.exit())
+    bus.subscribe("exit", lambda: exits_saw.append(bus.execv))
+    bus.start()
+    bus.call_in_main_thread(bus.restart)  # as SIGUSR2 does
+    bus.block()
+    assert exits_saw == [False]  # the PID file and the status file go
+    assert no_exec == []
+    assert "Exit requested during the restart: exiting instead." in log.messages
+
+
+def test_an_exit_after_a_restarts_exit_listeners_runs_them_again_as_an_exit(
+        bus: Bus, no_exec: list[list[str]]) -> None:
+    exits_saw: list[bool] = []
+    bus.subscribe("exit", lambda: exits_saw.append(bus.execv), priority=10)
+    # Late in the restart, once every exit listener ran (the signal arrives while block()
+    # joins the other threads).
+    bus.subscribe("exit", lambda: bus.execv and bus.call_in_main_thread(bus.exit), priority=90)
+    bus.start()
+    threading.Thread(target=bus.restart).start()
+    bus.block()
+    assert exits_saw == [True, False]  # first kept for the restart, then cleaned up
+    assert no_exec == [] and bus.execv is False
+
+
+def test_a_restart_while_exiting_leaves_it_an_exit(
+        bus: Bus, log: LogRecorder, no_exec: list[list[str]]) -> None:
+    exits_saw: list[bool] = []
+    bus.subscribe("stop", bus.restart)  # as SIGUSR2 would, while the servers drain
+    bus.subscribe("exit", lambda: exits_saw.append(bus.execv))
+    bus.start()
+    threading.Thread(target=bus.exit).start()
+    bus.block()
+    assert exits_saw == [False] and no_exec == []
+    assert "Restart not done: the bus is already exiting." in log.messages
+
+
+def test_a_second_restart_during_a_restart_changes_nothing(
+        bus: Bus, no_exec: list[list[str]]) -> None:
+    bus.subscribe("stop", bus.restart)
+    bus.start()
+    bus.restart()
+    bus.block()
+    assert len(no_exec) == 1  # one re-exec, not an exit
+
+
+def test_graceful_once_exiting_does_nothing(bus: Bus) -> None:
+    reloads: list[int] = []
+    bus.subscribe("graceful", lambda: reloads.append(1))
+    bus.start()
+    bus.graceful()
+    bus.exit()
+    bus.graceful()
+    assert reloads == [1]
+
+
 def test_start_with_callback_runs_func_in_a_thread_after_started(bus: Bus) -> None:
     seen = []
     done = threading.Event()

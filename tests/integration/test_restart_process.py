@@ -25,9 +25,11 @@ from tests.processes import wait_until
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 SLOW_APP = '''
+import sys
 import time
 
 def slow(environ, start_response):
+    print("in handler", file=sys.stderr, flush=True)
     time.sleep(float(environ["QUERY_STRING"] or 0))
     body = b"slept"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
@@ -118,3 +120,29 @@ def test_a_request_in_flight_during_a_restart_completes(spawn: Any, tmp_path: Pa
     ready_addresses(child, after=seen + 1)
     request.join(60)
     assert outcome == [(200, b"slept")]
+
+
+def test_a_stop_during_a_restart_stops_the_site(spawn: Any, tmp_path: Path) -> None:
+    """SIGTERM while a restart drains (``systemctl stop`` just after a reload): the site exits.
+
+    It used to be lost: the restart went on and the site served again.
+    """
+    (tmp_path / "slowapp.py").write_text(SLOW_APP)
+    child = run_site(spawn, tmp_path, "[global]\nserver.socket_port = 0\n"
+                                      "engine.autoreload.on = False\n"
+                                      "tree.slow = '/slow', 'slowapp:slow'\n", "-p", "site.pid")
+    port = tcp_port(ready_addresses(child))
+    outcome: list[Any] = []
+    request = threading.Thread(
+        target=lambda: outcome.append(get(port, "/slow/?1.5", timeout=60)[:2]))
+    request.start()
+    child.wait_for_output("in handler")
+    child.send_signal(signal.SIGUSR2)
+    child.wait_for_output("Bus STOPPING")  # the restart waits for the request in flight
+    child.send_signal(signal.SIGTERM)
+    assert child.wait() == 0
+    request.join(60)
+    assert outcome == [(200, b"slept")]
+    assert "Exit requested during the restart: exiting instead." in child.output
+    assert "Re-spawning" not in child.output
+    assert not (tmp_path / "site.pid").exists()
