@@ -17,6 +17,12 @@ in the main thread, which may sleep in ``block()`` meanwhile; so the bus's wake-
 also the process's ``signal.set_wakeup_fd``, and any signal wakes the main thread at once.
 A site that never calls ``block()`` therefore handles no signals; embedded
 sites leave signals to their host anyway.
+
+Across a restart's re-exec the handled signals stay blocked (on the ``execv`` channel), so
+one sent at that instant waits, pending in the kernel, for the new image: installing a
+handler unblocks its signal, and the new image's main loop handles it. Without that, a
+SIGTERM in the new image's first moments killed it unhandled (exit 143, PID file left), and
+one in the old image's last moments was dropped with its queue.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class SignalHandler:
             raise RuntimeError(f"signal handlers can only be set from the main thread ({name})")
         previous = _signal.signal(number, self._handle_signal)
         self._previous_handlers.setdefault(number, previous)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {number})  # held across a re-exec
         self.bus.log(f"Listening for {name}.")
         if listener is not None:
             old = self._subscribed.pop(name, None)
@@ -125,6 +132,18 @@ class SignalHandler:
                 self.set_handler(name, listener)
             except ValueError:
                 pass
+        self.bus.subscribe("execv", self._hold_signals_across_exec)
+        self.bus.subscribe("exit", self._release_signals)
+
+    def _hold_signals_across_exec(self) -> None:
+        """Block the handled signals: one that comes now waits for the new image's handler."""
+        if threading.current_thread() is threading.main_thread():
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, set(self._previous_handlers))
+
+    def _release_signals(self) -> None:
+        """Unblock them again when there is no exec after all (an exit won over a restart)."""
+        if not self.bus.execv and threading.current_thread() is threading.main_thread():
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, set(self._previous_handlers))
 
     def unsubscribe(self) -> None:
         """Restore the handlers that were installed before, and drop our listeners."""
@@ -144,6 +163,8 @@ class SignalHandler:
         for name, listener in self._subscribed.items():
             self.bus.unsubscribe(name, listener)
         self._subscribed.clear()
+        self.bus.unsubscribe("execv", self._hold_signals_across_exec)
+        self.bus.unsubscribe("exit", self._release_signals)
 
     def configure(self, name: str, listener: Handler | None) -> None:
         """Replace the listener for one signal; None turns its handling off.
@@ -160,6 +181,7 @@ class SignalHandler:
                 self.bus.unsubscribe(name, old)
             previous = self._previous_handlers.pop(number)
             _signal.signal(number, _signal.SIG_DFL if previous is None else previous)
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {number})
         else:
             self.set_handler(name, listener)
 

@@ -146,3 +146,22 @@ def test_a_stop_during_a_restart_stops_the_site(spawn: Any, tmp_path: Path) -> N
     assert "Exit requested during the restart: exiting instead." in child.output
     assert "Re-spawning" not in child.output
     assert not (tmp_path / "site.pid").exists()
+
+
+def test_a_stop_as_the_restart_re_executes_stops_the_new_image(
+        spawn: Any, tmp_path: Path) -> None:
+    """SIGTERM as the process re-executes: the new image, not yet handling signals, stops.
+
+    It used to die of the signal unhandled (143), leaving its PID file; the handled signals
+    are now held blocked across the exec, and the new image handles them once it can.
+    """
+    child = run_site(spawn, tmp_path, "[global]\nserver.socket_port = 0\n"
+                                      "engine.autoreload.on = False\n"
+                                      "tree.bare = '/bare', 'apps:hello'\n", "-p", "site.pid")
+    ready_addresses(child)
+    child.send_signal(signal.SIGUSR2)
+    child.wait_for_output("Re-spawning")  # the exec is under way
+    child.send_signal(signal.SIGTERM)
+    assert child.wait() == 0, child.output
+    assert not (tmp_path / "site.pid").exists()
+    assert child.output.count("Caught signal SIGTERM.") == 1
