@@ -58,9 +58,9 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-__all__ = ["Bus", "ChannelFailures", "states", "reexec_argv"]
+__all__ = ["Bus", "ChannelFailures", "flush_and_exit", "reexec_argv", "states"]
 
 EX_SOFTWARE = 70
 DEFAULT_PRIORITY = 50
@@ -371,10 +371,10 @@ class Bus:
             except Exception:
                 # Exiting must not fail half-way: nothing else could clean up after us.
                 self.log("Error while exiting; ending the process now.", 40, traceback=True)
-                _flush_and_exit(EX_SOFTWARE)
+                flush_and_exit(EX_SOFTWARE)
             if called_by_start:
                 # A start listener asked to exit: start() cannot be unwound sensibly.
-                _flush_and_exit(EX_SOFTWARE)
+                flush_and_exit(EX_SOFTWARE)
 
     def _exit_services(self) -> None:
         self._exit_after_stop = False
@@ -653,7 +653,8 @@ def _close_on_exec_except(keep: set[int]) -> None:
                 pass  # closed meanwhile, or the directory's own descriptor
 
 
-def _flush_and_exit(code: int) -> None:
+def flush_and_exit(code: int) -> NoReturn:
+    """End the process now with ``code``, once the logs and standard streams are flushed."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -693,7 +694,7 @@ def _install_start_failure_exit_code() -> None:
 
 def _exit_status_at_interpreter_exit() -> None:
     if _uncaught_failed_start:
-        _flush_and_exit(EX_SOFTWARE)
+        flush_and_exit(EX_SOFTWARE)
 
 
 atexit.register(_exit_status_at_interpreter_exit)

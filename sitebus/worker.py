@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from sitebus.bus import Bus, states
+from sitebus.bus import Bus, flush_and_exit, states
 from sitebus.errors import EX_OK, EX_SOFTWARE, SitebusError, exit_code_of, root_causes
 from sitebus.plugins import SimplePlugin
 from sitebus.signals import SignalHandler
@@ -347,13 +347,7 @@ def run_worker(site: Any, spec: WorkerSpec) -> NoReturn:
         except BaseException:
             pass
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
-        os._exit(code)
+        flush_and_exit(code)
 
 
 def _serve(site: Any, spec: WorkerSpec) -> int:

@@ -320,6 +320,19 @@ def _inside(path: str, base: str) -> bool:
         return False
 
 
+def _serve_found(filename: str, content_types: dict[str, str] | None, debug: bool) -> bool:
+    """Serve ``filename`` with the content type its extension maps to; False if it is not there."""
+    content_type = None
+    if content_types:
+        ext = os.path.splitext(filename)[1]
+        content_type = content_types.get(ext[1:]) or content_types.get(ext)
+    try:
+        serve_file(filename, content_type=content_type, debug=debug)
+        return True
+    except NotFound:
+        return False
+
+
 def _attempt(filename: str, content_types: dict[str, str] | None, base: str,
              follow_symlinks: bool, debug: bool = False) -> bool:
     """Serve ``filename`` if it is a file; False if there is none to serve."""
@@ -332,15 +345,7 @@ def _attempt(filename: str, content_types: dict[str, str] | None, base: str,
             if os.path.lexists(filename):
                 raise HTTPError(403, "The path leads out of the static directory.")
             return False
-    content_type = None
-    if content_types:
-        ext = os.path.splitext(filename)[1]
-        content_type = content_types.get(ext[1:]) or content_types.get(ext)
-    try:
-        serve_file(filename, content_type=content_type, debug=debug)
-        return True
-    except NotFound:
-        return False
+    return _serve_found(filename, content_types, debug)
 
 
 def _absolute(path: str, root: str | None, key: str) -> str:
@@ -401,12 +406,4 @@ def staticfile(filename: str, root: str | None = None, match: str = "",
     if match and not re.search(match, request.path_info):
         return False
     filename = _absolute(filename, root, "staticfile.filename")
-    content_type = None
-    if content_types:
-        ext = os.path.splitext(filename)[1]
-        content_type = content_types.get(ext[1:]) or content_types.get(ext)
-    try:
-        serve_file(filename, content_type=content_type, debug=debug)
-        return True
-    except NotFound:
-        return False
+    return _serve_found(filename, content_types, debug)
