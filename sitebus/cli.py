@@ -367,6 +367,8 @@ def _format(info: dict[str, Any]) -> str:
     ]
     if info.get("last_error"):
         lines.append(f"error:     {info['last_error']}")
+    if info.get("log_error"):
+        lines.append(f"logs:      {info['log_error']}")
     if info.get("reload_error"):
         lines.append(f"reload:    called off: {info['reload_error']}")
     workers = info.get("workers") or []
