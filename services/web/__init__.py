@@ -38,6 +38,7 @@ from services.web import (
     _cptree,
     _cpwsgi,
     _helper,
+    _workersafe,
     dispatch,
     lib,
     process,
@@ -130,6 +131,7 @@ tree.app_factory = _cptree.make_application
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)
 _cptimeout.register(engine)
+_workersafe.register(engine)
 
 _DEFAULT_TOOLS = {
     "tools.log_tracebacks.on": True,
