@@ -139,8 +139,14 @@ _DEFAULT_TOOLS = {
     "tools.trailing_slash.on": True,
     "tools.encode.on": True,
 }
-config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS}
-for _key, _value in _DEFAULT_TOOLS.items():
+_SAFE_DEFAULTS = {
+    # Unlike the reference, error pages show tracebacks only where config asks for them
+    # (environment = 'development' or 'test_suite', or request.show_tracebacks = True): a site
+    # started with no environment, as `sitebus run` with no config, is reachable by anyone.
+    "request.show_tracebacks": False,
+}
+config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS, **_SAFE_DEFAULTS}
+for _key, _value in {**_DEFAULT_TOOLS, **_SAFE_DEFAULTS}.items():
     config.setdefault(_key, _value)
 
 

@@ -163,10 +163,10 @@ NEAR_MISS = 0.8
 """How alike (difflib's ratio) an unknown name must be to a known one to be called a typo."""
 
 
-def _near_miss(name: str, known: Any) -> str | None:
+def _near_miss(name: str, known: Any, cutoff: float = NEAR_MISS) -> str | None:
     import difflib
 
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=NEAR_MISS)
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=cutoff)
     return close[0] if close else None
 
 
@@ -201,7 +201,7 @@ def _check_tool_setting(name: str, arg: str, value: Any) -> None:
     if arg in accepted:
         return
     known = sorted(accepted | {"on", "priority"})
-    close = _near_miss(arg, known)
+    close = _near_miss(arg, known, NEAR_MISS if not strict else 0.6)  # strict: a hint only
     if not strict:
         if close is not None:
             raise ConfigError(f"unknown setting (did you mean {close!r}?)",
