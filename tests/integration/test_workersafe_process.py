@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.sites import get, ready_addresses, run_site, tcp_port
+from tests.integration.worker_sites import wait_for_workers
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -83,23 +84,24 @@ def answer(challenge: str) -> str:
 
 def test_a_digest_header_is_not_replayable_on_another_worker(spawn: Any, tmp_path: Path) -> None:
     write_app(tmp_path)
-    child = run_site(spawn, tmp_path, CONFIG, "-w", "2", "-i", "webapp")
+    child = run_site(spawn, tmp_path, CONFIG, "-w", "2", "-i", "webapp", "-p", "site.pid")
     port = tcp_port(ready_addresses(child))
+    workers = wait_for_workers(tmp_path, 2)
     status, _, challenge = digest_request(port)
     assert status == 401
     header = answer(challenge)
     accepted = []
     pids = set()
-    for _ in range(60):  # new connections, spread over both workers by the kernel
+    for _ in range(200):  # new connections, spread over both workers by the kernel
         status, body, challenge = digest_request(port, header)
         if status == 200:
             accepted.append(body)
         else:
             assert status == 401
-        pids.add(get(port, "/")[1])
+        pids.add(int(get(port, "/")[1]))
         if len(pids) == 2 and len(accepted) + 1 >= 20:
             break
-    assert len(pids) == 2, "both workers must have served"
+    assert pids == workers, "both workers must have served"
     assert len(accepted) == 1, accepted  # its first use, by the worker that issued the nonce
 
 
