@@ -15,7 +15,9 @@ keys alone (``planned_workers``).
 ``sitebus check`` does all of that except starting, and always imports the apps. ``stop``,
 ``restart``, ``reload`` and ``status`` find a running site through its PID file (``-p``, or
 the one its config names) and signal it: SIGTERM, SIGUSR2, SIGUSR1; they wait, with a
-deadline, until the site says (in its status file) that the change is done.
+deadline, until the site says (in its status file) that the change is done. They signal only a
+process that holds the PID file's lock and is a sitebus site (``sitebus.pidowner``), and
+otherwise exit non-zero saying what they found.
 
 Exit codes follow sysexits: 64 usage, 69 unavailable, 70 software, 73 cannot create,
 75 temporary failure, 77 permission, 78 config.
@@ -35,10 +37,10 @@ from typing import Any, NoReturn
 
 from sitebus import __version__
 from sitebus.errors import (
+    EX_CANTCREAT,
     EX_CONFIG,
     EX_OK,
     EX_SOFTWARE,
-    EX_UNAVAILABLE,
     EX_USAGE,
     ConfigError,
     SitebusError,
@@ -277,28 +279,6 @@ def _find_pidfile(args: argparse.Namespace) -> str:
                      "naming engine.pidfile.pidfile)")
 
 
-def _read_pid(pidfile: str) -> int:
-    try:
-        with open(pidfile, encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except FileNotFoundError:
-        raise SitebusError(f"no site is running: {pidfile} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise SitebusError(f"cannot read the pid from {pidfile}: {error}") from None
-
-
-def _alive(pid: int) -> bool:
-    """Return True while ``pid`` runs; a zombie (exited, not yet reaped) has stopped."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
 def _wait(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -310,39 +290,52 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def command_control(args: argparse.Namespace) -> int:
+    """Signal the site a PID file names, once ``sitebus.pidowner`` has checked it is one."""
+    from sitebus.pidowner import find_site, remove_if_left
     from sitebus.status import process_info, read_status, status_path
 
     try:
         pidfile = _find_pidfile(args)
-        pid = _read_pid(pidfile)
     except SitebusError as error:
-        if args.command == "status":
-            print(f"{PROG}: not running ({error})", file=sys.stderr)
-            return 3  # as LSB init scripts' status: program is not running
         return _report(error)
-    if not _alive(pid):
-        print(f"{PROG}: error: the site is not running (pid {pid} from {pidfile} is gone)",
-              file=sys.stderr)
-        return 3 if args.command == "status" else EX_UNAVAILABLE
+    found = find_site(pidfile)
+    verdict = found.verdict
+    if verdict.kind != "site" or verdict.pid is None:
+        if args.command == "status":
+            print(f"{PROG}: not running ({verdict.message})", file=sys.stderr)
+            return verdict.status_code
+        print(f"{PROG}: error: {verdict.message}", file=sys.stderr)
+        return verdict.exit_code
+    pid = verdict.pid
     status_file = status_path(pidfile)
     before = read_status(status_file) or {}
     try:
         if args.command == "stop":
-            os.kill(pid, signal.SIGTERM)
-            _wait(lambda: not _alive(pid), args.timeout, f"pid {pid} to exit")
+            found.send(signal.SIGTERM)
+            if not found.wait_exit(args.timeout):
+                raise SitebusError(f"gave up after {args.timeout:g} s waiting for pid {pid} "
+                                   "to exit")
+            if remove_if_left(pidfile, found):
+                print(f"{PROG}: removed {pidfile}, which the site could not remove (its "
+                      "directory should be writable by the site's user)", file=sys.stderr)
             print(f"{PROG}: stopped pid {pid}")
         elif args.command == "reload":
-            os.kill(pid, signal.SIGUSR1)
+            found.send(signal.SIGUSR1)
             _wait(lambda: (read_status(status_file) or {}).get("reloads", 0)
                   > before.get("reloads", 0), args.timeout, "the reload to finish")
-            called_off = (read_status(status_file) or {}).get("reload_error")
+            after = read_status(status_file) or {}
+            called_off = after.get("reload_error")
             if called_off:
                 print(f"{PROG}: error: the reload of pid {pid} was called off; the workers "
                       f"that served keep serving: {called_off}", file=sys.stderr)
                 return EX_SOFTWARE
+            if after.get("log_error"):
+                print(f"{PROG}: error: pid {pid} reloaded but {after['log_error']}",
+                      file=sys.stderr)
+                return EX_CANTCREAT
             print(f"{PROG}: reloaded pid {pid}")
         elif args.command == "restart":
-            os.kill(pid, signal.SIGUSR2)
+            found.send(signal.SIGUSR2)
 
             def restarted() -> bool:
                 now = read_status(status_file) or {}
@@ -356,6 +349,8 @@ def command_control(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=1, sort_keys=True) if args.json else _format(info))
     except SitebusError as error:
         return _report(error)
+    finally:
+        found.close()
     return EX_OK
 
 
@@ -372,6 +367,8 @@ def _format(info: dict[str, Any]) -> str:
     ]
     if info.get("last_error"):
         lines.append(f"error:     {info['last_error']}")
+    if info.get("log_error"):
+        lines.append(f"logs:      {info['log_error']}")
     if info.get("reload_error"):
         lines.append(f"reload:    called off: {info['reload_error']}")
     workers = info.get("workers") or []

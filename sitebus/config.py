@@ -74,6 +74,11 @@ environments: dict[str, dict[str, Any]] = {
         "engine.SIGHUP": None,
         "engine.SIGTERM": None,
     },
+    "development": {
+        # Error pages with tracebacks, which no other setting shows (see services.web).
+        "request.show_tracebacks": True,
+        "request.show_mismatched_params": True,
+    },
     "test_suite": {
         "engine.autoreload.on": False,
         "checker.on": False,

@@ -170,7 +170,7 @@ class Site:
         self.bus = Engine()
         self.log = LogManager()
         self.log.screen = True
-        self.bus.subscribe("graceful", self.log.reopen_files)
+        self.bus.subscribe("graceful", self._reopen_logs)
         self.tree = Tree(self.log)
         self.config = Config()
         self.config.namespaces["engine"] = self._engine_namespace
@@ -300,6 +300,13 @@ class Site:
             self._workers.validate()
 
     # -- running -------------------------------------------------------------------------------
+
+    def _reopen_logs(self) -> None:
+        """Reopen the log files on graceful; a failure goes to the status file (``log_error``),
+        so ``sitebus reload`` exits non-zero with it."""
+        failures = self.log.reopen_files()
+        if self.status is not None:
+            self.status.update(log_error="; ".join(failures) or None)
 
     def use_pidfile(self, path: str) -> None:
         """Write the PID file at ``path`` (and the status file beside it)."""

@@ -177,8 +177,9 @@ def test_environment_contents_match_the_reference() -> None:
 
 
 def test_an_unknown_environment_lists_the_known_ones(config: Config) -> None:
-    with pytest.raises(ConfigError, match="unknown environment 'prod'; expected one of embedded, "
-                                          "production, staging, test_suite"):
+    with pytest.raises(ConfigError, match="unknown environment 'prod'; expected one of "
+                                          "development, embedded, production, staging, "
+                                          "test_suite"):
         config.update({"environment": "prod"})
 
 

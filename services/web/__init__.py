@@ -38,6 +38,7 @@ from services.web import (
     _cptree,
     _cpwsgi,
     _helper,
+    _workersafe,
     dispatch,
     lib,
     process,
@@ -130,6 +131,7 @@ tree.app_factory = _cptree.make_application
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)
 _cptimeout.register(engine)
+_workersafe.register(engine)
 
 _DEFAULT_TOOLS = {
     "tools.log_tracebacks.on": True,
@@ -137,8 +139,14 @@ _DEFAULT_TOOLS = {
     "tools.trailing_slash.on": True,
     "tools.encode.on": True,
 }
-config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS}
-for _key, _value in _DEFAULT_TOOLS.items():
+_SAFE_DEFAULTS = {
+    # Unlike the reference, error pages show tracebacks only where config asks for them
+    # (environment = 'development' or 'test_suite', or request.show_tracebacks = True): a site
+    # started with no environment, as `sitebus run` with no config, is reachable by anyone.
+    "request.show_tracebacks": False,
+}
+config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS, **_SAFE_DEFAULTS}
+for _key, _value in {**_DEFAULT_TOOLS, **_SAFE_DEFAULTS}.items():
     config.setdefault(_key, _value)
 
 

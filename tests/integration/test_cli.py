@@ -218,7 +218,8 @@ def test_a_port_in_use_exits_69_and_leaves_nothing(spawn: Any, tmp_path: Path) -
         ("[global]\ntree.blog = '/blog', 'no_such_module:app'\n",
          r"tree\.blog: cannot load 'no_such_module:app': No module named 'no_such_module'"),
         ("[global]\nenvironment = 'prod'\n",
-         r"environment: unknown environment 'prod'; expected one of embedded, production"),
+         r"environment: unknown environment 'prod'; expected one of development, embedded, "
+         r"production"),
         ("server.socket_port = 80\n", r"not a valid config file: File contains no section"),
     ],
 )
