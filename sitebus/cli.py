@@ -228,8 +228,6 @@ def command_run(args: argparse.Namespace) -> int:
         if args.daemonize:
             site.log.screen = False
             site.plugin("daemonizer").subscribe()
-        site.prepare()  # first: under systemd, it sends the log to journald from here on
-        site.bus.signal_handler.subscribe()
     except (SitebusError, ValueError) as error:
         return _report(error)
     try:

@@ -73,6 +73,7 @@ environments: dict[str, dict[str, Any]] = {
         "log.screen": False,
         "engine.SIGHUP": None,
         "engine.SIGTERM": None,
+        "engine.signal_handler.on": False,  # the host owns the signals: install none
     },
     "test_suite": {
         "engine.autoreload.on": False,

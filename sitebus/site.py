@@ -9,8 +9,14 @@ are also this module's ``bus``, ``config``, ``log`` and ``tree`` (and ``server``
 Engine plugins are created on first use from ``ENGINE_PLUGINS``, a registry of names to
 factories (``engine.pidfile.on = True`` creates ``bus.pidfile``); ``engine.<name>.on``
 subscribes or unsubscribes one, ``engine.<name>.<attr>`` sets an attribute it has, and
-``engine.SIGHUP``/``engine.SIGTERM`` replace the listeners of those signals. A key that names
-nothing known is a ConfigError that lists what was expected.
+``engine.SIGHUP``/``engine.SIGTERM`` add a listener to those signals (None turns one off).
+A key that names nothing known is a ConfigError that lists what was expected.
+
+One start-up path: however the site starts (``sitebus run``, ``quickstart()``,
+``engine.start()`` from a script, with ``block()`` or beside another main loop), the bus's
+``start`` first runs ``Site.prepare`` once per process image: inherited sockets (a restart's
+hand-over and systemd's LISTEN_FDS alike), status file, systemd, journal, workers, signals.
+A restart re-executes the same command line, which comes back through the same path.
 """
 
 from __future__ import annotations
@@ -108,6 +114,27 @@ class Engine(Bus):
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.preparation: Callable[[], None] | None = None
+        """What ``start()`` runs first (the site's ``prepare``), before any start listener."""
+
+    def start(self) -> None:
+        """Start all services, after the site's preparation (which runs once per process).
+
+        So every entry point (``sitebus run``, ``quickstart()``, ``engine.start()`` from a
+        script of one's own) takes inherited sockets, handles signals and reports to systemd
+        the same way. Preparing is not a start listener, because it subscribes some.
+        """
+        if self.preparation is not None and self.state is states.STOPPED:
+            try:
+                self.preparation()
+            except Exception as error:
+                self.log(f"Cannot start the site: {error}", 40,
+                         traceback=not isinstance(getattr(error, "exit_code", None), int))
+                raise
+        super().start()
+
     @property
     def signals(self) -> SignalHandler:
         """The reference's name for the signal handler (``engine.signals.subscribe()``)."""
@@ -176,8 +203,8 @@ class Site:
         self.config.namespaces["engine"] = self._engine_namespace
         self.config.namespaces["log"] = self._log_namespace
         self.config.namespaces["tree"] = self._tree_namespace
-        # The reference's engine attributes: the signal handler exists but is subscribed only
-        # by quickstart or the CLI; the thread manager is subscribed from the start.
+        # The reference's engine attributes: the signal handler is subscribed by prepare(), at
+        # the first start; the thread manager is subscribed from the start.
         self.bus.signal_handler = SignalHandler(self.bus)
         self.bus.thread_manager = ThreadManager(self.bus)
         self.bus.thread_manager.subscribe()
@@ -197,6 +224,11 @@ class Site:
         self.bus.subscribe("start", self._register_listeners, priority=76)
         self.bus.subscribe("stop", self._keep_listeners_for_restart, priority=10)
         self.bus.subscribe("execv", self._hand_over_listeners)
+        self.prepared = False
+        """True once ``prepare`` has run in this process image (a fork inherits it)."""
+        self.handle_signals = True
+        """Whether ``prepare`` subscribes the signal handler (``engine.signal_handler.on``)."""
+        self.bus.preparation = self.prepare
 
     # -- engine plugins ------------------------------------------------------------------------
 
@@ -231,6 +263,8 @@ class Site:
             if not isinstance(value, bool):
                 raise ConfigError(f"expected True or False, got {value!r}", key=f"engine.{key}",
                                   value=value)
+            if name == "signal_handler":
+                self.handle_signals = value
             (plugin.subscribe if value else plugin.unsubscribe)()
             return
         known = [a for a in dir(plugin)
@@ -313,8 +347,17 @@ class Site:
         self.plugin("autoreload").unsubscribe()
 
     def prepare(self) -> None:
-        """Set up what a running site needs beyond its config: the status file, autoreload of
-        the config files, and systemd's sockets, notifications and journal."""
+        """Make this process ready to run the site, once per process image, whatever started it.
+
+        ``bus.start()`` calls it first (``Engine.start``): it checks the settings, takes the
+        sockets systemd or this site's own restart passed in, sets up the status file,
+        autoreload of the config files, systemd's notifications and journal, the workers'
+        master, and the signal handler (last, so its messages go where the log now goes).
+        """
+        if self.prepared:
+            return
+        self.prepared = True
+        self.check()
         pidfile = getattr(self.bus, "pidfile", None)
         if pidfile is not None and pidfile.start in self.bus.listeners["start"] and pidfile.pidfile:
             self.status = StatusFile(self.bus, status_path(os.fspath(pidfile.pidfile)),
@@ -333,6 +376,8 @@ class Site:
             self.log.screen = False
         if self.has_workers:
             self.workers.subscribe()
+        if self.handle_signals:
+            self.bus.signal_handler.subscribe()
 
     def take_passed_sockets(self) -> None:
         """Give the servers the sockets systemd (or this site's own restart) passed in.
