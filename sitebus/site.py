@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sitebus.apps import SERVICES_WEB, WSGI, TreeEntry, app_kind, load_app, parse_entry, refuse
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
@@ -218,7 +219,9 @@ class Site:
         self.config.namespaces["server"] = self._server_namespace
         self.status: StatusFile | None = None
         self._workers: Workers | None = None
-        self.deferred_mounts: list[tuple[str, Any]] | None = None
+        self.deferred_mounts: list[TreeEntry] | None = None
+        self.configured_apps: list[Any] = []
+        """services.web apps mounted with a config of their own (``tree.<name> = {...}``)."""
         """``tree.*`` entries recorded, not loaded, while apps are left to the workers."""
         self._owned_fdnames: list[str] = []
         self.bus.subscribe("start", self._register_listeners, priority=76)
@@ -464,29 +467,49 @@ class Site:
     def mount_deferred(self) -> None:
         """Load and mount the ``tree.*`` entries recorded since ``defer_apps``, in order."""
         entries, self.deferred_mounts = self.deferred_mounts or [], None
-        for key, value in entries:
-            self._tree_namespace(key, value)
+        for entry in entries:
+            self.mount_entry(entry)
 
     def _tree_namespace(self, key: str, value: Any) -> None:
-        """``tree.<name> = "/prefix", "module:attr"`` (and a host, for a virtual host)."""
+        """``tree.<name> = ...``: mount an app by its kind (the forms: ``sitebus.apps``)."""
+        self.add_entry(parse_entry(key, value))
+
+    def add_entry(self, entry: TreeEntry) -> None:
+        """Mount ``entry`` now, or record it while apps are left to the workers."""
         if self.deferred_mounts is not None:
-            self.deferred_mounts.append((key, value))
-            return
-        host = None
-        if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str):
-            script_name, target, *rest = value
-            host = rest[0] if rest else None
+            self.deferred_mounts.append(entry)
         else:
-            script_name, target = "/" + key, value
-        try:
-            app = load_object(target)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"cannot load {target!r}: {error}", key=f"tree.{key}",
-                              value=value) from None
-        if host is None:
-            self.tree.mount(app, script_name)
-        else:
-            self.tree.graft(app, script_name, host=host)
+            self.mount_entry(entry)
+
+    def mount_entry(self, entry: TreeEntry) -> Any:
+        """Load an entry's app and mount it by kind: services.web apps take app config, any
+        other WSGI callable is grafted as it is; anything else is a ConfigError."""
+        app = load_app(entry)
+        kind = app_kind(app, self.tree.app_class)
+        if kind == SERVICES_WEB:
+            config = entry.config
+            if isinstance(config, (str, os.PathLike)):
+                config = os.path.abspath(os.fspath(config))
+                self.config.files.append(config)  # autoreload watches it
+            mounted = self.tree.mount(app, entry.script_name, config, host=entry.host)
+            if config is not None:
+                self.configured_apps.append(mounted)
+            return mounted
+        if kind != WSGI or entry.config is not None:
+            raise refuse(entry, app, kind)
+        self.tree.graft(app, entry.script_name, host=entry.host)
+        return app
+
+    def framework_apps(self) -> list[Any]:
+        """Return the mounted services.web apps, every host's, each once."""
+        app_class = self.tree.app_class
+        if app_class is None:
+            return []
+        found: list[Any] = []
+        for table in (self.tree.apps, *self.tree.vhosts.values()):
+            found += [app for app in table.values()
+                      if isinstance(app, app_class) and all(app is not f for f in found)]
+        return found
 
 
 site = Site()
