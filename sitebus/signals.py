@@ -196,6 +196,7 @@ class SignalHandler:
         self._added.clear()
         self.bus.subscribe("execv", self._hold_signals_across_exec)
         self.bus.subscribe("exit", self._release_signals)
+
     def _hold_signals_across_exec(self) -> None:
         """Block the handled signals: one that comes now waits for the new image's handler."""
         if threading.current_thread() is threading.main_thread():
