@@ -194,10 +194,16 @@ class LogManager:
     @screen.setter
     def screen(self, on: bool) -> None:
         self._screen = bool(on)
+        self._set_streams()
+
+    def _set_streams(self) -> None:
+        """Write the error log to stderr and the access log to stdout: with ``screen``, or
+        where the file is '-' (``--error-log -``, ``--access-log -``); one copy each."""
         error_handler = access_handler = None
-        if on:
+        if self._screen or self._error_file == "-":
             error_handler = ReportingStreamHandler(sys.stderr)
             error_handler.setFormatter(ErrorLogFormatter())
+        if self._screen or self._access_file == "-":
             access_handler = ReportingStreamHandler(sys.stdout)
             access_handler.setFormatter(logging.Formatter("%(message)s"))
         self._set_handler(self.error_log, "screen", error_handler)
@@ -223,9 +229,11 @@ class LogManager:
 
     @error_file.setter
     def error_file(self, filename: str) -> None:
-        handler = self._open_file("error_file", filename, ErrorLogFormatter())
+        handler = None if filename == "-" else self._open_file("error_file", filename,
+                                                               ErrorLogFormatter())
         self._set_handler(self.error_log, "file", handler)
         self._error_file = filename or ""
+        self._set_streams()
 
     @property
     def access_file(self) -> str:
@@ -234,9 +242,11 @@ class LogManager:
 
     @access_file.setter
     def access_file(self, filename: str) -> None:
-        handler = self._open_file("access_file", filename, logging.Formatter("%(message)s"))
+        handler = None if filename == "-" else self._open_file("access_file", filename,
+                                                               logging.Formatter("%(message)s"))
         self._set_handler(self.access_log, "file", handler)
         self._access_file = filename or ""
+        self._set_streams()
 
     def reopen_files(self) -> list[str]:
         """Close and reopen the log files, e.g. after logrotate moved them away.

@@ -86,7 +86,10 @@ def test_a_bad_value_names_file_section_line_and_key(tmp_path: Path) -> None:
         as_dict(str(site))
     error = caught.value
     message = str(error)
-    assert message.startswith("server.socket_host: expected a Python value (strings need quotes)")
+    assert message.startswith("server.socket_host: expected a Python value, got localhost, "
+                              "which names nothing importable; strings need quotes: "
+                              'server.socket_host = "localhost"')
+    assert "ImportError" not in message
     assert f"({site}, [global], line 4)" in message
     assert (error.filename, error.section, error.lineno) == (str(site), "global", 4)
     assert error.exit_code == EX_CONFIG

@@ -128,6 +128,7 @@ Serving.response = _cprequest.Response()
 # -- registration with the site --------------------------------------------------------------
 
 tree.app_factory = _cptree.make_application
+tree.app_class = Application
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)
 _cptimeout.register(engine)
@@ -153,6 +154,9 @@ for _key, _value in {**_DEFAULT_TOOLS, **_SAFE_DEFAULTS}.items():
 def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> None:
     """Mount the given root, start the default server (and the engine), then block.
 
+    The engine's start prepares the site as ``sitebus run`` does (signals, sockets passed by
+    systemd or by a restart, systemd notifications), so a reload re-executes and serves on.
+
     ``root`` is the root object of the application; ``script_name`` its mount point ('' for
     the site root, else '/path' with no trailing slash); ``config`` a file or dict of
     application config, whose ``[global]`` section, if any, goes to the site config.
@@ -166,7 +170,6 @@ def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> N
         else:
             _site.config.update(config)  # a file: only its [global] section
     tree.mount(root, script_name, config)
-    engine.signal_handler.subscribe()
     server_plugin = _cpserver_default()
     server_plugin.subscribe()
     engine.start()
