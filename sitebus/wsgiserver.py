@@ -28,12 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cheroot import __version__ as cheroot_version
-from cheroot import connections, wsgi
+from cheroot import wsgi
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from sitebus import __version__
+from sitebus.headreader import HeadReader
 from sitebus.listeners import Listener
+from sitebus.strictgateway import strict_gateway
 
 __all__ = ["CherootServer", "make_ssl_adapter"]
 
@@ -57,6 +59,15 @@ class CherootServer(wsgi.Server):
     ready_event: threading.Event | None = None
     """Set when the server is ready, so ``ServerAdapter.wait()`` need not poll ``ready``."""
 
+    header_timeout: float | None = None
+    """Seconds a request head may take from its first byte (None: ``timeout``)."""
+
+    max_waiting: int | None = None
+    """Connections that may wait for a request head (None: ``default_max_waiting()``)."""
+
+    head_reader: HeadReader | None = None
+    """What reads request heads and holds idle connections while the server runs."""
+
     def __init__(
         self,
         listener: Listener,
@@ -67,13 +78,17 @@ class CherootServer(wsgi.Server):
         self.wsgi_version = wsgi_version  # read by wsgi.Server.__init__ to pick the gateway
         super().__init__(listener_address(listener), wsgi_app, **kwargs)
         self.listener = listener
+        self.gateway = strict_gateway(self.gateway)
 
     def prepare(self) -> None:
         """Prepare to serve on our listener: connection manager, worker threads, ready."""
         if self.software is None:
             self.software = f"{self.version} Server"
         self.socket = self.listener
-        self._connections = connections.ConnectionManager(self)
+        # cheroot's serve() runs self._connections, and put_conn() gives it kept-alive
+        # connections: the head reader takes the place of its ConnectionManager.
+        self.head_reader = HeadReader(self, self.header_timeout, self.max_waiting)
+        self._connections = self.head_reader
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
@@ -83,9 +98,17 @@ class CherootServer(wsgi.Server):
     def stop(self) -> None:
         """Refuse new connections at once; let requests in flight finish; close."""
         if self.ready:
+            if self.head_reader is not None:
+                self.head_reader.stop_accepting()  # unregistered before the listener closes
             self.listener.stop_accepting()
             self.listener.close()
         super().stop()
+
+
+    def stalled(self, now: float) -> float | None:
+        """Return for how long this server has been unable to answer (see HeadReader)."""
+        reader = self.head_reader
+        return reader.stalled(now) if reader is not None and self.ready else None
 
 
 class _ContextSSLAdapter(BuiltinSSLAdapter):
