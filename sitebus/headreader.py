@@ -92,6 +92,7 @@ ACCEPT_BATCH = 64
 """Connections accepted per wake-up of the listener, so a burst cannot starve the rest."""
 
 TIMEOUT_REQUEST = Refusal("408 Request Timeout", "The request head took too long")
+CUT_SHORT = Refusal("400 Bad Request", "The request ends before its head or body does")
 
 _LISTENER = object()
 _WAKE = object()
@@ -495,7 +496,10 @@ class HeadReader:
                 self._close(waiting)
                 return
             if not data:
-                self._close(waiting)
+                if pending:  # the client ended its side inside a request
+                    self._refuse(waiting, CUT_SHORT)
+                else:
+                    self._close(waiting)
                 return
             if not waiting.first_byte:
                 waiting.first_byte = True
