@@ -270,3 +270,25 @@ def test_planned_workers_reads_only_its_two_keys(tmp_path: Path) -> None:
     assert planned_workers([str(one), str(two)], None) == (3, True)
     assert planned_workers([str(one)], 0) == (0, False)
     assert planned_workers([str(tmp_path / "missing.conf")], None) == (0, False)
+
+
+def test_the_tracker_counts_a_server_that_cannot_answer() -> None:
+    class Stalled:
+        def __init__(self, age: float | None) -> None:
+            self.age = age
+
+        def stalled(self, now: float) -> float | None:
+            return self.age
+
+    class FakeServer:
+        def __init__(self, age: float | None) -> None:
+            self.httpserver = Stalled(age)
+
+    tracker = RequestTracker()
+    tracker.servers = [FakeServer(None), FakeServer(42.0), type("NotBuilt", (), {})()]
+    assert tracker.oldest(100.0) == 42.0
+    tracker.started[1] = 10.0
+    assert tracker.oldest(100.0) == 90.0
+    tracker.servers = [FakeServer(None)]
+    tracker.started.clear()
+    assert tracker.oldest(100.0) is None
