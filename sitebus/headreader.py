@@ -142,6 +142,12 @@ class Connection(HTTPConnection):
             reader.queued.pop(self, None)
         return bool(super().communicate())
 
+    def close(self) -> None:
+        reader = self.reader
+        if reader is not None:
+            reader.queued.pop(self, None)  # a 503 when the queue is full closes it untaken
+        super().close()
+
 
 class _Waiting:
     """A connection the head reader holds, and what it knows of the head so far."""
