@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,6 +84,10 @@ class Target:
         return argv + (["-w", str(self.workers)] if self.workers else [])
 
 
+LOGS: str | None = None
+"""A directory for the servers' output (--logs), else it is discarded."""
+
+
 @contextmanager
 def running(target: Target) -> Iterator[tuple[tuple[str, int], int]]:
     """Run a server; yield ((host, port), pid) once it answers."""
@@ -90,9 +95,13 @@ def running(target: Target) -> Iterator[tuple[tuple[str, int], int]]:
     env = dict(os.environ)
     if target.pythonpath:
         env["PYTHONPATH"] = target.pythonpath
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, ExitStack() as files:
+        output: Any = subprocess.DEVNULL
+        if LOGS:
+            name = "".join(c if c.isalnum() else "-" for c in target.label)
+            output = files.enter_context(open(Path(LOGS, f"{name}-{port}.log"), "w"))
         process = subprocess.Popen(target.argv(port, workdir), cwd=workdir, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=output, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, process, target.label)
             time.sleep(1)  # let every worker come up, not just the first
@@ -195,6 +204,16 @@ def ladder(limit: int) -> list[int]:
     return counts
 
 
+def stack_alive(target: Target, servers: dict[Target, tuple[tuple[str, int], int]]) -> bool:
+    """Return True while the server's main process runs."""
+    try:
+        os.kill(servers[target][1], 0)
+        with open(f"/proc/{servers[target][1]}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def slow_clients(targets: list[Target], rounds: int, limit: int) -> None:
     withstood: dict[Target, list[int]] = {t: [] for t in targets}
     at_target: dict[Target, list[tuple[int, float]]] = {t: [] for t in targets}
@@ -210,8 +229,10 @@ def slow_clients(targets: list[Target], rounds: int, limit: int) -> None:
                         break
                     best = count
                 withstood[target].append(best)
+                alive = stack_alive(target, servers)
                 print(f"  {target.label}: 64+64 -> {at_target[target][-1][0]}/10, "
-                      f"withstands {best}", file=sys.stderr, flush=True)
+                      f"withstands {best}{'' if alive else ' (the server has exited)'}",
+                      file=sys.stderr, flush=True)
     rows = []
     for target in targets:
         answered = [a for a, _ in at_target[target]]
@@ -256,8 +277,11 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=4096, help="the largest N tried")
     parser.add_argument("--baseline", help="a checkout of another sitebus revision to compare")
     parser.add_argument("--only", choices=["slow", "throughput"])
+    parser.add_argument("--logs", help="a directory to keep the servers' output in")
     args = parser.parse_args()
     reexec_in_venv()
+    global LOGS
+    LOGS = args.logs
     baseline = os.path.abspath(args.baseline) if args.baseline else None
     sitebus = [Target("sitebus", "sitebus"), Target("sitebus -w 2", "sitebus", 2)]
     if baseline:

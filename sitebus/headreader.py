@@ -229,11 +229,15 @@ class HeadReader:
             conn.close()
             return
         rfile = conn.rfile
-        if isinstance(rfile, _StreamReader) and rfile.has_data():
-            buffered = rfile.peek(1)  # no I/O: the reader's buffer holds data
-            rfile.read1(len(buffered))
-            raw: Any = rfile.raw
-            raw.pending[0:0] = buffered  # the next head starts there
+        try:
+            if isinstance(rfile, _StreamReader) and rfile.has_data():
+                buffered = rfile.peek(1)  # no I/O: the reader's buffer holds data
+                rfile.read1(len(buffered))
+                raw: Any = rfile.raw
+                raw.pending[0:0] = buffered  # the next head starts there
+        except Exception:  # noqa: BLE001 - never let a worker thread die here (cheroot
+            conn.close()  # would stop the server): a connection that cannot go on closes
+            return
         with self._inbox_lock:
             self._inbox.append(conn)
         self._wake()
