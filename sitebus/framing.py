@@ -29,6 +29,7 @@ reader before cheroot parses the same bytes again.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -207,6 +208,8 @@ class ChunkedInput:
         """Decoded bytes so far."""
         self.done = False
         """True once the last chunk and the trailer are read."""
+        self.trailers: list[bytes] = []
+        """The trailer field lines (with their CRLF), once the body is read."""
         self._chunk_left = 0
         self._buffer = b""
 
@@ -240,6 +243,7 @@ class ChunkedInput:
                     return False
                 if _TRAILER.fullmatch(line) is None:
                     raise self._refuse(BAD_REQUEST, "A malformed trailer field")
+                self.trailers.append(line)
             raise self._refuse(BAD_REQUEST, "Too many trailer fields")
         if self.max_size and self.size + size > self.max_size:
             raise self._refuse(TOO_LARGE, f"The body is larger than {self.max_size} bytes")
@@ -301,6 +305,12 @@ class ChunkedInput:
             if 0 < hint <= total:
                 break
         return lines
+
+    def read_trailer_lines(self) -> Iterator[bytes]:
+        """Read the rest of the body; yield its trailer lines (cheroot's ChunkedRFile has this)."""
+        while self.read(65536):
+            pass
+        yield from self.trailers
 
     def __iter__(self) -> ChunkedInput:
         return self

@@ -110,6 +110,9 @@ class _Recording:
     def readlines(self, hint: int = -1) -> list[bytes]:
         return self._call(self._body.readlines, hint)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._body, name)
+
     def __iter__(self) -> _Recording:
         return self
 

@@ -162,6 +162,7 @@ def test_chunked_body_read_whole_by_parts_and_by_lines() -> None:
     assert list(chunked(wire)) == [b"hello world\n", b"ab\n"]
     assert chunked(wire).readlines() == [b"hello world\n", b"ab\n"]
     assert chunked(wire).readline(4) == b"hell"
+    assert list(chunked(wire).read_trailer_lines()) == [b"X-T: 1\r\n"]
     stream = io.BufferedReader(io.BytesIO(wire))
     ChunkedInput(stream).read()  # type: ignore[arg-type]
     assert stream.read() == b"NEXT"  # not one byte past the body's end

@@ -372,3 +372,23 @@ def test_cheroot_stream_reader_serves_the_buffer_first() -> None:
         assert not reader.has_data()
         raw.pending[0:0] = buffered
         assert reader.read(9) == b"NEXT MORE"
+
+
+def test_the_framework_answers_400_and_413_not_500_for_bad_chunked_bodies() -> None:
+    import services.web as web
+
+    class Root:
+        @web.expose
+        def form(self, **params: Any) -> str:
+            return repr(sorted(params))
+
+    app = web.Application(Root())
+    head = (b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+            b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with serving(app) as (address, _server):
+        for body, status in [(b"3\r\na=1XX0\r\n\r\n", 400), (b"0x3\r\na=1\r\n0\r\n\r\n", 400),
+                             (b"3e9\r\n" + b"a" * 1001 + b"\r\n0\r\n\r\n", 413),
+                             (b"3\r\na=1\r\n0\r\n\r\n", 200)]:
+            response, closed = exchange(address, head + body)
+            assert status_of(response) == status, response[:200]
+            assert closed or status == 200
