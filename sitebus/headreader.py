@@ -152,12 +152,14 @@ class Connection(HTTPConnection):
 class _Waiting:
     """A connection the head reader holds, and what it knows of the head so far."""
 
-    __slots__ = ("sock", "conn", "raw", "handshaking", "first_byte", "head_by", "idle_by",
-                 "deadline", "scanned", "head", "needed", "lingering", "closed")
+    __slots__ = ("sock", "fd", "tls", "conn", "raw", "handshaking", "first_byte", "head_by",
+                 "idle_by", "deadline", "scanned", "head", "needed", "lingering", "closed")
 
     def __init__(self, sock: socket.socket, conn: Connection | None, head_by: float,
                  idle_by: float) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
+        self.tls = isinstance(sock, ssl.SSLSocket)
         self.conn = conn
         self.raw: _BufferedSocketIO | None = conn.rfile.raw if conn is not None else None
         self.handshaking = conn is None
@@ -200,7 +202,13 @@ class HeadReader:
         self._deadlines: list[tuple[float, int, _Waiting]] = []
         self._order = itertools.count()
         self._inbox: list[Connection] = []
-        self._inbox_lock = threading.Lock()
+        self._lock = threading.Lock()
+        """Held by the loop while it works, and by ``put()``: guards the waiting connections,
+        the deadlines and the selector's registrations."""
+        self._sleep_until = float("-inf")
+        """When the sleeping loop will wake by itself (-inf while it is awake)."""
+        self._ready: list[Connection] = []
+        """Connections whose head is in, to hand to the thread pool once the lock is let go."""
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._selector.register(self._wake_fd, selectors.EVENT_READ, _WAKE)
         self._listening = False
@@ -235,12 +243,23 @@ class HeadReader:
                 rfile.read1(len(buffered))
                 raw: Any = rfile.raw
                 raw.pending[0:0] = buffered  # the next head starts there
+            if isinstance(conn.socket, ssl.SSLSocket):
+                conn.socket.setblocking(False)  # TLS reads must not wait in the loop
         except Exception:  # noqa: BLE001 - never let a worker thread die here (cheroot
             conn.close()  # would stop the server): a connection that cannot go on closes
             return
-        with self._inbox_lock:
-            self._inbox.append(conn)
-        self._wake()
+        if isinstance(rfile, _StreamReader) and getattr(rfile.raw, "pending", None):
+            with self._lock:  # pipelined: the next head may be in already
+                self._inbox.append(conn)
+            self._wake()
+            return
+        waiting = _Waiting(conn.socket, conn, float("inf"), time.monotonic() + self.timeout)
+        with self._lock:
+            if not self._hold(waiting):
+                return
+            wake = waiting.deadline < self._sleep_until
+        if wake:
+            self._wake()
 
     def run(self, expiration_interval: float = 0.5) -> None:
         """Serve until ``stop()``: accept, read heads, hand over, expire."""
@@ -261,13 +280,13 @@ class HeadReader:
 
     def close(self) -> None:
         """Close every connection held and the selector."""
-        self._closed = True
-        with self._inbox_lock:
+        with self._lock:
+            self._closed = True
             inbox, self._inbox = self._inbox, []
-        for conn in inbox:
-            conn.close()
-        for waiting in list(self._waiting.values()):
-            self._close(waiting)
+            for conn in inbox:
+                conn.close()
+            for waiting in list(self._waiting.values()):
+                self._close(waiting)
         self._selector.close()
         try:
             os.close(self._wake_fd)
@@ -322,45 +341,43 @@ class HeadReader:
             pass
 
     def _once(self) -> None:
-        now = time.monotonic()
-        timeout = None
-        if self._deadlines:
-            timeout = max(0.0, self._deadlines[0][0] - now)
-        if self.draining and self.drain_deadline is not None:
-            timeout = max(0.0, min(timeout if timeout is not None else 3600.0,
-                                   self.drain_deadline - now))
+        with self._lock:
+            now = time.monotonic()
+            wake_at = self._deadlines[0][0] if self._deadlines else float("inf")
+            if self.draining and self.drain_deadline is not None:
+                wake_at = min(wake_at, self.drain_deadline)
+            self._sleep_until = wake_at
+        timeout = None if wake_at == float("inf") else max(0.0, wake_at - now)
         try:
             events = self._selector.select(timeout)
         except OSError:
             events = []
         self._probe_sent = None
-        for key, mask in events:
-            if key.data is _LISTENER:
-                self._accept()
-            elif key.data is _WAKE:
-                self._take_inbox()
-            else:
-                waiting = key.data
-                if not waiting.closed:
-                    self._on_ready(waiting, mask)
-        self._expire(time.monotonic())
+        with self._lock:
+            self._sleep_until = float("-inf")
+            for key, mask in events:
+                if key.data is _LISTENER:
+                    self._accept()
+                elif key.data is _WAKE:
+                    self._take_inbox()
+                else:
+                    waiting = key.data
+                    if not waiting.closed:
+                        self._on_ready(waiting, mask)
+            self._expire(time.monotonic())
+            ready, self._ready = self._ready, []
+        for conn in ready:  # outside the lock: a bounded queue may make this wait
+            self.server.process_conn(conn)
 
     def _take_inbox(self) -> None:
         try:
             os.eventfd_read(self._wake_fd)
         except OSError:
             pass
-        with self._inbox_lock:
-            inbox, self._inbox = self._inbox, []
+        inbox, self._inbox = self._inbox, []
         now = time.monotonic()
         for conn in inbox:
-            sock = conn.socket
-            try:
-                sock.setblocking(False)
-            except OSError:
-                conn.close()
-                continue
-            waiting = _Waiting(sock, conn, float("inf"), now + self.timeout)
+            waiting = _Waiting(conn.socket, conn, float("inf"), now + self.timeout)
             if self._hold(waiting):
                 self._check(waiting, now)
 
@@ -373,7 +390,7 @@ class HeadReader:
         except (OSError, ValueError, KeyError):
             self._discard(waiting)
             return False
-        self._waiting[waiting.sock.fileno()] = waiting
+        self._waiting[waiting.fd] = waiting
         heapq.heappush(self._deadlines, (waiting.deadline, next(self._order), waiting))
         return True
 
@@ -401,9 +418,9 @@ class HeadReader:
 
     def _welcome(self, sock: socket.socket, address: Any) -> None:
         now = time.monotonic()
-        sock.setblocking(False)
         if self.tls_context is not None:
             try:
+                sock.setblocking(False)
                 tls = self.tls_context.wrap_socket(sock, server_side=True,
                                                    do_handshake_on_connect=False)
             except OSError:
@@ -414,6 +431,9 @@ class HeadReader:
             if self._hold(waiting):
                 self._handshake(waiting)
             return
+        # A plain socket stays in timeout mode (non-blocking underneath) all its life: the
+        # loop reads it with os.read, which never waits, and cheroot's threads with a timeout.
+        sock.settimeout(self.server.timeout)
         conn = self._connection(sock, address, {})
         waiting = _Waiting(sock, conn, now + self.header_timeout, now + self.timeout)
         if self._hold(waiting):
@@ -498,7 +518,7 @@ class HeadReader:
         now = time.monotonic()
         while True:
             try:
-                data = waiting.sock.recv(65536)
+                data = waiting.sock.recv(65536) if waiting.tls else os.read(waiting.fd, 65536)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError):
                 break
@@ -520,7 +540,7 @@ class HeadReader:
             waiting.deadline = min(waiting.head_by, waiting.idle_by)
             if self._check(waiting, now) or waiting.closed:
                 return
-            if not isinstance(waiting.sock, ssl.SSLSocket):
+            if not waiting.tls:
                 return  # epoll says when more arrives; TLS may hold decrypted bytes
 
     def _check(self, waiting: _Waiting, now: float) -> bool:
@@ -556,23 +576,26 @@ class HeadReader:
         self._forget(waiting)
         conn = waiting.conn
         assert conn is not None
-        try:
-            waiting.sock.settimeout(self.server.timeout)
-        except OSError:
-            conn.close()
-            return
-        conn.last_used = time.time()
+        if waiting.tls:
+            try:
+                waiting.sock.settimeout(self.server.timeout)
+            except OSError:
+                conn.close()
+                return
         self.queued[conn] = now
-        self.server.process_conn(conn)
+        self._ready.append(conn)
 
     def _refuse(self, waiting: _Waiting, refusal: Refusal) -> None:
         try:
-            waiting.sock.send(refusal.response())
+            if waiting.tls:
+                waiting.sock.send(refusal.response())
+            else:
+                os.write(waiting.fd, refusal.response())
         except (OSError, ValueError):
             self._close(waiting)
             return
         try:
-            if isinstance(waiting.sock, ssl.SSLSocket):
+            if waiting.tls:
                 self._close(waiting)
                 return
             waiting.sock.shutdown(socket.SHUT_WR)
@@ -585,7 +608,7 @@ class HeadReader:
 
     def _linger(self, waiting: _Waiting) -> None:
         try:
-            while waiting.sock.recv(65536):
+            while os.read(waiting.fd, 65536):
                 pass
         except (BlockingIOError, InterruptedError):
             return
@@ -627,7 +650,8 @@ class HeadReader:
 
     def _forget(self, waiting: _Waiting) -> None:
         waiting.closed = True  # for the head reader: its deadline entries are dropped
-        self._waiting.pop(waiting.sock.fileno(), None)
+        if self._waiting.get(waiting.fd) is waiting:
+            self._waiting.pop(waiting.fd)
         try:
             self._selector.unregister(waiting.sock)
         except (KeyError, ValueError, OSError):
@@ -635,7 +659,7 @@ class HeadReader:
 
     def _close(self, waiting: _Waiting) -> None:
         if waiting.closed and waiting.sock.fileno() < 0:
-            return
+            return  # already closed
         self._forget(waiting)
         self._discard(waiting)
 
