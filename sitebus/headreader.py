@@ -255,6 +255,9 @@ class HeadReader:
             return
         waiting = _Waiting(conn.socket, conn, float("inf"), time.monotonic() + self.timeout)
         with self._lock:
+            if self._closed:
+                conn.close()
+                return
             if not self._hold(waiting):
                 return
             wake = waiting.deadline < self._sleep_until
