@@ -3,17 +3,22 @@
 cheroot's ``HTTPServer.prepare()`` binds the socket itself and, whenever ``LISTEN_PID`` is
 set, takes fd 3 for every server in the process. CherootServer replaces ``prepare()`` so the
 server serves on the :class:`~sitebus.listeners.Listener` it is given, and does the rest of
-cheroot's preparation unchanged (the connection manager, the worker threads, ``ready``).
+cheroot's preparation (the worker threads, ``ready``), with sitebus's
+:class:`~sitebus.headreader.HeadReader` in place of cheroot's connection manager: request
+heads are read by one thread, so slow clients hold no worker thread, and framing is checked
+strictly (see ``sitebus.framing``; bodies through ``sitebus.strictgateway``).
 
 ``stop()`` drains, in this order:
 
-1. the listener stops accepting; when sitebus owns the socket it is shut down, so the kernel
-   refuses new connections at once and cheroot's selector wakes up instead of sleeping out
-   its expiration interval;
+1. the head reader forgets the listener (before it is closed: epoll would go on reporting a
+   closed duplicate of a socket that stays open elsewhere); the listener stops accepting;
+   when sitebus owns the socket it is shut down, so the kernel refuses new connections at
+   once;
 2. our duplicate of the listener is closed before cheroot's own ``stop()`` runs, because that
    connects to the server's socket to wake ``accept()``: on a socket systemd or the next
    process image keeps, that would queue a bogus connection (and re-activate the service);
-3. cheroot's ``stop()`` ends the selector loop, closes idle keep-alive connections, and waits
+3. cheroot's ``stop()`` ends the head reader's loop, closes the connections it holds (idle
+   kept-alive ones, heads still arriving), and waits
    up to ``shutdown_timeout`` for the worker threads to finish the requests in flight; the
    connection of a request still running after that is shut down. (A handler that never
    returns still keeps its thread: Python cannot end a thread from outside.)
