@@ -73,17 +73,23 @@ class _StrictBody:
             if self.refusal is None:
                 raise
         finally:
-            close = getattr(response, "close", None)
-            if close is not None:
-                close()
+            try:
+                self._finish()
+            finally:
+                close = getattr(response, "close", None)
+                if close is not None:
+                    close()
+
+    def _finish(self) -> None:
+        """Send the headers if not yet sent, or the refusal in place of the app's answer."""
         refusal = self.refusal
-        if refusal is not None:
-            self.req.close_connection = True
-            if not self.req.sent_headers:
-                self.req.sent_headers = True
-                self.req.conn.wfile.write(refusal.response())
-                return
-        self.req.ensure_headers_sent()
+        if refusal is None:
+            self.req.ensure_headers_sent()
+            return
+        self.req.close_connection = True
+        if not self.req.sent_headers:
+            self.req.sent_headers = True
+            self.req.conn.wfile.write(refusal.response())
 
 
 class _Recording:
