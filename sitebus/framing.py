@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 __all__ = [
     "ChunkedInput",
@@ -85,9 +85,8 @@ class Refusal:
         ).encode("ascii") + body
 
 
-@dataclass(frozen=True)
-class Head:
-    """The framing of an accepted head: how its body is delimited."""
+class Head(NamedTuple):
+    """The framing of an accepted head: how its body is delimited (a tuple: made per request)."""
 
     length: int
     """Bytes of the head itself (with its blank line)."""
@@ -123,7 +122,6 @@ def read_head(head: bytes | bytearray, max_body_size: int = 0) -> Head | Refusal
     ``head`` ends with its blank line (see ``find_head_end``); ``max_body_size`` is 0 for
     no limit.
     """
-    head = bytes(head)
     start = 2 if head.startswith(b"\r\n") else 0
     if b"\0" in head:
         return Refusal(BAD_REQUEST, "NUL in the request head")
@@ -131,7 +129,7 @@ def read_head(head: bytes | bytearray, max_body_size: int = 0) -> Head | Refusal
     if line is None:
         return Refusal(BAD_REQUEST, "Malformed request line")
     if _FIELDS.fullmatch(head, line.end()) is None:
-        return Refusal(BAD_REQUEST, _field_problem(head[line.end():]))
+        return Refusal(BAD_REQUEST, _field_problem(bytes(head[line.end():])))
     http10 = line.group(2) == b"1" and line.group(3) == b"0"
     lengths: list[bytes] = []
     codings: list[bytes] = []

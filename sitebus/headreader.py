@@ -204,9 +204,10 @@ class HeadReader:
         self._deadlines: list[tuple[float, int, _Waiting]] = []
         self._order = itertools.count()
         self._inbox: list[Connection] = []
-        self._lock = threading.Lock()
-        """Held by the loop while it works, and by ``put()``: guards the waiting connections,
-        the deadlines and the selector's registrations."""
+        """Kept-alive connections with bytes of a next request already read (pipelining)."""
+        self._returned: list[_Waiting] = []
+        """Kept-alive connections registered by the threads that served them, for the loop
+        to account for (appending to a list and swapping it are atomic in Python)."""
         self._sleep_until = float("-inf")
         """When the sleeping loop will wake by itself (-inf while it is awake)."""
         self._ready: list[Connection] = []
@@ -251,19 +252,19 @@ class HeadReader:
             conn.close()  # would stop the server): a connection that cannot go on closes
             return
         if isinstance(rfile, _StreamReader) and getattr(rfile.raw, "pending", None):
-            with self._lock:  # pipelined: the next head may be in already
-                self._inbox.append(conn)
+            self._inbox.append(conn)  # pipelined: the next head may be in already
             self._wake()
             return
+        # Registered here, by the thread that served it, as cheroot does: no wake-up of the
+        # loop per request. The loop does the bookkeeping when it next runs (_take_returned).
         waiting = _Waiting(conn.socket, conn, float("inf"), time.monotonic() + self.timeout)
-        with self._lock:
-            if self._closed:
-                conn.close()
-                return
-            if not self._hold(waiting):
-                return
-            wake = waiting.deadline < self._sleep_until
-        if wake:
+        try:
+            self._selector.register(waiting.sock, selectors.EVENT_READ, waiting)
+        except (OSError, ValueError, KeyError):
+            conn.close()
+            return
+        self._returned.append(waiting)
+        if waiting.deadline < self._sleep_until or self._closed:
             self._wake()
 
     def run(self, expiration_interval: float = 0.5) -> None:
@@ -285,13 +286,13 @@ class HeadReader:
 
     def close(self) -> None:
         """Close every connection held and the selector."""
-        with self._lock:
-            self._closed = True
-            inbox, self._inbox = self._inbox, []
-            for conn in inbox:
-                conn.close()
-            for waiting in list(self._waiting.values()):
-                self._close(waiting)
+        self._closed = True
+        inbox, self._inbox = self._inbox, []
+        for conn in inbox:
+            conn.close()
+        returned, self._returned = self._returned, []
+        for waiting in returned + list(self._waiting.values()):
+            self._close(waiting)
         self._selector.close()
         try:
             os.close(self._wake_fd)
@@ -346,33 +347,43 @@ class HeadReader:
             pass
 
     def _once(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            wake_at = self._deadlines[0][0] if self._deadlines else float("inf")
-            if self.draining and self.drain_deadline is not None:
-                wake_at = min(wake_at, self.drain_deadline)
-            self._sleep_until = wake_at
+        self._take_returned()
+        now = time.monotonic()
+        wake_at = self._deadlines[0][0] if self._deadlines else float("inf")
+        if self.draining and self.drain_deadline is not None:
+            wake_at = min(wake_at, self.drain_deadline)
+        self._sleep_until = wake_at
+        if self._returned:  # given back meanwhile: account for it before sleeping
+            wake_at = now
         timeout = None if wake_at == float("inf") else max(0.0, wake_at - now)
         try:
             events = self._selector.select(timeout)
         except OSError:
             events = []
+        self._sleep_until = float("-inf")
         self._probe_sent = None
-        with self._lock:
-            self._sleep_until = float("-inf")
-            for key, mask in events:
-                if key.data is _LISTENER:
-                    self._accept()
-                elif key.data is _WAKE:
-                    self._take_inbox()
-                else:
-                    waiting = key.data
-                    if not waiting.closed:
-                        self._on_ready(waiting, mask)
-            self._expire(time.monotonic())
-            ready, self._ready = self._ready, []
-        for conn in ready:  # outside the lock: a bounded queue may make this wait
+        self._take_returned()
+        for key, mask in events:
+            if key.data is _LISTENER:
+                self._accept()
+            elif key.data is _WAKE:
+                self._take_inbox()
+            else:
+                waiting = key.data
+                if not waiting.closed:
+                    self._on_ready(waiting, mask)
+        self._expire(time.monotonic())
+        ready, self._ready = self._ready, []
+        for conn in ready:
             self.server.process_conn(conn)
+
+    def _take_returned(self) -> None:
+        if not self._returned:
+            return
+        returned, self._returned = self._returned, []
+        for waiting in returned:
+            if not waiting.closed:
+                self._hold(waiting, registered=True)
 
     def _take_inbox(self) -> None:
         try:
@@ -386,15 +397,16 @@ class HeadReader:
             if self._hold(waiting):
                 self._check(waiting, now)
 
-    def _hold(self, waiting: _Waiting) -> bool:
+    def _hold(self, waiting: _Waiting, registered: bool = False) -> bool:
         """Start watching a connection; False when it could not be registered."""
         if len(self._waiting) >= self.max_waiting:
             self._evict_oldest()
-        try:
-            self._selector.register(waiting.sock, selectors.EVENT_READ, waiting)
-        except (OSError, ValueError, KeyError):
-            self._discard(waiting)
-            return False
+        if not registered:
+            try:
+                self._selector.register(waiting.sock, selectors.EVENT_READ, waiting)
+            except (OSError, ValueError, KeyError):
+                self._discard(waiting)
+                return False
         self._waiting[waiting.fd] = waiting
         heapq.heappush(self._deadlines, (waiting.deadline, next(self._order), waiting))
         return True
@@ -505,7 +517,7 @@ class HeadReader:
 
     def _watch(self, waiting: _Waiting, events: int) -> None:
         try:
-            self._selector.modify(waiting.sock, events, waiting)
+            self._selector.modify(waiting.fd, events, waiting)
         except (OSError, ValueError, KeyError):
             self._close(waiting)
 
@@ -658,7 +670,7 @@ class HeadReader:
         if self._waiting.get(waiting.fd) is waiting:
             self._waiting.pop(waiting.fd)
         try:
-            self._selector.unregister(waiting.sock)
+            self._selector.unregister(waiting.fd)  # by number: no search of the map
         except (KeyError, ValueError, OSError):
             pass
 
