@@ -211,7 +211,7 @@ class HeadReader:
         self._sleep_until = float("-inf")
         """When the sleeping loop will wake by itself (-inf while it is awake)."""
         self._ready: list[Connection] = []
-        """Connections whose head is in, to hand to the thread pool once the lock is let go."""
+        """Connections whose head is in, handed to the thread pool at the end of a loop turn."""
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._selector.register(self._wake_fd, selectors.EVENT_READ, _WAKE)
         self._listening = False
