@@ -14,7 +14,7 @@ and ones whose head is still arriving. One thread waits on all of them with a se
 without blocking, and passes a connection to cheroot's thread pool only once a whole head is
 buffered (and a small body declared by ``Content-Length``: up to ``SMALL_BODY`` bytes, unless
 the client waits for ``100 Continue``). cheroot then parses the buffered bytes as if it read
-them from the socket: the connection's reader serves the buffer first (``_BufferedSocketIO``).
+them from the socket: the connection's reader serves the buffer first (``BufferedSocketIO``).
 Before that, the head is checked by ``sitebus.framing.read_head``: a refused head is answered
 400/413/431/501 from this thread, and the connection closed.
 
@@ -47,7 +47,7 @@ The cheroot parts used are public names: ``HTTPConnection`` (subclassed, so a th
 connection says so), ``makefile.StreamReader`` (subclassed, to serve the buffer first),
 ``server.process_conn`` and ``put_conn``. The one assumption about cheroot's insides is that
 ``StreamReader`` is a buffered reader over a raw socket reader, built in ``__init__``; it is
-made in ``_StreamReader`` alone, and tests/test_headreader.py fails if it stops holding.
+made in ``StreamReader`` alone, and tests/test_headreader.py fails if it stops holding.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ from collections import OrderedDict
 from typing import Any
 
 from cheroot import makefile
-from cheroot.server import HTTPConnection
 
+from sitebus.connection import BufferedSocketIO, Connection, StreamReader
 from sitebus.framing import (
     HEADER_TOO_LARGE,
     Head,
@@ -76,7 +76,7 @@ from sitebus.framing import (
     read_head,
 )
 
-__all__ = ["Connection", "HeadReader", "default_max_waiting"]
+__all__ = ["HeadReader", "default_max_waiting"]
 
 SMALL_BODY = 64 * 1024
 """A body declared up to this size is read before its request is handed to a thread."""
@@ -108,49 +108,6 @@ def default_max_waiting() -> int:
     return max(64, min(4096, soft // 2))
 
 
-class _BufferedSocketIO(socket.SocketIO):
-    """A socket's raw reader that returns the bytes the head reader took before the socket's."""
-
-    def __init__(self, sock: socket.socket, mode: str) -> None:
-        super().__init__(sock, "rb")
-        self.pending = bytearray()
-
-    def readinto(self, b: Any) -> int:
-        if self.pending:
-            size = min(len(b), len(self.pending))
-            b[:size] = self.pending[:size]
-            del self.pending[:size]
-            return size
-        return super().readinto(b) or 0
-
-
-class _StreamReader(makefile.StreamReader):
-    """cheroot's socket reader, on a ``_BufferedSocketIO``."""
-
-    def __init__(self, sock: socket.socket, mode: str = "rb", bufsize: int = 8192) -> None:
-        # StreamReader.__init__ would build a plain SocketIO; build its base on ours instead.
-        super(makefile.StreamReader, self).__init__(_BufferedSocketIO(sock, mode), bufsize)
-        self.bytes_read = 0
-
-
-class Connection(HTTPConnection):
-    """cheroot's connection, which tells the head reader when a thread takes it."""
-
-    reader: HeadReader | None = None
-
-    def communicate(self) -> bool:
-        reader = self.reader
-        if reader is not None:
-            reader.queued.pop(self, None)
-        return bool(super().communicate())
-
-    def close(self) -> None:
-        reader = self.reader
-        if reader is not None:
-            reader.queued.pop(self, None)  # a 503 when the queue is full closes it untaken
-        super().close()
-
-
 class _Waiting:
     """A connection the head reader holds, and what it knows of the head so far."""
 
@@ -163,7 +120,7 @@ class _Waiting:
         self.fd = sock.fileno()
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.conn = conn
-        self.raw: _BufferedSocketIO | None = conn.rfile.raw if conn is not None else None
+        self.raw: BufferedSocketIO | None = conn.rfile.raw if conn is not None else None
         self.handshaking = conn is None
         self.first_byte = False
         self.head_by = head_by
@@ -241,7 +198,7 @@ class HeadReader:
             return
         rfile = conn.rfile
         try:
-            if isinstance(rfile, _StreamReader) and rfile.has_data():
+            if isinstance(rfile, StreamReader) and rfile.has_data():
                 buffered = rfile.peek(1)  # no I/O: the reader's buffer holds data
                 rfile.read1(len(buffered))
                 raw: Any = rfile.raw
@@ -251,7 +208,7 @@ class HeadReader:
         except Exception:  # noqa: BLE001 - never let a worker thread die here (cheroot
             conn.close()  # would stop the server): a connection that cannot go on closes
             return
-        if isinstance(rfile, _StreamReader) and getattr(rfile.raw, "pending", None):
+        if isinstance(rfile, StreamReader) and getattr(rfile.raw, "pending", None):
             self._inbox.append(conn)  # pipelined: the next head may be in already
             self._wake()
             return
@@ -462,7 +419,7 @@ class HeadReader:
 
         def make(s: Any, mode: str = "r", bufsize: int = 8192) -> Any:
             if "r" in mode:
-                return _StreamReader(s, mode, bufsize)
+                return StreamReader(s, mode, bufsize)
             return writer(s, mode, bufsize)
 
         conn = Connection(self.server, sock, make)

@@ -20,7 +20,7 @@ import pytest
 import trustme
 from cheroot import makefile
 
-from sitebus.headreader import _BufferedSocketIO, _StreamReader
+from sitebus.connection import BufferedSocketIO, StreamReader
 from sitebus.listeners import bind_tcp, bind_unix, serve_on
 from sitebus.wsgiserver import CherootServer, make_ssl_adapter
 from tests.httpclients import GatedApp, StartResponse, fetch
@@ -357,10 +357,10 @@ def test_cheroot_stream_reader_serves_the_buffer_first() -> None:
     """Fails loudly if cheroot's StreamReader stops being a buffered reader over its raw IO."""
     left, right = socket.socketpair()
     with left, right:
-        reader = _StreamReader(left, "rb", 8192)
+        reader = StreamReader(left, "rb", 8192)
         assert isinstance(reader, makefile.StreamReader)
         raw = reader.raw
-        assert isinstance(raw, _BufferedSocketIO)
+        assert isinstance(raw, BufferedSocketIO)
         raw.pending += b"GET / HTTP/1.1\r\n\r\nNEXT"
         right.sendall(b" MORE")
         assert reader.readline() == b"GET / HTTP/1.1\r\n"
