@@ -31,10 +31,12 @@ Heartbeat. Each worker has a pipe to the master and writes one JSON line per mes
 where signals are handled, still runs. It proves nothing about the threads that serve requests:
 a handler stuck in an endless loop holds one of them while the rest of the process is fine. So
 ``RequestTracker`` (the WSGI app the servers call) notes when each request started, and every
-beat carries the age of the oldest request in flight; the master retires a worker whose
-oldest request is older than ``server.worker_timeout``, and kills one that sends no beat at all
-for that long (its main thread, or the whole interpreter, is stuck). A pipe rather than a file
-on disk: a slow disk must not look like a hung worker. A beat that finds the master gone
+beat carries the age of the oldest request in flight, or of the oldest request no server thread
+has taken yet, or of a wake-up the server's head reader has not answered (``stalled()``, see
+``sitebus.headreader``): the time the worker has been unable to answer. The master retires a
+worker whose figure is older than ``server.worker_timeout``, and kills one that sends no beat
+at all for that long (its main thread, or the whole interpreter, is stuck). A pipe rather
+than a file on disk: a slow disk must not look like a hung worker. A beat that finds the master gone
 (another parent, or a broken pipe) stops the worker, in case SIGTERM from the kernel was lost.
 
 Exiting for sure: once a worker stops, or its timer thread sees that the master is gone, it
@@ -130,11 +132,19 @@ class RequestTracker:
         self.on_limit = on_limit
         self.requests = 0
         self.started: dict[int, float] = {}
+        self.servers: list[Any] = []
+        """Servers whose ``httpserver.stalled(now)`` counts too (see sitebus.headreader)."""
 
     def oldest(self, now: float) -> float | None:
-        """Return the age of the oldest request in flight, or None when there is none."""
+        """Return the age of the oldest request in flight or waiting for a thread, or None."""
         times = list(self.started.values())
-        return now - min(times) if times else None
+        ages = [now - min(times)] if times else []
+        for server in self.servers:
+            stalled = getattr(getattr(server, "httpserver", None), "stalled", None)
+            age = stalled(now) if stalled is not None else None
+            if age is not None:
+                ages.append(age)
+        return max(ages) if ages else None
 
     def wrap(self, app: Callable[..., Any]) -> Callable[..., Any]:
         started = self.started
@@ -381,6 +391,7 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
         for server in site.active_servers():
             server.take_over()
             server.wsgi_app = tracker.wrap(server.wsgi_app)
+            tracker.servers.append(server)
         bus.start()
     except Exception as error:
         return heartbeat.report_failure(error)

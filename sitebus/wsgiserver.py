@@ -3,17 +3,22 @@
 cheroot's ``HTTPServer.prepare()`` binds the socket itself and, whenever ``LISTEN_PID`` is
 set, takes fd 3 for every server in the process. CherootServer replaces ``prepare()`` so the
 server serves on the :class:`~sitebus.listeners.Listener` it is given, and does the rest of
-cheroot's preparation unchanged (the connection manager, the worker threads, ``ready``).
+cheroot's preparation (the worker threads, ``ready``), with sitebus's
+:class:`~sitebus.headreader.HeadReader` in place of cheroot's connection manager: request
+heads are read by one thread, so slow clients hold no worker thread, and framing is checked
+strictly (see ``sitebus.framing``; bodies through ``sitebus.strictgateway``).
 
 ``stop()`` drains, in this order:
 
-1. the listener stops accepting; when sitebus owns the socket it is shut down, so the kernel
-   refuses new connections at once and cheroot's selector wakes up instead of sleeping out
-   its expiration interval;
+1. the head reader forgets the listener (before it is closed: epoll would go on reporting a
+   closed duplicate of a socket that stays open elsewhere); the listener stops accepting;
+   when sitebus owns the socket it is shut down, so the kernel refuses new connections at
+   once;
 2. our duplicate of the listener is closed before cheroot's own ``stop()`` runs, because that
    connects to the server's socket to wake ``accept()``: on a socket systemd or the next
    process image keeps, that would queue a bogus connection (and re-activate the service);
-3. cheroot's ``stop()`` ends the selector loop, closes idle keep-alive connections, and waits
+3. cheroot's ``stop()`` ends the head reader's loop, closes the connections it holds (idle
+   kept-alive ones, heads still arriving), and waits
    up to ``shutdown_timeout`` for the worker threads to finish the requests in flight; the
    connection of a request still running after that is shut down. (A handler that never
    returns still keeps its thread: Python cannot end a thread from outside.)
@@ -28,12 +33,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cheroot import __version__ as cheroot_version
-from cheroot import connections, wsgi
+from cheroot import wsgi
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from sitebus import __version__
+from sitebus.headreader import HeadReader
 from sitebus.listeners import Listener
+from sitebus.strictgateway import strict_gateway
 
 __all__ = ["CherootServer", "make_ssl_adapter"]
 
@@ -57,6 +64,15 @@ class CherootServer(wsgi.Server):
     ready_event: threading.Event | None = None
     """Set when the server is ready, so ``ServerAdapter.wait()`` need not poll ``ready``."""
 
+    header_timeout: float | None = None
+    """Seconds a request head may take from its first byte (None: ``timeout``)."""
+
+    max_waiting: int | None = None
+    """Connections that may wait for a request head (None: ``default_max_waiting()``)."""
+
+    head_reader: HeadReader | None = None
+    """What reads request heads and holds idle connections while the server runs."""
+
     def __init__(
         self,
         listener: Listener,
@@ -67,13 +83,17 @@ class CherootServer(wsgi.Server):
         self.wsgi_version = wsgi_version  # read by wsgi.Server.__init__ to pick the gateway
         super().__init__(listener_address(listener), wsgi_app, **kwargs)
         self.listener = listener
+        self.gateway = strict_gateway(self.gateway)
 
     def prepare(self) -> None:
         """Prepare to serve on our listener: connection manager, worker threads, ready."""
         if self.software is None:
             self.software = f"{self.version} Server"
         self.socket = self.listener
-        self._connections = connections.ConnectionManager(self)
+        # cheroot's serve() runs self._connections, and put_conn() gives it kept-alive
+        # connections: the head reader takes the place of its ConnectionManager.
+        self.head_reader = HeadReader(self, self.header_timeout, self.max_waiting)
+        self._connections = self.head_reader
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
@@ -83,9 +103,17 @@ class CherootServer(wsgi.Server):
     def stop(self) -> None:
         """Refuse new connections at once; let requests in flight finish; close."""
         if self.ready:
+            if self.head_reader is not None:
+                self.head_reader.stop_accepting()  # unregistered before the listener closes
             self.listener.stop_accepting()
             self.listener.close()
         super().stop()
+
+
+    def stalled(self, now: float) -> float | None:
+        """Return for how long this server has been unable to answer (see HeadReader)."""
+        reader = self.head_reader
+        return reader.stalled(now) if reader is not None and self.ready else None
 
 
 class _ContextSSLAdapter(BuiltinSSLAdapter):

@@ -258,3 +258,25 @@ def test_tree_entries_wait_while_apps_are_deferred() -> None:
     with pytest.raises(ConfigError, match="tree.missing: cannot import module 'no_such"):
         site.mount_deferred()
     assert site.tree.apps == {"/hi": hello}
+
+
+def test_the_tracker_counts_a_server_that_cannot_answer() -> None:
+    class Stalled:
+        def __init__(self, age: float | None) -> None:
+            self.age = age
+
+        def stalled(self, now: float) -> float | None:
+            return self.age
+
+    class FakeServer:
+        def __init__(self, age: float | None) -> None:
+            self.httpserver = Stalled(age)
+
+    tracker = RequestTracker()
+    tracker.servers = [FakeServer(None), FakeServer(42.0), type("NotBuilt", (), {})()]
+    assert tracker.oldest(100.0) == 42.0
+    tracker.started[1] = 10.0
+    assert tracker.oldest(100.0) == 90.0
+    tracker.servers = [FakeServer(None)]
+    tracker.started.clear()
+    assert tracker.oldest(100.0) is None
