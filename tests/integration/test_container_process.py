@@ -1,0 +1,189 @@
+"""sitebus as PID 1 of a real PID namespace, as in a container: orphans reaped with and without
+workers, the app's own subprocesses keep their exit status, signals as outside a container, a
+crashed worker replaced, a rolling reload and a stop that lose no request."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.containers import (
+    Container,
+    KeepAlive,
+    fetch_many,
+    needs_pid_namespace,
+    ns_pid,
+    run_as_pid1,
+    site_config,
+    state_of,
+)
+from tests.integration.sites import SteadyClient, get, ready_addresses, tcp_port
+from tests.integration.worker_sites import wait_for_workers
+from tests.processes import wait_until
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, needs_pid_namespace]
+
+
+@pytest.fixture
+def pid1(spawn: Any, tmp_path: Path) -> Iterator[Any]:
+    """Start sites as PID 1 (``pid1(config, *args)``); kill every namespace left at teardown."""
+    started: list[Container] = []
+
+    def start(config: str, *args: str) -> tuple[Container, int]:
+        container = run_as_pid1(spawn, tmp_path, config, "-p", "site.pid", *args)
+        started.append(container)
+        return container, tcp_port(ready_addresses(container.child))
+
+    yield start
+    for container in started:
+        container.kill()
+
+
+def stop(container: Container, signum: int = signal.SIGTERM) -> float:
+    """Signal PID 1 to stop; assert it exits 0 and return how long it took."""
+    began = time.monotonic()
+    container.signal(signum)
+    assert container.wait(60) == 0
+    return time.monotonic() - began
+
+
+def no_zombies_left(container: Container) -> None:
+    wait_until(lambda: not container.zombies(), 10, "PID 1 to reap every orphan")
+
+
+def test_as_pid1_with_two_workers_1000_orphaning_requests_leave_no_zombie(
+        pid1: Any, tmp_path: Path) -> None:
+    container, port = pid1(site_config())
+    workers = wait_for_workers(tmp_path, 2)
+    most = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            most[0] = max(most[0], len(container.zombies()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        statuses = fetch_many(port, "/orphan", 1000, connections=4)
+    finally:
+        done.set()
+        sampler.join()
+    assert statuses == [200] * 1000
+    no_zombies_left(container)
+    print(f"most zombies seen at once: {most[0]}")
+    assert wait_for_workers(tmp_path, 2) == workers  # no worker was taken for an orphan
+    assert "exited (" not in container.child.output
+    stop(container)
+
+
+def test_as_pid1_without_workers_orphans_go_and_subprocess_keeps_its_exit_status(
+        pid1: Any) -> None:
+    container, port = pid1(site_config(workers=0))
+    assert fetch_many(port, "/orphan", 200, connections=2) == [200] * 200
+    codes = [get(port, f"/exit?{n}")[1] for n in (0, 1, 7, 255)]
+    assert codes == [b"0", b"1", b"7", b"255"]
+    # A child the app waits for long after it exited: the reaper looked, and left it alone.
+    assert get(port, "/late")[1] == b"3"
+    no_zombies_left(container)
+    stop(container)
+
+
+def test_as_pid1_with_the_reaper_off_orphans_stay_zombies(pid1: Any, tmp_path: Path) -> None:
+    container, port = pid1(site_config("engine.reaper.on = False"))
+    wait_for_workers(tmp_path, 2)
+    assert fetch_many(port, "/orphan", 20, connections=1) == [200] * 20
+    wait_until(lambda: len(container.zombies()) == 20, 10, "20 zombies under PID 1")
+    stop(container)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_as_pid1_exits_0_within_drain_delay_plus_shutdown_timeout(
+        pid1: Any, tmp_path: Path, workers: int) -> None:
+    container, port = pid1(site_config("engine.health.on = True",
+                                       "engine.health.drain_delay = 1",
+                                       "server.shutdown_timeout = 2", workers=workers))
+    if workers:
+        wait_for_workers(tmp_path, workers)
+    fetch = KeepAlive()
+    client = SteadyClient(port, "/orphan", fetch=fetch)
+    client.start()
+    try:
+        client.more_answers(20)
+        took = stop(container)
+    finally:
+        client.finish()
+        fetch.close()
+    assert took < 1 + 2, f"took {took:.2f} s"
+    assert "Bus EXITED" in container.child.output
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigint_as_pid1_stops_the_site(pid1: Any, tmp_path: Path, workers: int) -> None:
+    container, port = pid1(site_config(workers=workers))
+    assert get(port)[0] == 200
+    stop(container, signal.SIGINT)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR2])
+def test_sighup_and_sigusr2_as_pid1_restart_in_place(pid1: Any, tmp_path: Path,
+                                                     signum: int) -> None:
+    container, port = pid1(site_config())
+    old = wait_for_workers(tmp_path, 2)
+    for _ in range(2):
+        seen = len(container.child.notify.messages)  # type: ignore[union-attr]
+        container.signal(signum)
+        assert tcp_port(ready_addresses(container.child, after=seen + 1)) == port
+        old = wait_for_workers(tmp_path, 2, not_among=old)
+        assert state_of(container.init) not in ("Z", "gone") and ns_pid(container.init) == 1
+        assert get(port, "/exit?5")[1] == b"5"
+    assert container.child.output.count("Re-spawning") == 2
+    stop(container)
+
+
+def test_a_killed_worker_as_pid1_is_noticed_and_replaced(pid1: Any, tmp_path: Path) -> None:
+    container, port = pid1(site_config())
+    first = wait_for_workers(tmp_path, 2)
+    victim = min(first)
+    signal_sent = container.host_pid(victim)
+    import os
+
+    os.kill(signal_sent, signal.SIGKILL)
+    replaced = wait_for_workers(tmp_path, 2, not_among={victim})
+    assert len(replaced - first) == 1
+    container.child.wait_for_output(rf"Worker {victim} exited \(killed by SIGKILL\)")
+    assert fetch_many(port, "/orphan", 50, connections=2) == [200] * 50
+    no_zombies_left(container)
+    stop(container)
+
+
+def test_a_rolling_reload_as_pid1_under_a_steady_keep_alive_client_fails_no_request(
+        pid1: Any, tmp_path: Path) -> None:
+    container, port = pid1(site_config())
+    current = wait_for_workers(tmp_path, 2)
+    fetch = KeepAlive()
+    client = SteadyClient(port, "/orphan", fetch=fetch)
+    client.start()
+    try:
+        client.more_answers(10)
+        for _ in range(3):
+            seen = len(container.child.notify.messages)  # type: ignore[union-attr]
+            container.signal(signal.SIGUSR1)
+            container.child.notify.wait_for("RELOADING", "1", after=seen)  # type: ignore[union-attr]
+            ready_addresses(container.child, after=seen + 1)
+            current = wait_for_workers(tmp_path, 2, not_among=current)
+            client.more_answers(10)
+    finally:
+        client.finish()
+        fetch.close()
+    print(f"{len(client.answers)} answers over {fetch.connections} connections")
+    assert client.failures == []
+    assert set(client.pids[-5:]) <= current
+    no_zombies_left(container)
+    stop(container)
