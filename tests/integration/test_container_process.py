@@ -4,7 +4,11 @@ crashed worker replaced, a rolling reload and a stop that lose no request."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.containers import (
+    UNSHARE_ARGV,
     Container,
     KeepAlive,
     fetch_many,
@@ -25,7 +30,7 @@ from tests.integration.containers import (
 )
 from tests.integration.sites import SteadyClient, get, ready_addresses, tcp_port
 from tests.integration.worker_sites import wait_for_workers
-from tests.processes import wait_until
+from tests.processes import python, wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, needs_pid_namespace]
 
@@ -163,12 +168,13 @@ def test_a_killed_worker_as_pid1_is_noticed_and_replaced(pid1: Any, tmp_path: Pa
     stop(container)
 
 
-def test_a_rolling_reload_as_pid1_under_a_steady_keep_alive_client_fails_no_request(
-        pid1: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_rolling_reload_as_pid1_under_a_steady_client_fails_no_request(
+        pid1: Any, tmp_path: Path, keep_alive: bool) -> None:
     container, port = pid1(site_config())
     current = wait_for_workers(tmp_path, 2)
     fetch = KeepAlive()
-    client = SteadyClient(port, "/orphan", fetch=fetch)
+    client = SteadyClient(port, "/orphan", fetch=fetch if keep_alive else get)
     client.start()
     try:
         client.more_answers(10)
@@ -182,8 +188,59 @@ def test_a_rolling_reload_as_pid1_under_a_steady_keep_alive_client_fails_no_requ
     finally:
         client.finish()
         fetch.close()
-    print(f"{len(client.answers)} answers over {fetch.connections} connections")
+    print(f"{len(client.answers)} answers over {fetch.connections} connections, "
+          f"{fetch.retried} sent again after an idle close")
     assert client.failures == []
     assert set(client.pids[-5:]) <= current
     no_zombies_left(container)
     stop(container)
+
+
+def test_the_images_cmd_and_healthcheck_as_written(spawn: Any, tmp_path: Path) -> None:
+    """The Dockerfile's CMD and HEALTHCHECK, with its site.conf and app, run as PID 1 (paths
+    and the port mapped to the test's); the health check follows the drain on STOPSIGNAL."""
+    from tests.test_container import DOCKER, one
+
+    config = (DOCKER / "site.conf").read_text()
+    for written, here in (('server.socket_host = "0.0.0.0"', 'server.socket_host = "127.0.0.1"'),
+                          ("server.socket_port = 8080", "server.socket_port = 0")):
+        assert written in config
+        config = config.replace(written, here)
+    (tmp_path / "site.conf").write_text(config)
+    shutil.copy(DOCKER / "hello.py", tmp_path / "hello.py")
+    program, *args = json.loads(one("CMD"))
+    assert program == "sitebus"
+    args = [("site.conf" if arg == "/etc/sitebus/site.conf" else arg) for arg in args]
+    child = spawn([*UNSHARE_ARGV, *python("-m", "sitebus", *args)], name="image")
+    container = Container(child)
+    try:
+        port = tcp_port(ready_addresses(child))
+        interpreter, script, url = json.loads(one("HEALTHCHECK").partition(" CMD ")[2])
+        assert interpreter == "python" and script == "/opt/sitebus/healthcheck.py"
+        check = [sys.executable, str(DOCKER / "healthcheck.py"), url.replace(":8080/", f":{port}/")]
+
+        def healthcheck() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(check, capture_output=True, text=True, timeout=30)
+
+        healthy = healthcheck()
+        assert healthy.returncode == 0 and healthy.stdout.endswith(": 200\n"), healthy
+        assert get(port)[1] == b"Hello from sitebus in a container\n"
+        began = time.monotonic()
+        container.signal(getattr(signal, one("STOPSIGNAL")))
+
+        def unhealthy() -> subprocess.CompletedProcess[str] | None:
+            result = healthcheck()
+            return result if result.returncode == 1 else None
+
+        draining: Any = wait_until(unhealthy, 10, "the health check to fail as the site drains")
+        assert draining.stdout.endswith(": 503\n"), draining
+        assert get(port)[1] == b"Hello from sitebus in a container\n"  # still serving
+        assert container.wait(60) == 0
+        took = time.monotonic() - began
+        settings = {line.split("=")[0].strip(): line.split("=")[1].strip()
+                    for line in config.splitlines() if "=" in line and not line.startswith("#")}
+        drain = float(settings["engine.health.drain_delay"])
+        assert drain <= took < drain + float(settings["server.shutdown_timeout"]), took
+        assert "Reaping orphaned processes, as PID 1." in child.output
+    finally:
+        container.kill()
