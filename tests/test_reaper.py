@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -83,8 +84,15 @@ def test_next_look(pending: dict[int, Pending], last: float, signalled: bool,
 # -- the system -----------------------------------------------------------------------------
 
 
+def fork() -> int:
+    """os.fork, without Python 3.12's warning about forking a process that has threads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
 def test_zombie_children_lists_an_exited_child_until_it_is_reaped() -> None:
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         os._exit(7)
     try:
@@ -188,3 +196,23 @@ def test_a_bad_interval_is_one_clear_error(bus: Bus) -> None:
                                           r"and 60, got '1'"):
         reaper.start()
     assert signal.getsignal(signal.SIGCHLD) in (signal.SIG_DFL, None)
+
+
+def test_a_forked_child_gets_sigchld_s_default_back(bus: Bus) -> None:
+    reaper = Reaper(bus)
+    reaper.subscribe()
+    bus.start()
+    try:
+        read_end, write_end = os.pipe()
+        pid = fork()
+        if pid == 0:  # a worker, say: no reaper here
+            os.write(write_end, b"default" if signal.getsignal(signal.SIGCHLD)
+                     == signal.SIG_DFL else b"inherited")
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as answer:
+            assert answer.read() == b"default"
+        os.waitpid(pid, 0)
+        assert signal.getsignal(signal.SIGCHLD) == reaper._on_sigchld  # the parent keeps it
+    finally:
+        bus.exit()
