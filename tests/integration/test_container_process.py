@@ -5,6 +5,7 @@ crashed worker replaced, a rolling reload and a stop that lose no request."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -125,7 +126,7 @@ def test_sigterm_as_pid1_exits_0_within_drain_delay_plus_shutdown_timeout(
     finally:
         client.finish()
         fetch.close()
-    assert took < 1 + 2, f"took {took:.2f} s"
+    assert 1 <= took < 1 + 2, f"took {took:.2f} s"  # the drain delay, then a prompt stop
     assert "Bus EXITED" in container.child.output
 
 
@@ -156,10 +157,7 @@ def test_a_killed_worker_as_pid1_is_noticed_and_replaced(pid1: Any, tmp_path: Pa
     container, port = pid1(site_config())
     first = wait_for_workers(tmp_path, 2)
     victim = min(first)
-    signal_sent = container.host_pid(victim)
-    import os
-
-    os.kill(signal_sent, signal.SIGKILL)
+    os.kill(container.host_pid(victim), signal.SIGKILL)
     replaced = wait_for_workers(tmp_path, 2, not_among={victim})
     assert len(replaced - first) == 1
     container.child.wait_for_output(rf"Worker {victim} exited \(killed by SIGKILL\)")
