@@ -210,6 +210,7 @@ class Reaper(SimplePlugin):
         self._quit = threading.Event()
         self._pipe: tuple[int, int] | None = None
         self._previous: Any = None
+        self._installed = False
         self._subreaper = False
         self._pid = 0
 
@@ -228,6 +229,7 @@ class Reaper(SimplePlugin):
         self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGCHLD, self._on_sigchld)
+            self._installed = True
             signal.siginterrupt(signal.SIGCHLD, False)
         else:
             self.bus.log("Reaper: not started from the main thread, so SIGCHLD cannot be "
@@ -248,9 +250,10 @@ class Reaper(SimplePlugin):
         self._quit.set()
         self._wake()
         thread.join()
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGCHLD, self._previous)
-            self._previous = None
+        if self._installed and threading.current_thread() is threading.main_thread():
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGCHLD, previous)
+            self._installed, self._previous = False, None
         if self._subreaper:
             set_child_subreaper(False)
             self._subreaper = False
