@@ -27,6 +27,7 @@ UNSHARE_ARGV = [UNSHARE or "unshare", "--pid", "--fork", "--mount-proc", "--kill
 
 ORPHAN_APP = '''\
 """Answers with its pid. /orphan shells out and leaves a short-lived background child behind;
+/linger leaves a child that sleeps 30 s and answers its pid;
 /exit?N answers the exit status of ``sh -c 'exit N'``; /late answers that of a child it waits
 for half a second after it exited; /slow?S sleeps S seconds."""
 import os
@@ -38,6 +39,9 @@ def app(environ, start_response):
     path, query = environ["PATH_INFO"], environ["QUERY_STRING"]
     if path == "/orphan":
         subprocess.run(["sh", "-c", "sleep 0.01 &"], check=True)
+    elif path == "/linger":
+        body = subprocess.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"],
+                              capture_output=True, text=True, check=True).stdout.strip()
     elif path == "/exit":
         body = str(subprocess.run(["sh", "-c", f"exit {int(query)}"]).returncode)
     elif path == "/late":
@@ -47,7 +51,7 @@ def app(environ, start_response):
     elif path == "/slow":
         print(f"in handler {os.getpid()}", flush=True)
         time.sleep(float(query or 0))
-    if path not in ("/exit", "/late"):
+    if path not in ("/exit", "/late", "/linger"):
         body = f"{os.getpid()} 1"
     data = body.encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
@@ -55,7 +59,8 @@ def app(environ, start_response):
 '''
 
 
-def _can_unshare() -> bool:
+def can_unshare() -> bool:
+    """Return True when this machine can run a process as PID 1 of a new PID namespace."""
     if UNSHARE is None or os.geteuid() != 0:
         return False
     try:
@@ -65,7 +70,7 @@ def _can_unshare() -> bool:
         return False
 
 
-needs_pid_namespace = pytest.mark.skipif(not _can_unshare(),
+needs_pid_namespace = pytest.mark.skipif(not can_unshare(),
                                          reason="needs root and unshare --pid (util-linux)")
 
 
@@ -138,9 +143,13 @@ class Container:
             self.child.popen.wait(30)
 
 
+def write_orphan_app(workdir: Path) -> None:
+    (workdir / "orphan_app.py").write_text(ORPHAN_APP)
+
+
 def run_as_pid1(spawn: Any, workdir: Path, config: str, *args: str) -> Container:
     """Write ``orphan_app.py`` and ``site.conf``; run ``sitebus run`` as PID 1 on them."""
-    (workdir / "orphan_app.py").write_text(ORPHAN_APP)
+    write_orphan_app(workdir)
     (workdir / "site.conf").write_text(config)
     argv = [*UNSHARE_ARGV, *python("-m", "sitebus", "run", "-c", "site.conf", *args)]
     return Container(spawn(argv, name="pid1"))

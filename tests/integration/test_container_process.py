@@ -22,23 +22,28 @@ from tests.integration.containers import (
     UNSHARE_ARGV,
     Container,
     KeepAlive,
+    can_unshare,
+    children_of,
     fetch_many,
     needs_pid_namespace,
     ns_pid,
     run_as_pid1,
     site_config,
     state_of,
+    write_orphan_app,
 )
-from tests.integration.sites import SteadyClient, get, ready_addresses, tcp_port
+from tests.integration.sites import SteadyClient, get, ready_addresses, run_site, tcp_port
 from tests.integration.worker_sites import wait_for_workers
 from tests.processes import python, wait_until
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, needs_pid_namespace]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 @pytest.fixture
 def pid1(spawn: Any, tmp_path: Path) -> Iterator[Any]:
     """Start sites as PID 1 (``pid1(config, *args)``); kill every namespace left at teardown."""
+    if not can_unshare():
+        pytest.skip("needs root and unshare --pid (util-linux)")
     started: list[Container] = []
 
     def start(config: str, *args: str) -> tuple[Container, int]:
@@ -194,6 +199,7 @@ def test_a_rolling_reload_as_pid1_under_a_steady_client_fails_no_request(
     stop(container)
 
 
+@needs_pid_namespace
 def test_the_images_cmd_and_healthcheck_as_written(spawn: Any, tmp_path: Path) -> None:
     """The Dockerfile's CMD and HEALTHCHECK, with its site.conf and app, run as PID 1 (paths
     and the port mapped to the test's); the health check follows the drain on STOPSIGNAL."""
@@ -242,3 +248,23 @@ def test_the_images_cmd_and_healthcheck_as_written(spawn: Any, tmp_path: Path) -
         assert "Reaping orphaned processes, as PID 1." in child.output
     finally:
         container.kill()
+
+
+def test_engine_reaper_on_makes_an_ordinary_site_a_subreaper(spawn: Any, tmp_path: Path) -> None:
+    """Not PID 1: with engine.reaper.on the orphans of the workers' children come to the
+    master (a child subreaper), which reaps them."""
+    write_orphan_app(tmp_path)
+    child = run_site(spawn, tmp_path, site_config("engine.reaper.on = True"), "-p", "site.pid")
+    port = tcp_port(ready_addresses(child))
+    wait_for_workers(tmp_path, 2)
+    assert "Reaping orphaned processes, as a child subreaper." in child.output
+    lingering = int(get(port, "/linger")[1])
+    try:
+        assert lingering in children_of(child.pid)  # re-parented to the master, not to init
+    finally:
+        os.kill(lingering, signal.SIGKILL)
+    assert fetch_many(port, "/orphan", 100, connections=2) == [200] * 100
+    wait_until(lambda: not [p for p in children_of(child.pid) if state_of(p) == "Z"], 10,
+               "the master to reap every orphan")
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(60) == 0
