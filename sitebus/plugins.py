@@ -7,7 +7,6 @@ re-exported by ``services.web.process.plugins`` under the reference's names.
 Priorities of the built-in plugins, per channel (lower runs first; 50 when not listed)::
 
     plugin            start   stop   exit   graceful   other
-    Reaper              10     15
     Daemonizer          65
     PIDFile             70            50
     Monitor (all)       70     50            50
@@ -15,6 +14,7 @@ Priorities of the built-in plugins, per channel (lower runs first; 50 when not l
     ServerAdapter       75     25                      begin_stop 24
     Site                76     10                      (keeps listeners for a restart)
     DropPrivileges      77
+    Reaper              78     15
     Workers             80     20            50       draining, child_pids
     Health             100      5
     StatusFile         100      1     100    100

@@ -35,12 +35,14 @@ pipe wakes) writes a byte to a pipe the reaper's thread waits on; the thread loo
 per ``interval`` and, while zombies are pending, at their due time. Idle, it sleeps on the
 pipe. SIGCHLD is installed with SA_RESTART (``siginterrupt(False)``), so a system call of an
 app's C library in the main thread is not cut short by a child's exit. The reaper runs in the
-master only (it is one of ``workers.MASTER_PLUGINS``), from ``start`` until ``stop`` (priority
-15: after the health endpoint's drain delay, before the workers stop); a forked child gets
-SIGCHLD's default back. Rejected: ``waitid(P_ALL, WNOWAIT)`` to peek (it shows one child only,
-and a worker's zombie would hide the orphans behind it), a process of its own in front
-(tini's way: it makes a site with no workers two processes, and signals would need
-forwarding), and a fixed polling period.
+master only (it is one of ``workers.MASTER_PLUGINS``), from ``start`` (priority 78: after the
+daemonizer's fork, 65, which neither a thread nor the subreaper mark survives, and before the
+workers are forked, 80) until ``stop`` (priority 15: after the health endpoint's drain delay,
+before the workers stop); a forked child gets SIGCHLD's default back.
+
+Rejected: ``waitid(P_ALL, WNOWAIT)`` to peek (it shows one child only, and a worker's zombie
+would hide the orphans behind it), a process of its own in front (tini's way: it makes a site
+with no workers two processes, and signals would need forwarding), and a fixed polling period.
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ class Reaper(SimplePlugin):
         role = "PID 1" if self._pid == 1 else "a child subreaper"
         self.bus.log(f"Reaping orphaned processes, as {role}.")
 
-    start.priority = 10  # type: ignore[attr-defined]
+    start.priority = 78  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         """Stop looking; give SIGCHLD its previous handler back."""
