@@ -4,6 +4,7 @@ crashed worker replaced, a rolling reload and a stop that lose no request."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from tests.integration.containers import (
 )
 from tests.integration.sites import SteadyClient, get, ready_addresses, run_site, tcp_port
 from tests.integration.worker_sites import wait_for_workers
-from tests.processes import python, wait_until
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -199,41 +200,80 @@ def test_a_rolling_reload_as_pid1_under_a_steady_client_fails_no_request(
     stop(container)
 
 
+def build_context(checkout: Path, into: Path, ignore_file: Path) -> None:
+    """Copy ``checkout`` to ``into`` as docker would send it: without what the ignore file
+    lists (``name`` at the root, ``**/name`` at any depth)."""
+    patterns = [line.strip() for line in ignore_file.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(directory: str, names: list[str]) -> set[str]:
+        at_root = Path(directory) == checkout
+        return {name for name in names for pattern in patterns
+                if fnmatch.fnmatch(name, pattern.removeprefix("**/"))
+                and (at_root or pattern.startswith("**/"))}
+
+    shutil.copytree(checkout, into, ignore=ignored)
+
+
 @needs_pid_namespace
-def test_the_images_cmd_and_healthcheck_as_written(spawn: Any, tmp_path: Path) -> None:
-    """The Dockerfile's CMD and HEALTHCHECK, with its site.conf and app, run as PID 1 (paths
-    and the port mapped to the test's); the health check follows the drain on STOPSIGNAL."""
+@pytest.mark.timeout(300)
+def test_the_image_built_and_run_as_written_without_docker(spawn: Any, tmp_path: Path) -> None:
+    """The Dockerfile's steps outside Docker: its build context, its virtualenv and pip
+    install of the checkout (offline: the dependencies come from this machine's Python), then
+    its CMD as PID 1 with its ENV, WORKDIR, site.conf and app (only the address changed to a
+    loopback one), and its HEALTHCHECK, which follows the drain on STOPSIGNAL."""
+    from tests.processes import ROOT
     from tests.test_container import DOCKER, one
 
+    build_context(ROOT, tmp_path / "src", DOCKER / "Dockerfile.dockerignore")
+    assert not (tmp_path / "src" / ".git").exists() and (tmp_path / "src" / "sitebus").is_dir()
+    assert not (tmp_path / "src" / "tests").exists()
+    venv = tmp_path / "opt" / "sitebus"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", str(tmp_path / "src")], check=True, timeout=240,
+                   cwd=tmp_path, env=without_pythonpath())
     config = (DOCKER / "site.conf").read_text()
     for written, here in (('server.socket_host = "0.0.0.0"', 'server.socket_host = "127.0.0.1"'),
                           ("server.socket_port = 8080", "server.socket_port = 0")):
         assert written in config
         config = config.replace(written, here)
     (tmp_path / "site.conf").write_text(config)
-    shutil.copy(DOCKER / "hello.py", tmp_path / "hello.py")
-    program, *args = json.loads(one("CMD"))
-    assert program == "sitebus"
-    args = [("site.conf" if arg == "/etc/sitebus/site.conf" else arg) for arg in args]
-    child = spawn([*UNSHARE_ARGV, *python("-m", "sitebus", *args)], name="image")
+    workdir = tmp_path / "srv" / "site"
+    workdir.mkdir(parents=True)
+    shutil.copy(DOCKER / "hello.py", workdir / "hello.py")
+    env = {"PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "PYTHONPATH": "",
+           "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    assert one("ENV").startswith("PATH=/opt/sitebus/bin:$PATH PYTHONUNBUFFERED=1 "
+                                 "PYTHONDONTWRITEBYTECODE=1")
+    cmd = [str(tmp_path / "site.conf") if arg == "/etc/sitebus/site.conf" else arg
+           for arg in json.loads(one("CMD"))]
+    child = spawn([*UNSHARE_ARGV, *cmd], name="image", env=env, cwd=workdir)
     container = Container(child)
     try:
         port = tcp_port(ready_addresses(child))
-        interpreter, script, url = json.loads(one("HEALTHCHECK").partition(" CMD ")[2])
-        assert interpreter == "python" and script == "/opt/sitebus/healthcheck.py"
-        check = [sys.executable, str(DOCKER / "healthcheck.py"), url.replace(":8080/", f":{port}/")]
+        assert os.readlink(f"/proc/{container.init}/cwd") == str(workdir)
+        with open(f"/proc/{container.init}/cmdline", "rb") as cmdline:
+            assert str(venv / "bin" / "sitebus").encode() in cmdline.read()  # the console script
+        healthcheck = json.loads(one("HEALTHCHECK").partition(" CMD ")[2])
+        assert healthcheck[:2] == ["python", "/opt/sitebus/healthcheck.py"]
+        shutil.copy(DOCKER / "healthcheck.py", venv / "healthcheck.py")  # the COPY
+        check = [str(venv / "bin" / "python"), str(venv / "healthcheck.py"),
+                 healthcheck[2].replace(":8080/", f":{port}/")]
 
-        def healthcheck() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(check, capture_output=True, text=True, timeout=30)
+        def run_healthcheck() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(check, capture_output=True, text=True, timeout=30,
+                                  env=without_pythonpath())
 
-        healthy = healthcheck()
+        healthy = run_healthcheck()
         assert healthy.returncode == 0 and healthy.stdout.endswith(": 200\n"), healthy
         assert get(port)[1] == b"Hello from sitebus in a container\n"
         began = time.monotonic()
         container.signal(getattr(signal, one("STOPSIGNAL")))
 
         def unhealthy() -> subprocess.CompletedProcess[str] | None:
-            result = healthcheck()
+            result = run_healthcheck()
             return result if result.returncode == 1 else None
 
         draining: Any = wait_until(unhealthy, 10, "the health check to fail as the site drains")
@@ -248,6 +288,10 @@ def test_the_images_cmd_and_healthcheck_as_written(spawn: Any, tmp_path: Path) -
         assert "Reaping orphaned processes, as PID 1." in child.output
     finally:
         container.kill()
+
+
+def without_pythonpath() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
 
 def test_engine_reaper_on_makes_an_ordinary_site_a_subreaper(spawn: Any, tmp_path: Path) -> None:
