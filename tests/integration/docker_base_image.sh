@@ -1,11 +1,11 @@
 #!/bin/sh
-# Make a stand-in for the image's base (python:3.12-slim) where no registry can be reached but
-# Debian's packages can: a minimal Debian with Python 3, venv and pip's CA settings of this
-# machine, imported into the Docker daemon under the base image's name.
+# Make a stand-in for the image's base (python:3.11-slim) where no registry can be reached but
+# Debian's packages can: a minimal Debian 12 with its Python (3.11), venv and pip's CA settings
+# of this machine, imported into the Docker daemon under the base image's name.
 #   docker_base_image.sh [TAG]     (root; debootstrap; DOCKER_HOST names the daemon if needed)
 # tests/integration/test_container_image.py builds and runs contrib/docker/Dockerfile on it.
 set -eu
-tag=${1:-python:3.12-slim}
+tag=${1:-python:3.11-slim}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \

@@ -1,7 +1,8 @@
 """contrib/docker/Dockerfile built and run by a real Docker daemon, where one answers.
 
 Skipped unless ``docker info`` answers (``DOCKER_HOST`` may name the daemon) and the base image
-(``python:3.12-slim``) is there or can be pulled; where no registry can be reached,
+(``python:3.11-slim``: the Dockerfile's PYTHON_VERSION argument set to Debian 12's Python) is
+there or can be pulled; where no registry can be reached,
 ``docker_base_image.sh`` beside this file makes a stand-in from Debian's packages. The build
 context is the checkout trimmed as ``Dockerfile.dockerignore`` says; the build uses the host's
 network (pip fetches the dependencies), the container none at all (--network none): every
@@ -26,7 +27,8 @@ from tests.test_container import DOCKER as CONTRIB_DOCKER
 from tests.test_container import site_settings
 
 DOCKER = shutil.which("docker")
-BASE = "python:3.12-slim"
+PYTHON_VERSION = "3.11"  # what docker_base_image.sh makes from Debian 12
+BASE = f"python:{PYTHON_VERSION}-slim"
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -64,8 +66,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tag = f"sitebus-test-{uuid.uuid4().hex[:12]}"
     # The classic builder: it takes a local base image as it is (BuildKit needs buildx).
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    built = docker("build", "--network", "host", "-f", "contrib/docker/Dockerfile", "-t", tag,
-                   str(context), timeout=480, check=False, env=env)
+    built = docker("build", "--network", "host", "--build-arg", f"PYTHON_VERSION={PYTHON_VERSION}",
+                   "-f", "contrib/docker/Dockerfile", "-t", tag, str(context), timeout=480,
+                   check=False, env=env)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     yield tag
     docker("rmi", "-f", tag, check=False)
