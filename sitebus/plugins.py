@@ -14,7 +14,8 @@ Priorities of the built-in plugins, per channel (lower runs first; 50 when not l
     ServerAdapter       75     25                      begin_stop 24
     Site                76     10                      (keeps listeners for a restart)
     DropPrivileges      77
-    Workers             80     20            50       draining
+    Reaper              78     15
+    Workers             80     20            50       draining, child_pids
     Health             100      5
     StatusFile         100      1     100    100
     Notifier (systemd)                                 starting, stopping, reloading 1

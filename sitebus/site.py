@@ -72,6 +72,7 @@ ENGINE_PLUGINS: dict[str, Callable[[Bus], Any]] = {
     "drop_privileges": _factory("sitebus.privileges:DropPrivileges"),
     "health": _factory("sitebus.health:Health"),
     "pidfile": _factory("sitebus.pidfile:PIDFile", None),
+    "reaper": _factory("sitebus.reaper:Reaper"),
     "signal_handler": _factory("sitebus.signals:SignalHandler"),
     "systemd": _factory("sitebus.systemd:SystemdNotifier"),
     "thread_manager": _factory("sitebus.plugins:ThreadManager"),
@@ -384,6 +385,8 @@ class Site:
             # (one copy of each is enough), access lines too (their logger does not propagate).
             log_to_journal(self.bus, logger=self.log.access_log.name)
             self.log.screen = False
+        if os.getpid() == 1 and getattr(self.bus, "reaper", None) is None:
+            self.plugin("reaper").subscribe()  # PID 1 of a container: orphans come here
         if self.has_workers:
             self.workers.subscribe()
         if self.handle_signals:

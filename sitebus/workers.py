@@ -97,7 +97,7 @@ BEATS_PER_TIMEOUT = 4
 """Heartbeats a worker sends per worker_timeout (without a timeout, per 30 s)."""
 
 MASTER_PLUGINS = ("autoreload", "daemonizer", "drop_privileges", "health", "pidfile",
-                  "signal_handler", "systemd")
+                  "reaper", "signal_handler", "systemd")
 """The engine plugins that run in the master only; any other (the thread manager, the
 framework's timeout monitor, an app's) runs in the workers."""
 
@@ -191,6 +191,7 @@ class Workers(SimplePlugin):
         bus.subscribe("stop", self.stop)
         bus.subscribe("graceful", self.graceful)
         bus.subscribe("draining", self.draining)
+        bus.subscribe("child_pids", self.child_pids)
         bus.signal_handler.handlers.update(SIGTTIN=self.add_worker, SIGTTOU=self.remove_worker)
         autoreload = getattr(bus, "autoreload", None)
         if (autoreload is not None and self.load_apps is not None
@@ -204,7 +205,8 @@ class Workers(SimplePlugin):
             return
         bus = self.bus
         for channel, method in (("start", self.start), ("stop", self.stop),
-                                ("graceful", self.graceful), ("draining", self.draining)):
+                                ("graceful", self.graceful), ("draining", self.draining),
+                                ("child_pids", self.child_pids)):
             bus.unsubscribe(channel, method)
         for server in self.site.active_servers():
             server.listen_only = False
@@ -258,6 +260,11 @@ class Workers(SimplePlugin):
                     os.kill(worker["pid"], signal.SIGUSR2)
                 except ProcessLookupError:
                     pass
+
+    def child_pids(self) -> list[int]:
+        """The workers' pids: the supervisor waits for them, the reaper must not."""
+        supervisor = self._supervisor
+        return [] if supervisor is None else [worker["pid"] for worker in supervisor.snapshot()]
 
     def reload_for(self, changed: list[str]) -> bool:
         """Autoreload: replace the workers if only files they imported changed (else False)."""
