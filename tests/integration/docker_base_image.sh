@@ -9,7 +9,7 @@ tag=${1:-python:3.11-slim}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
-    bookworm "$root" http://deb.debian.org/debian >/dev/null
+    bookworm "$root" >/dev/null
 # pip trusts its own CA bundle, not the system's: point it at the system's, which may hold a
 # CA this machine's network needs (as /etc/pip.conf does here).
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
