@@ -280,6 +280,10 @@ class ServerAdapter(SimplePlugin):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        abandon = getattr(self.bus, "abandon", None)
+        for stuck in getattr(self.httpserver, "abandoned_threads", ()):
+            if abandon is not None:
+                abandon(stuck)
         self.running = False
         self._stopped()
         error, self._stop_error = self._stop_error, None

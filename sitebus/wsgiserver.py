@@ -13,14 +13,18 @@ cheroot's preparation unchanged (the connection manager, the worker threads, ``r
 2. our duplicate of the listener is closed before cheroot's own ``stop()`` runs, because that
    connects to the server's socket to wake ``accept()``: on a socket systemd or the next
    process image keeps, that would queue a bogus connection (and re-activate the service);
-3. cheroot's ``stop()`` ends the selector loop, closes idle keep-alive connections, and waits
-   up to ``shutdown_timeout`` for the worker threads to finish the requests in flight; the
-   connection of a request still running after that is shut down. (A handler that never
-   returns still keeps its thread: Python cannot end a thread from outside.)
+3. the keep-alive drain (``sitebus.drain``): responses carry ``Connection: close``, idle
+   connections are served their next request, silent ones are closed (or handed over, on
+   a restart) after the idle grace, and requests in flight get until ``shutdown_timeout``;
+   those still running then are cut and their threads abandoned (Python cannot end a
+   thread from outside; the bus exits without them);
+4. cheroot's ``stop()`` ends its worker threads (in a helper thread that is given up on
+   when a cut request's thread never returns).
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -33,6 +37,7 @@ from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from sitebus import __version__
+from sitebus.drain import IDLE_GRACE, ConnectionTracker, TrackedConnection, drain_connections
 from sitebus.listeners import Listener
 
 __all__ = ["CherootServer", "make_ssl_adapter"]
@@ -57,6 +62,17 @@ class CherootServer(wsgi.Server):
     ready_event: threading.Event | None = None
     """Set when the server is ready, so ``ServerAdapter.wait()`` need not poll ``ready``."""
 
+    ConnectionClass = TrackedConnection
+
+    idle_grace: float = IDLE_GRACE
+    """Seconds a stopping server keeps a silent keep-alive connection open (``sitebus.drain``)."""
+
+    draining = False
+    """True from the moment ``stop()`` begins: every response then carries Connection: close."""
+
+    hand_over: Callable[[Any], bool] | None = None
+    """Set for a restart: takes an idle connection for the next process image (True if taken)."""
+
     def __init__(
         self,
         listener: Listener,
@@ -67,25 +83,95 @@ class CherootServer(wsgi.Server):
         self.wsgi_version = wsgi_version  # read by wsgi.Server.__init__ to pick the gateway
         super().__init__(listener_address(listener), wsgi_app, **kwargs)
         self.listener = listener
+        self.connection_tracker = ConnectionTracker()
+        self.abandoned_threads: list[threading.Thread] = []
+        """Threads of requests cut at ``shutdown_timeout``, still running (see ``stop()``)."""
+        self._manager: connections.ConnectionManager | None = None
+        self._serving_thread: threading.Thread | None = None
 
     def prepare(self) -> None:
         """Prepare to serve on our listener: connection manager, worker threads, ready."""
         if self.software is None:
             self.software = f"{self.version} Server"
         self.socket = self.listener
-        self._connections = connections.ConnectionManager(self)
+        self._manager = self._connections = connections.ConnectionManager(self)
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
         if self.ready_event is not None:
             self.ready_event.set()
 
+    def serve(self) -> None:
+        self._serving_thread = threading.current_thread()
+        super().serve()
+
+    @property
+    def can_add_keepalive_connection(self) -> bool:
+        """False while draining, so that every response carries Connection: close."""
+        return not self.draining and bool(super().can_add_keepalive_connection)
+
+    def put_conn(self, conn: Any) -> None:
+        """Keep an idle connection for its next request (the drain watches it once draining)."""
+        self.connection_tracker.went_idle(conn)
+        if not self.draining:
+            super().put_conn(conn)
+
+    def process_conn(self, conn: Any) -> None:
+        self.connection_tracker.dispatched(conn)
+        super().process_conn(conn)
+
     def stop(self) -> None:
-        """Refuse new connections at once; let requests in flight finish; close."""
-        if self.ready:
-            self.listener.stop_accepting()
-            self.listener.close()
-        super().stop()
+        """Refuse new connections at once; drain kept-alive connections; cut what overruns."""
+        if not self.ready or self.draining:
+            return
+        began = time.monotonic()
+        deadline = began + max(0.0, self.shutdown_timeout)
+        self.listener.stop_accepting()
+        self.listener.close()
+        self.draining = True
+        self.ready = False  # serve() leaves its loop once the selector loop below has stopped
+        if self._manager is not None:
+            self._manager.stop()
+        serving = self._serving_thread
+        if serving is not None and serving is not threading.current_thread():
+            serving.join(max(0.0, deadline - time.monotonic()))
+        drain_connections(self.connection_tracker, self.process_conn, self._end_idle,
+                          min(deadline, began + self.idle_grace), deadline)
+        self._cut_overrunning(time.monotonic() - began)
+        self.ready = True  # cheroot's stop() does its work only on a ready server
+        finisher = threading.Thread(target=super().stop, name=f"{self.software} stop",
+                                    daemon=True)
+        finisher.start()
+        finisher.join(None if not self.abandoned_threads else 0.25)
+
+    def _end_idle(self, conn: Any) -> None:
+        """Close a connection that stayed silent through the drain, or hand it over."""
+        if self.hand_over is not None and self.hand_over(conn):
+            self.connection_tracker.closed(conn)
+            return
+        conn.close()
+
+    def _cut_overrunning(self, waited: float) -> None:
+        """Shut the connections of requests still in flight; note their threads as abandoned."""
+        with self.connection_tracker.changed:
+            overrunning = list(self.connection_tracker.busy.items())
+        now = time.monotonic()
+        for conn, (thread, started) in overrunning:
+            self.error_log(
+                f"Cut a request from {_peer(conn)} after {now - started:.1f} s in flight: still "
+                f"running {waited:.1f} s after the stop began (server.shutdown_timeout "
+                f"{self.shutdown_timeout:g}); its thread {thread.name} is abandoned", 30)
+            try:
+                conn.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.abandoned_threads.append(thread)
+
+
+def _peer(conn: Any) -> str:
+    if conn.remote_addr is None:
+        return "a local client"
+    return f"{conn.remote_addr}:{conn.remote_port}"
 
 
 class _ContextSSLAdapter(BuiltinSSLAdapter):

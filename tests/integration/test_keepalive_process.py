@@ -1,0 +1,117 @@
+"""Clients that keep their connections open lose no request when a server retires.
+
+Eight PersistentClients (one ``http.client`` connection each, reused until the server
+answers ``Connection: close``) send back to back while the site reloads its workers, restarts
+in place, or stops; every reset, ``RemoteDisconnected`` or 5xx is a failure. And a stop is
+bounded: a handler that never returns is cut at ``server.shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.sites import ClientCrowd, ready_addresses, run_site, tcp_port
+from tests.integration.worker_sites import (
+    APP,
+    WorkerRecorder,
+    site_config,
+    wait_for_workers,
+    write_app,
+)
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+
+@pytest.fixture
+def recorder() -> Iterator[WorkerRecorder]:
+    recorder = WorkerRecorder()
+    yield recorder
+    left = recorder.close()
+    assert left == [], f"workers outlived the test: {left}"
+
+
+def start(spawn: Any, recorder: WorkerRecorder, workdir: Path, *lines: str,
+          workers: int = 2) -> tuple[Any, int]:
+    write_app(workdir, APP)
+    child = recorder.watch(run_site(spawn, workdir, site_config(*lines, workers=workers),
+                                    "-p", "site.pid"))
+    return child, tcp_port(ready_addresses(child))
+
+
+def test_rolling_reloads_lose_no_request_of_kept_alive_clients(
+        spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
+    child, port = start(spawn, recorder, tmp_path)
+    current = wait_for_workers(tmp_path, 2)
+    crowd = ClientCrowd(port, "/", clients=8)
+    crowd.start()
+    try:
+        crowd.more_answers(20, "answers before the reloads")
+        for _reload in range(4):
+            seen = len(child.notify.messages)
+            child.send_signal(signal.SIGUSR1)
+            child.notify.wait_for("RELOADING", "1", after=seen)
+            ready_addresses(child, after=seen + 1)
+            current = wait_for_workers(tmp_path, 2, not_among=current)
+            crowd.more_answers(20, "answers from the new workers")
+    finally:
+        crowd.finish()
+    assert crowd.failures == []
+    # The old workers told each client to reconnect (Connection: close) rather than dropping
+    # its connection: each client opened new connections along the way.
+    assert crowd.connections > len(crowd.clients)
+    pids = {int(body.split()[0]) for client in crowd.clients for body in client.answers[-3:]}
+    assert pids <= current
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(60) == 0
+
+
+def test_restarts_in_place_lose_no_request_of_kept_alive_clients(
+        spawn: Any, tmp_path: Path) -> None:
+    write_app(tmp_path, APP)
+    child = run_site(spawn, tmp_path, site_config(workers=0), "-p", "site.pid")
+    port = tcp_port(ready_addresses(child))
+    crowd = ClientCrowd(port, "/", clients=8)
+    crowd.start()
+    try:
+        crowd.more_answers(20, "answers before the restarts")
+        for _restart in range(4):
+            seen = len(child.notify.messages)
+            child.send_signal(signal.SIGUSR2)
+            child.notify.wait_for("RELOADING", "1", after=seen)
+            ready_addresses(child, after=seen + 1)
+            crowd.more_answers(20, "answers from the new image")
+    finally:
+        crowd.finish()
+    assert crowd.failures == []
+    assert {int(client.answers[-1].split()[0]) for client in crowd.clients} == {child.pid}
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(60) == 0
+
+
+def test_a_stop_cuts_a_handler_that_never_returns_at_the_shutdown_timeout(
+        spawn: Any, tmp_path: Path) -> None:
+    write_app(tmp_path, APP)
+    child = run_site(spawn, tmp_path, site_config("server.shutdown_timeout = 1", workers=0),
+                     "-p", "site.pid")
+    port = tcp_port(ready_addresses(child))
+    crowd = ClientCrowd(port, "/spin", clients=1)
+    crowd.clients[0].timeout = 60
+    crowd.start()
+    try:
+        child.wait_for_output("spinning in")
+        began = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(30) == 0
+        took = time.monotonic() - began
+    finally:
+        crowd.finish()
+    assert took < 1 + 1, took
+    assert "Cut a request from 127.0.0.1:" in child.output
+    assert "server.shutdown_timeout 1" in child.output
+    assert not (tmp_path / "site.pid").exists()
