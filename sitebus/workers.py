@@ -191,6 +191,7 @@ class Workers(SimplePlugin):
         bus.subscribe("stop", self.stop)
         bus.subscribe("graceful", self.graceful)
         bus.subscribe("draining", self.draining)
+        bus.subscribe("reopen_logs", self.reopen_logs)
         bus.signal_handler.handlers.update(SIGTTIN=self.add_worker, SIGTTOU=self.remove_worker)
         autoreload = getattr(bus, "autoreload", None)
         if (autoreload is not None and self.load_apps is not None
@@ -204,7 +205,8 @@ class Workers(SimplePlugin):
             return
         bus = self.bus
         for channel, method in (("start", self.start), ("stop", self.stop),
-                                ("graceful", self.graceful), ("draining", self.draining)):
+                                ("graceful", self.graceful), ("draining", self.draining),
+                                ("reopen_logs", self.reopen_logs)):
             bus.unsubscribe(channel, method)
         for server in self.site.active_servers():
             server.listen_only = False
@@ -256,6 +258,15 @@ class Workers(SimplePlugin):
             for worker in self._supervisor.snapshot():
                 try:
                     os.kill(worker["pid"], signal.SIGUSR2)
+                except ProcessLookupError:
+                    pass
+
+    def reopen_logs(self) -> None:
+        """The master reopened its log files: have every worker reopen its own (SIGWINCH)."""
+        if self._supervisor is not None:
+            for worker in self._supervisor.snapshot():
+                try:
+                    os.kill(worker["pid"], signal.SIGWINCH)
                 except ProcessLookupError:
                     pass
 

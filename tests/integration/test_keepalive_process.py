@@ -24,11 +24,12 @@ from tests.integration.worker_sites import (
     wait_for_workers,
     write_app,
 )
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)  # autouse: set up before spawn, so torn down after it
 def recorder() -> Iterator[WorkerRecorder]:
     recorder = WorkerRecorder()
     yield recorder
@@ -115,3 +116,34 @@ def test_a_stop_cuts_a_handler_that_never_returns_at_the_shutdown_timeout(
     assert "Cut a request from 127.0.0.1:" in child.output
     assert "server.shutdown_timeout 1" in child.output
     assert not (tmp_path / "site.pid").exists()
+
+
+def test_sigwinch_reopens_the_log_files_of_master_and_workers_without_a_reload(
+        spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
+    child, port = start(spawn, recorder, tmp_path, "log.access_file = 'access.log'",
+                        "log.error_file = 'error.log'")
+    workers = wait_for_workers(tmp_path, 2)
+    crowd = ClientCrowd(port, "/", clients=4)
+    crowd.start()
+    try:
+        crowd.more_answers(10, "answers before the rotation")
+        (tmp_path / "access.log").rename(tmp_path / "access.log.1")
+        (tmp_path / "error.log").rename(tmp_path / "error.log.1")
+        child.send_signal(signal.SIGWINCH)  # logrotate's postrotate
+        wait_until(lambda: child.output.count("Caught signal SIGWINCH.") == 3, 30,
+                   "the master and both workers to catch SIGWINCH")
+        crowd.more_answers(10, "answers after the rotation")
+    finally:
+        crowd.finish()
+    assert crowd.failures == []
+    assert wait_for_workers(tmp_path, 2) == workers  # nothing was reloaded
+    old = (tmp_path / "access.log.1").read_text().count("\n")
+    wait_until(lambda: (tmp_path / "access.log").read_text().count("\n") + old
+               == crowd.answered, 30, "every answer in one of the two access logs")
+    assert (tmp_path / "access.log").stat().st_size > 0
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(60) == 0
+    # The master's and the workers' last lines went to the new error log, none to the old.
+    rotated, new = ((tmp_path / name).read_text() for name in ("error.log.1", "error.log"))
+    assert "Bus STOPPING" not in rotated
+    assert new.count("Bus STOPPING") == 3, new
