@@ -163,9 +163,15 @@ class PersistentClient(SteadyClient):
     """
 
     def __init__(self, port: int, path: str = "/", host: str = "127.0.0.1",
-                 pause: float = 0.0, timeout: float = 10) -> None:
+                 pause: float = 0.0, timeout: float = 10, method: str = "GET",
+                 body: bytes | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(port, path)
         self.host = host
+        self.method = method
+        self.body = body
+        self.headers = dict(headers or {})
+        if body is not None:
+            self.headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         self.pause = pause
         self.timeout = timeout
         self.connections = 0
@@ -177,7 +183,7 @@ class PersistentClient(SteadyClient):
             self._connection = http.client.HTTPConnection(self.host, port, timeout=self.timeout)
             self.connections += 1
         try:
-            self._connection.request("GET", path)
+            self._connection.request(self.method, path, self.body, self.headers)
             response = self._connection.getresponse()
             body = response.read()
         except BaseException:
