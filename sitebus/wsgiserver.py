@@ -32,11 +32,11 @@ from collections.abc import Callable
 from typing import Any
 
 from cheroot import __version__ as cheroot_version
-from cheroot import connections, wsgi
+from cheroot import connections, makefile, wsgi
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from sitebus import __version__
+from sitebus import __version__, handover
 from sitebus.drain import IDLE_GRACE, ConnectionTracker, TrackedConnection, drain_connections
 from sitebus.listeners import Listener
 
@@ -70,8 +70,12 @@ class CherootServer(wsgi.Server):
     draining = False
     """True from the moment ``stop()`` begins: every response then carries Connection: close."""
 
-    hand_over: Callable[[Any], bool] | None = None
-    """Set for a restart: takes an idle connection for the next process image (True if taken)."""
+    handover_name: str | None = None
+    """Set for a restart: idle connections go to the next process image under this name
+    (``sitebus.handover``) instead of being closed."""
+
+    adopted: list[socket.socket] = []
+    """Idle connections the previous process image handed over, served from ``prepare()``."""
 
     def __init__(
         self,
@@ -98,8 +102,23 @@ class CherootServer(wsgi.Server):
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
+        self._adopt()
         if self.ready_event is not None:
             self.ready_event.set()
+
+    def _adopt(self) -> None:
+        """Watch the handed-over connections as idle keep-alive ones (cheroot's own way)."""
+        adopted, self.adopted = self.adopted, []
+        for sock in adopted:
+            sock.settimeout(self.timeout)
+            conn = self.ConnectionClass(self, sock, makefile.MakeFile)
+            if not isinstance(self.bind_addr, (str, bytes)):
+                try:
+                    conn.remote_addr, conn.remote_port = sock.getpeername()[:2]
+                except OSError:
+                    conn.close()
+                    continue
+            self.put_conn(conn)
 
     def serve(self) -> None:
         self._serving_thread = threading.current_thread()
@@ -135,8 +154,9 @@ class CherootServer(wsgi.Server):
         serving = self._serving_thread
         if serving is not None and serving is not threading.current_thread():
             serving.join(max(0.0, deadline - time.monotonic()))
+        grace = 0.0 if self._can_hand_over() else self.idle_grace  # nothing to wait for
         drain_connections(self.connection_tracker, self.process_conn, self._end_idle,
-                          min(deadline, began + self.idle_grace), deadline)
+                          min(deadline, began + grace), deadline)
         self._cut_overrunning(time.monotonic() - began)
         self.ready = True  # cheroot's stop() does its work only on a ready server
         finisher = threading.Thread(target=super().stop, name=f"{self.software} stop",
@@ -144,10 +164,16 @@ class CherootServer(wsgi.Server):
         finisher.start()
         finisher.join(None if not self.abandoned_threads else 0.25)
 
+    def _can_hand_over(self) -> bool:
+        return self.handover_name is not None and self.ssl_adapter is None
+
     def _end_idle(self, conn: Any) -> None:
         """Close a connection that stayed silent through the drain, or hand it over."""
-        if self.hand_over is not None and self.hand_over(conn):
-            self.connection_tracker.closed(conn)
+        if self._can_hand_over() and not conn.rfile.has_data():
+            assert self.handover_name is not None
+            conn.linger = True  # cheroot's close() must not shut the connection down
+            handover.give(conn.socket, self.handover_name)
+            conn.close()
             return
         conn.close()
 

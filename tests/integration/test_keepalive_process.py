@@ -8,6 +8,7 @@ bounded: a handler that never returns is cut at ``server.shutdown_timeout``.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import time
 from collections.abc import Iterator
@@ -147,3 +148,35 @@ def test_sigwinch_reopens_the_log_files_of_master_and_workers_without_a_reload(
     rotated, new = ((tmp_path / name).read_text() for name in ("error.log.1", "error.log"))
     assert "Bus STOPPING" not in rotated
     assert new.count("Bus STOPPING") == 3, new
+
+
+def test_a_restart_hands_idle_connections_to_the_new_image(spawn: Any, tmp_path: Path) -> None:
+    """A client idle on its connection across the restart, and one that sends its request
+    while the old image drains, both keep their connection and get their answer from the
+    new image: no connection is closed under them."""
+    write_app(tmp_path, APP)
+    child = run_site(spawn, tmp_path, site_config(workers=0), "-p", "site.pid")
+    port = tcp_port(ready_addresses(child))
+    idle, eager = (http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in "ab")
+    for connection in (idle, eager):
+        connection.request("GET", "/")
+        assert connection.getresponse().read().split()[0] == str(child.pid).encode()
+    sockets = (idle.sock, eager.sock)
+    seen = len(child.notify.messages)
+    child.send_signal(signal.SIGUSR2)
+    child.notify.wait_for("RELOADING", "1", after=seen)
+    eager.request("GET", "/")  # sent while the old image drains or the new one starts
+    ready_addresses(child, after=seen + 1)
+    response = eager.getresponse()
+    assert (response.status, response.getheader("Connection")) == (200, None)
+    response.read()
+    idle.request("GET", "/")
+    response = idle.getresponse()
+    assert (response.status, response.getheader("Connection")) == (200, None)
+    response.read()
+    assert (idle.sock, eager.sock) == sockets  # the same connections, never reopened
+    for connection in (idle, eager):
+        connection.close()
+    assert "Closed" not in child.output
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(60) == 0
