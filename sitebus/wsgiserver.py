@@ -98,6 +98,7 @@ class CherootServer(wsgi.Server):
         if self.software is None:
             self.software = f"{self.version} Server"
         self.socket = self.listener
+        self.draining = False
         self._manager = self._connections = connections.ConnectionManager(self)
         self.requests.start()
         self.ready = True
