@@ -38,11 +38,14 @@ connection is shut down, each is logged (peer, seconds running), and their threa
 in ``abandoned_threads``; Python cannot end a thread, so the bus no longer waits for them
 at exit (``Bus.abandon``) and the process ends without them.
 
-cheroot hooks used (all public attributes of cheroot's ``HTTPServer`` and ``HTTPConnection``):
+cheroot hooks used (all public attributes of cheroot's ``HTTPServer`` and ``HTTPConnection``;
+``tests/test_drain.py`` fails first, naming the hook, if a cheroot release changes one):
 ``ConnectionClass`` (this module's :class:`TrackedConnection`, which notes each connection's
 requests and its close), ``put_conn`` and ``process_conn`` (where idle connections go and
-come back), ``can_add_keepalive_connection``, ``ConnectionManager.stop()``, and
-``HTTPConnection.socket``, ``rfile`` and ``close()``.
+come back), ``can_add_keepalive_connection``, ``ConnectionManager.stop()`` and ``put()``,
+``HTTPConnection.socket``, ``rfile.has_data()``, ``linger`` (a handed-over connection is not
+shut down) and ``close()``. One behaviour too: ``HTTPServer.stop()`` does its work only while
+``ready``, which the drain clears (so ``serve()`` ends) and sets again just before calling it.
 """
 
 from __future__ import annotations
