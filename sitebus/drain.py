@@ -33,6 +33,13 @@ requests of keep-alive clients across 4 rolling reloads); waiting for every conn
 end by itself (a browser keeps one for minutes); shutting the read side first (the response
 to a request already on its way could not be written).
 
+Before a stop shuts its own listening socket down, it lets the server accept what waits in
+the kernel's queue (``wait_for_empty_backlog``, at most ``BACKLOG_WAIT`` seconds): shutting a
+listening socket down resets the connections queued on it, and a client (nginx opening a new
+connection to an instance) that already sent its request on one would see a reset. What
+completes its handshake in the instant between the last check and the shutdown still is.
+(A restart or a retiring worker leaves the socket open: the queue waits for the others.)
+
 Bounded stop: requests still in flight when ``shutdown_timeout`` has passed are cut: their
 connection is shut down, each is logged (peer, seconds running), and their threads are listed
 in ``abandoned_threads``; Python cannot end a thread, so the bus no longer waits for them
@@ -50,6 +57,7 @@ shut down) and ``close()``. One behaviour too: ``HTTPServer.stop()`` does its wo
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import threading
@@ -59,10 +67,30 @@ from typing import Any
 
 from cheroot.server import HTTPConnection
 
-__all__ = ["IDLE_GRACE", "ConnectionTracker", "TrackedConnection", "drain_connections"]
+__all__ = ["BACKLOG_WAIT", "IDLE_GRACE", "ConnectionTracker", "TrackedConnection",
+           "drain_connections", "wait_for_empty_backlog"]
 
 IDLE_GRACE = 1.0
 """Seconds a draining server keeps a silent keep-alive connection open for its next request."""
+
+BACKLOG_WAIT = 0.1
+"""The longest a stop waits for the server to accept the connections queued in the kernel."""
+
+
+def wait_for_empty_backlog(sock: socket.socket, timeout: float = BACKLOG_WAIT) -> bool:
+    """Wait until nothing waits to be accepted on the listening ``sock``; False on timeout.
+
+    A listening socket polls readable while its accept queue holds a connection; the server's
+    own loop, still running, accepts them meanwhile.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while poller.poll(0):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)  # a few milliseconds at most, once per stop
+    return True
 
 
 class ConnectionTracker:

@@ -37,7 +37,13 @@ from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from sitebus import __version__, handover
-from sitebus.drain import IDLE_GRACE, ConnectionTracker, TrackedConnection, drain_connections
+from sitebus.drain import (
+    IDLE_GRACE,
+    ConnectionTracker,
+    TrackedConnection,
+    drain_connections,
+    wait_for_empty_backlog,
+)
 from sitebus.listeners import Listener
 
 __all__ = ["CherootServer", "make_ssl_adapter"]
@@ -146,6 +152,8 @@ class CherootServer(wsgi.Server):
             return
         began = time.monotonic()
         deadline = began + max(0.0, self.shutdown_timeout)
+        if self.listener.owned:  # shutting it down resets what waits to be accepted
+            wait_for_empty_backlog(self.listener)
         self.listener.stop_accepting()
         self.listener.close()
         self.draining = True

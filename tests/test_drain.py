@@ -15,6 +15,7 @@ from cheroot import connections, makefile, server
 
 from sitebus import handover
 from sitebus.bus import Bus, states
+from sitebus.drain import wait_for_empty_backlog
 from sitebus.servers import Server
 from tests.httpclients import GatedApp, connection, fetch, refuses
 from tests.processes import wait_until
@@ -142,3 +143,16 @@ def test_the_cheroot_hooks_the_drain_uses_are_there() -> None:
         reader = makefile.MakeFile(left, "rb")
         assert reader.has_data() is False
         reader.close()
+
+
+def test_wait_for_empty_backlog_waits_for_the_queued_connections_to_be_accepted() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        assert wait_for_empty_backlog(listening, 0.05)
+        with socket.create_connection(listening.getsockname()[:2]):
+            assert not wait_for_empty_backlog(listening, 0.05)  # queued, nobody accepts
+            accepter = threading.Timer(0.05, lambda: listening.accept()[0].close())
+            accepter.start()
+            assert wait_for_empty_backlog(listening, 5)
+            accepter.join()
