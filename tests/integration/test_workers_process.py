@@ -145,11 +145,11 @@ def test_a_hung_handler_gets_its_worker_replaced(spawn: Any, recorder: WorkerRec
                           r"\(server.worker_timeout = 2\)", timeout=30)
     assert serving(port)[0] != 0  # the site answers meanwhile
     wait_for_workers(tmp_path, 2, not_among={hung})
-    # Its stop is bounded by shutdown_timeout: the request is cut, and the worker exits by
-    # itself, before the master would kill it.
-    child.wait_for_output(rf"WORKER {hung} Cut a request from 127\.0\.0\.1:\d+ ", timeout=30)
-    child.wait_for_output(rf"Worker {hung} exited \(exit status 0\)", timeout=30)
-    assert f"Worker {hung} did not stop in time" not in child.output
+    # Its stop is bounded by shutdown_timeout: the request is cut and the worker exits by
+    # itself, or, when the spinning handler starves it of the GIL on a loaded machine, the
+    # master kills it shutdown_timeout plus a grace after asking it to stop.
+    child.wait_for_output(rf"Worker {hung} exited \((exit status 0|killed by SIGKILL)\)",
+                          timeout=30)
     spinner.join(60)
     assert len(outcome) == 1 and isinstance(outcome[0], OSError)  # its connection was closed
     stop(child)
