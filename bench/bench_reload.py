@@ -13,13 +13,28 @@ sitebus with one worker (`-w 1`: the master forks a fresh worker; only when site
 workers), CherryPy 18 (its autoreloader polls file times once a second, and its restart
 closes the listening socket), gunicorn `-w 1 --reload` with its polling reloader and with
 inotify.
+
+    python bench/bench_reload.py --keepalive [--rounds 3] [--reloads 4] [--wrk-reloads 5]
+
+Kept-alive clients across signal reloads: eight clients, each on one ``http.client``
+connection reused until the server closes it (every reset, RemoteDisconnected, timeout or
+5xx a failure), send back to back while the server reloads ``--reloads`` times; then wrk
+(``-t2 -c8``, when installed) runs while it reloads ``--wrk-reloads`` times, and its socket
+errors and non-2xx answers are counted. Each reload saves a new version of the app first,
+and its latency is the time from the signal to the new version served on a new connection.
+Servers: sitebus restarting in place (SIGUSR2, one process), sitebus with 2 workers
+reloading them (SIGUSR1, rolling), and gunicorn ``-w 2 --threads 4`` (gthread) with HUP.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import math
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -186,11 +201,189 @@ def has_workers() -> bool:
     return True
 
 
+# -- kept-alive clients across signal reloads ---------------------------------------------------
+
+KEEPALIVE_SERVERS = {
+    # name: (how many workers, the reload signal)
+    "sitebus SIGUSR2 (1 process)": (0, signal.SIGUSR2),
+    "sitebus -w 2 SIGUSR1": (2, signal.SIGUSR1),
+    "gunicorn -w 2 --threads 4 HUP": (2, signal.SIGHUP),
+}
+
+
+def keepalive_argv(name: str, port: int, workdir: str) -> list[str]:
+    if name.startswith("sitebus"):
+        workers = KEEPALIVE_SERVERS[name][0]
+        Path(workdir, "site.conf").write_text(
+            SITE_CONFIG.format(port=port) + "engine.autoreload.on = False\n"
+            + f"server.workers = {workers}\n")
+        return [sys.executable, "-m", "sitebus", "run", "-c", "site.conf", "-P", workdir]
+    return [sys.executable, "-m", "gunicorn", "-w", "2", "--threads", "4", "--chdir", workdir,
+            "-b", f"127.0.0.1:{port}", "--log-level", "warning", "app:app"]
+
+
+@contextmanager
+def started(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    with tempfile.TemporaryDirectory() as workdir:
+        app = Path(workdir, "app.py")
+        app.write_text(APP.format(version=0))
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        process = subprocess.Popen(keepalive_argv(name, port, workdir), cwd=workdir, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # a benchmark harness: polling for the first answer is fine here
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}")
+                try:
+                    if fetch(port, 1) == (200, b"version 0"):
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not answer")
+                time.sleep(0.05)
+            yield process, port, app
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class KeptAliveClient(threading.Thread):
+    """One connection, reused until the server closes it; back to back."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = threading.Event()
+        self.sent = self.failed = self.connections = 0
+
+    def run(self) -> None:
+        connection: http.client.HTTPConnection | None = None
+        while not self.stop.is_set():
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                self.connections += 1
+            self.sent += 1
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                if response.status >= 500:
+                    self.failed += 1
+                if response.will_close:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException):
+                self.failed += 1
+                connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
+
+
+def reload_once(process: subprocess.Popen[bytes], port: int, app: Path, version: int,
+                signum: int) -> float:
+    """Save a new version, send the reload signal; return seconds until it is served."""
+    save(app, version)
+    expected = f"version {version}".encode()
+    started_at = time.monotonic()
+    process.send_signal(signum)
+    while True:
+        try:
+            if fetch(port, 10)[1] == expected:
+                return time.monotonic() - started_at
+        except OSError:
+            pass
+        if time.monotonic() - started_at > 30:
+            raise RuntimeError(f"version {version} never served")
+        time.sleep(0.002)
+
+
+def measure_keepalive(name: str, reloads: int, wrk_reloads: int
+                      ) -> tuple[list[float], int, int, int, int | None, int]:
+    """Return (latencies, failed, sent, connections, wrk errors or None, wrk requests)."""
+    signum = KEEPALIVE_SERVERS[name][1]
+    latencies = []
+    with started(name) as (process, port, app):
+        clients = [KeptAliveClient(port) for _ in range(8)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(0.5)
+            for version in range(1, reloads + 1):
+                latencies.append(reload_once(process, port, app, version, signum))
+                time.sleep(1.5)  # every worker replaced, the clients back on their feet
+        finally:
+            for client in clients:
+                client.stop.set()
+            for client in clients:
+                client.join(30)
+        wrk_errors, wrk_requests = None, 0
+        if shutil.which("wrk") and wrk_reloads:
+            seconds = math.ceil(1.5 + 1.2 * wrk_reloads)  # wrk takes whole seconds
+            wrk = subprocess.Popen(["wrk", "-t2", "-c8", f"-d{seconds}s", "--timeout", "5s",
+                                    f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE,
+                                   text=True)
+            time.sleep(0.7)
+            for version in range(reloads + 1, reloads + wrk_reloads + 1):
+                reload_once(process, port, app, version, signum)
+                time.sleep(0.9)
+            output = wrk.communicate(timeout=seconds + 30)[0]
+            errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                               r"timeout (\d+)", output)
+            non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+            total = re.search(r"(\d+) requests in", output)
+            wrk_errors = (sum(int(n) for n in errors.groups()) if errors else 0) + (
+                int(non2xx.group(1)) if non2xx else 0)
+            wrk_requests = int(total.group(1)) if total else 0
+    return (latencies, sum(c.failed for c in clients), sum(c.sent for c in clients),
+            sum(c.connections for c in clients), wrk_errors, wrk_requests)
+
+
+def main_keepalive(args: argparse.Namespace) -> None:
+    names = args.only or list(KEEPALIVE_SERVERS)
+    results: dict[str, list[tuple[list[float], int, int, int, int | None, int]]] = {
+        name: [] for name in names}
+    for _round in range(args.rounds):
+        for name in names:  # every round visits every server in turn
+            results[name].append(measure_keepalive(name, args.reloads, args.wrk_reloads))
+    rows = []
+    for name, runs in results.items():
+        latency = median([median(run[0]) for run in runs]) * 1000
+        failed = [run[1] for run in runs]
+        sent = [run[2] for run in runs]
+        wrk = [run[4] for run in runs]
+        rows.append([name, f"{latency:.0f}", f"{median(failed):g} ({'/'.join(map(str, failed))})",
+                     f"{median(sent):.0f}", f"{median([run[3] for run in runs]):.0f}",
+                     "-" if None in wrk else
+                     f"{median(wrk):g} ({'/'.join(map(str, wrk))}) of "  # type: ignore[arg-type]
+                     f"{median([run[5] for run in runs]):.0f}"])
+    print(f"8 kept-alive clients across {args.reloads} reloads, then wrk -t2 -c8 across "
+          f"{args.wrk_reloads} reloads; medians of {args.rounds} rounds (each round's figure "
+          "in brackets)")
+    print(table(["server", "reload ms", "failed", "sent", "connections", "wrk errors"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reloads", type=int, default=10)
+    parser.add_argument("--reloads", type=int, default=None)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--keepalive", action="store_true",
+                        help="kept-alive clients and wrk across signal reloads")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--wrk-reloads", type=int, default=5)
     args = parser.parse_args()
+    if args.keepalive:
+        args.reloads = args.reloads or 4
+        main_keepalive(args)
+        return
+    args.reloads = args.reloads or 10
     names = ["sitebus", *(["sitebus -w 1"] if has_workers() else []), "cherrypy",
              "gunicorn poll", "gunicorn inotify"]
     rows = []

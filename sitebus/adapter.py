@@ -7,7 +7,9 @@ exit, and so does a ``start()`` that returns by itself (a CGI request answered).
 (priority 25, so servers stop taking work before the services they use stop) stops the
 server and waits for its thread; ``begin_stop`` (24) starts that stop in the background, so
 all the servers of a bus refuse new connections at once and drain together rather than one
-after another.
+after another. A server that cut requests still running at its shutdown timeout lists their
+threads in ``abandoned_threads``; ``stop`` hands them to ``bus.abandon``, so the process
+exits without them (Python cannot end a thread).
 
 Where sitebus differs from the reference:
 
@@ -280,6 +282,10 @@ class ServerAdapter(SimplePlugin):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        abandon = getattr(self.bus, "abandon", None)
+        for stuck in getattr(self.httpserver, "abandoned_threads", ()):
+            if abandon is not None:
+                abandon(stuck)
         self.running = False
         self._stopped()
         error, self._stop_error = self._stop_error, None

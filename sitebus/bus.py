@@ -41,6 +41,11 @@ Rules:
   ``execv`` cleared, so the PID file goes. Signals handled while ``block()`` joins threads
   and prepares the exec are run first, so only a signal in the last instant before ``execv``
   is missed. ``restart()`` and ``graceful()`` while exiting do nothing.
+- A stop is bounded. Python cannot end a thread, so a request handler that never returns would
+  keep ``block()`` joining it forever. A server that cuts such a request at its shutdown
+  timeout names the thread to ``abandon()``; ``block()`` does not wait for it, re-executes
+  anyway on a restart (the exec ends it), and otherwise ends the process with
+  ``flush_and_exit`` once everything else has ended.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from typing import Any, NoReturn, TypeVar
 
 __all__ = ["Bus", "ChannelFailures", "flush_and_exit", "reexec_argv", "states"]
 
+EX_OK = 0
 EX_SOFTWARE = 70
 DEFAULT_PRIORITY = 50
 BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
@@ -179,6 +185,7 @@ class Bus:
         self._wakeup_r, self._wakeup_w = _wakeup_pipe()
         self._atexit_registered = False
         self.inherit_fds: dict[int, str] = {}
+        self._abandoned: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self.subscribe("log", self._log_to_logging)
         _live_buses.add(self)
 
@@ -548,13 +555,21 @@ class Bus:
         for thread in threading.enumerate():
             if thread is current or thread is threading.main_thread() or thread.daemon:
                 continue
-            if thread.is_alive():
+            if thread.is_alive() and thread not in self._abandoned:
                 self.log(f"Waiting for thread {thread.name}.")
                 thread.join()
 
         self._run_main_calls()  # a signal handled meanwhile: SIGTERM must still stop a restart
         if self.execv and not self._exit_instead_of_restart():
             self._do_execv()
+        stuck = [thread.name for thread in list(self._abandoned) if thread.is_alive()]
+        if stuck:
+            self.log(f"Exiting without the abandoned threads {', '.join(stuck)}.", 30)
+            flush_and_exit(EX_OK)
+
+    def abandon(self, thread: threading.Thread) -> None:
+        """Exit without waiting for ``thread`` (a request cut at its server's shutdown timeout)."""
+        self._abandoned.add(thread)
 
     def _exit_instead_of_restart(self) -> bool:
         """If exit() was called during the restart, finish as an exit and return True."""

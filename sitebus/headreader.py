@@ -63,6 +63,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from cheroot import makefile
@@ -152,6 +153,8 @@ class HeadReader:
         self.tls_context: ssl.SSLContext | None = getattr(adapter, "context", None)
         self.draining = False
         self.drain_deadline: float | None = None
+        self.hard_deadline: float | None = None
+        self.end_idle: Callable[[Connection], None] | None = None
         self.evicted = 0
         """Connections closed to make room (``max_waiting``)."""
         self.queued: dict[Connection, float] = {}
@@ -194,7 +197,11 @@ class HeadReader:
         """Take back a kept-alive connection after its response (from a worker thread)."""
         if self._closed or self.draining and self.drain_deadline is not None \
                 and time.monotonic() >= self.drain_deadline:
-            conn.close()
+            end_idle = self.end_idle
+            if end_idle is not None and not self._closed and not conn.rfile.has_data():
+                end_idle(conn)  # its response was under way when the drain began
+            else:
+                conn.close()
             return
         rfile = conn.rfile
         try:
@@ -267,13 +274,38 @@ class HeadReader:
             except (KeyError, ValueError, OSError):
                 pass
 
-    def begin_draining(self, deadline: float | None = None) -> None:
-        """Stop accepting; close connections after their next response; close what still
-        waits at ``deadline`` (``time.monotonic()``; None: at ``stop()``)."""
+    def begin_draining(self, deadline: float | None = None,
+                       end_idle: Callable[[Connection], None] | None = None,
+                       hard_deadline: float | None = None) -> None:
+        """Stop accepting; close connections after their next response; end what still
+        waits at ``deadline`` (``time.monotonic()``; None: at ``stop()``).
+
+        With ``end_idle``, a connection that received nothing of a next request is given to
+        it at ``deadline`` (a restart hands it to the next process image) instead of being
+        closed, and one whose head is still arriving is kept until ``hard_deadline``.
+        """
         self.stop_accepting()
         self.draining = True
         self.drain_deadline = deadline
+        self.end_idle = end_idle
+        self.hard_deadline = hard_deadline
         self._wake()
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Hold a kept-alive connection the previous process image handed over (before
+        ``run()``): it is served like one of ours between two requests."""
+        address: Any = None
+        if not isinstance(self.server.bind_addr, (str, bytes)):
+            try:
+                address = sock.getpeername()[:2]
+            except OSError:
+                sock.close()
+                return
+        sock.settimeout(self.server.timeout)
+        conn = self._connection(sock, address, {})
+        waiting = _Waiting(sock, conn, float("inf"), time.monotonic() + self.timeout)
+        if self._hold(waiting):
+            self._read(waiting)
 
     def stalled(self, now: float) -> float | None:
         """Return for how long the server has been unable to answer, or None (``monotonic``)."""
@@ -307,8 +339,10 @@ class HeadReader:
         self._take_returned()
         now = time.monotonic()
         wake_at = self._deadlines[0][0] if self._deadlines else float("inf")
-        if self.draining and self.drain_deadline is not None:
-            wake_at = min(wake_at, self.drain_deadline)
+        if self.draining and (self._waiting or self._returned):
+            for when in (self.drain_deadline, self.hard_deadline):
+                if when is not None and when > now:  # a past one was dealt with by _expire
+                    wake_at = min(wake_at, when)
         self._sleep_until = wake_at
         if self._returned:  # given back meanwhile: account for it before sleeping
             wake_at = now
@@ -422,7 +456,9 @@ class HeadReader:
                 return StreamReader(s, mode, bufsize)
             return writer(s, mode, bufsize)
 
-        conn = Connection(self.server, sock, make)
+        cls = getattr(self.server, "ConnectionClass", Connection)
+        conn = (cls if isinstance(cls, type) and issubclass(cls, Connection) else Connection)(
+            self.server, sock, make)
         conn.reader = self
         if not isinstance(self.server.bind_addr, (str, bytes)):
             if not address:
@@ -592,8 +628,7 @@ class HeadReader:
 
     def _expire(self, now: float) -> None:
         if self.draining and self.drain_deadline is not None and now >= self.drain_deadline:
-            for waiting in list(self._waiting.values()):
-                self._close(waiting)
+            self._end_drained(now)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _when, _order, waiting = heapq.heappop(deadlines)
@@ -605,6 +640,19 @@ class HeadReader:
             if waiting.first_byte and not waiting.lingering and waiting.head is None:
                 self._refuse(waiting, TIMEOUT_REQUEST)
             else:
+                self._close(waiting)
+
+    def _end_drained(self, now: float) -> None:
+        """The drain's idle grace is over: end what waits (see ``begin_draining``)."""
+        hard = self.hard_deadline is None or now >= self.hard_deadline
+        for waiting in list(self._waiting.values()):
+            conn = waiting.conn
+            idle = (conn is not None and not waiting.first_byte and not waiting.lingering
+                    and not waiting.handshaking and not (waiting.raw and waiting.raw.pending))
+            if idle and self.end_idle is not None and conn is not None:
+                self._forget(waiting)
+                self.end_idle(conn)
+            elif idle or hard or self.end_idle is None:
                 self._close(waiting)
 
     def _evict_oldest(self) -> bool:

@@ -4,10 +4,11 @@ A LogManager owns two loggers: the error log (``sitebus``, or ``sitebus.<appid>`
 where bus messages arrive with the context ``ENGINE``, and the access log (``sitebus.access``
 or ``sitebus.access.<appid>``), one line per request. ``screen`` sends the error log to stderr
 and the access log to stdout; ``error_file`` and ``access_file`` append to files, reopened by
-``reopen_files`` (subscribed to ``graceful``), so logrotate's postrotate can run
-``sitebus reload``. Set all three off and configure the loggers with ``logging.config`` to
-route records anywhere else. A record that cannot be written, or a file that cannot be
-reopened, is reported rather than lost silently (``sitebus.logfailures``).
+``reopen_files`` (subscribed to ``graceful``, and called on SIGWINCH by the site, which
+costs no reload: logrotate's postrotate sends that). Set all three off and configure the
+loggers with ``logging.config`` to route records anywhere else. A record that cannot be
+written, or a file that cannot be reopened, is reported rather than lost silently
+(``sitebus.logfailures``).
 
 Error lines read ``[27/Nov/2026:10:00:00] ENGINE Bus STARTED``, as the reference prints them.
 Access lines are the Combined Log Format, ``{h} {l} {u} {t} "{r}" {s} {b} "{f}" "{a}"``; unlike

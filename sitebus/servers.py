@@ -34,6 +34,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from sitebus import handover
 from sitebus.adapter import ServerAdapter, Timeouts, describe
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError
@@ -178,6 +179,7 @@ class Server(ServerAdapter):
         self._socket_file: tuple[str, tuple[int, int]] | None = None  # (path, identity)
         self._bound: Any = None
         self.configure(**settings)
+        bus.subscribe("start", self._close_unclaimed_connections, priority=79)
 
     def key(self, setting: str) -> str:
         """Return the config key of a setting: ``server.<setting>`` or ``server.<name>.<...>``."""
@@ -344,6 +346,8 @@ class Server(ServerAdapter):
             self._stopped()
             raise
         self._built = True
+        if hasattr(self.httpserver, "adopted"):
+            self.httpserver.adopted = handover.take(self.fdname)
 
     def _listen(self) -> Listener:
         self._bind()
@@ -417,7 +421,21 @@ class Server(ServerAdapter):
             self._acceptor.owned = False
         self._socket_file = None
         self.listener = self._listening
+        if hasattr(self.httpserver, "handover_name"):
+            # Its idle keep-alive connections go to the next image too (sitebus.handover).
+            self.httpserver.handover_name = self.fdname
+            self.bus.subscribe("execv", self._export_connections, priority=60)
         return self._listening
+
+    def _export_connections(self) -> None:
+        """After the site placed the listeners (priority 50), keep the connections too."""
+        handover.export(self.bus.inherit_fds)
+
+    def _close_unclaimed_connections(self) -> None:
+        """Close the connections the previous image handed over that no server took."""
+        closed = handover.close_unclaimed()
+        if closed:
+            self.bus.log(f"Closed {closed} kept-alive connections no server took over", 30)
 
     def stop(self) -> None:
         """Stop the HTTP server (a listen-only server closes its socket)."""

@@ -39,7 +39,7 @@ from sitebus.logs import LogManager
 from sitebus.plugins import ThreadManager
 from sitebus.servers import Server
 from sitebus.servertypes import SETTINGS as SERVER_SETTINGS
-from sitebus.signals import SignalHandler
+from sitebus.signals import SignalHandler, has_terminal
 from sitebus.status import StatusFile, status_path
 from sitebus.supervision import SETTINGS as WORKER_SETTINGS
 from sitebus.tree import Tree
@@ -208,6 +208,8 @@ class Site:
         # The reference's engine attributes: the signal handler is subscribed by prepare(), at
         # the first start; the thread manager is subscribed from the start.
         self.bus.signal_handler = SignalHandler(self.bus)
+        if not has_terminal():  # on a terminal, every window resize sends SIGWINCH
+            self.bus.signal_handler.handlers["SIGWINCH"] = self.reopen_logs
         self.bus.thread_manager = ThreadManager(self.bus)
         self.bus.thread_manager.subscribe()
         self.plugin("autoreload").subscribe()  # as the reference: on unless config says off
@@ -454,6 +456,15 @@ class Site:
         self.bus.inherit_fds.clear()
         self.bus.inherit_fds.update(moved)
         os.environ[OWNED_FDNAMES] = ":".join(self._owned_fdnames)
+
+    def reopen_logs(self) -> None:
+        """Reopen the log files, here and in the workers (SIGWINCH: logrotate's postrotate).
+
+        A reload (SIGUSR1) reopens them too, but replaces every worker; this costs nothing.
+        A file that cannot be reopened is noted as on a reload (``sitebus status``: ``logs:``).
+        """
+        self._reopen_logs()
+        self.bus.publish("reopen_logs")
 
     def _describe(self) -> dict[str, Any]:
         return {"serving": self.descriptions()}

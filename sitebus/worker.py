@@ -377,7 +377,7 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
     bus.take_listeners(lambda channel, callback: spec.master_owned(callback))
     bus.put_listeners(spec.listeners)
     bus.log_as(f"WORKER {os.getpid()}")
-    _handle_signals(bus)
+    _handle_signals(bus, site.log.reopen_files)
 
     tracker = RequestTracker(spec.request_limit)
     heartbeat = Heartbeat(bus, spec.pipe, spec.master_pid, spec.interval, tracker,
@@ -399,13 +399,14 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
     return EX_OK
 
 
-def _handle_signals(bus: Any) -> None:
+def _handle_signals(bus: Any, reopen_logs: Callable[[], None]) -> None:
     """Give signals their meaning in a worker, then let them in."""
     for name in MASTER_SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     handler = SignalHandler(bus)
     handler.handlers = {"SIGTERM": bus.exit, "SIGQUIT": functools.partial(_quit_now, bus),
-                        "SIGUSR2": functools.partial(_master_draining, bus)}
+                        "SIGUSR2": functools.partial(_master_draining, bus),
+                        "SIGWINCH": reopen_logs}
     bus.signal_handler = handler  # engine.signals.subscribe() in an app gets the worker's
     handler.subscribe()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_ACROSS_FORK)

@@ -192,6 +192,7 @@ class Workers(SimplePlugin):
         bus.subscribe("graceful", self.graceful)
         bus.subscribe("draining", self.draining)
         bus.subscribe("child_pids", self.child_pids)
+        bus.subscribe("reopen_logs", self.reopen_logs)
         bus.signal_handler.handlers.update(SIGTTIN=self.add_worker, SIGTTOU=self.remove_worker)
         autoreload = getattr(bus, "autoreload", None)
         if (autoreload is not None and self.load_apps is not None
@@ -206,7 +207,8 @@ class Workers(SimplePlugin):
         bus = self.bus
         for channel, method in (("start", self.start), ("stop", self.stop),
                                 ("graceful", self.graceful), ("draining", self.draining),
-                                ("child_pids", self.child_pids)):
+                                ("child_pids", self.child_pids),
+                                ("reopen_logs", self.reopen_logs)):
             bus.unsubscribe(channel, method)
         for server in self.site.active_servers():
             server.listen_only = False
@@ -265,6 +267,15 @@ class Workers(SimplePlugin):
         """The workers' pids: the supervisor waits for them, the reaper must not."""
         supervisor = self._supervisor
         return [] if supervisor is None else [worker["pid"] for worker in supervisor.snapshot()]
+
+    def reopen_logs(self) -> None:
+        """The master reopened its log files: have every worker reopen its own (SIGWINCH)."""
+        if self._supervisor is not None:
+            for worker in self._supervisor.snapshot():
+                try:
+                    os.kill(worker["pid"], signal.SIGWINCH)
+                except ProcessLookupError:
+                    pass
 
     def reload_for(self, changed: list[str]) -> bool:
         """Autoreload: replace the workers if only files they imported changed (else False)."""

@@ -10,22 +10,26 @@ strictly (see ``sitebus.framing``; bodies through ``sitebus.strictgateway``).
 
 ``stop()`` drains, in this order:
 
-1. the head reader forgets the listener (before it is closed: epoll would go on reporting a
-   closed duplicate of a socket that stays open elsewhere); the listener stops accepting;
-   when sitebus owns the socket it is shut down, so the kernel refuses new connections at
-   once;
+1. when sitebus owns the listening socket, the connections already queued on it are accepted
+   first (shutting a listening socket down resets them); then the head reader forgets the
+   listener (before it is closed: epoll would go on reporting a closed duplicate of a socket
+   that stays open elsewhere), and the listener stops accepting;
 2. our duplicate of the listener is closed before cheroot's own ``stop()`` runs, because that
    connects to the server's socket to wake ``accept()``: on a socket systemd or the next
    process image keeps, that would queue a bogus connection (and re-activate the service);
-3. cheroot's ``stop()`` ends the head reader's loop, closes the connections it holds (idle
-   kept-alive ones, heads still arriving), and waits
-   up to ``shutdown_timeout`` for the worker threads to finish the requests in flight; the
-   connection of a request still running after that is shut down. (A handler that never
-   returns still keeps its thread: Python cannot end a thread from outside.)
+3. the keep-alive drain (``sitebus.drain``), run by the head reader, which keeps reading heads
+   while it lasts: responses carry ``Connection: close``, idle connections are served their
+   next request, silent ones are closed (or handed over, on a restart) after the idle grace,
+   and requests in flight get until ``shutdown_timeout``; those still running then are cut
+   and their threads abandoned (Python cannot end a thread from outside; the bus exits
+   without them);
+4. cheroot's ``stop()`` ends the head reader and its worker threads (in a helper thread that
+   is given up on when a cut request's thread never returns).
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -37,7 +41,8 @@ from cheroot import wsgi
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from sitebus import __version__
+from sitebus import __version__, handover
+from sitebus.drain import IDLE_GRACE, ConnectionTracker, TrackedConnection, wait_for_empty_backlog
 from sitebus.headreader import HeadReader
 from sitebus.listeners import Listener
 from sitebus.strictgateway import strict_gateway
@@ -64,6 +69,8 @@ class CherootServer(wsgi.Server):
     ready_event: threading.Event | None = None
     """Set when the server is ready, so ``ServerAdapter.wait()`` need not poll ``ready``."""
 
+    ConnectionClass = TrackedConnection
+
     header_timeout: float | None = None
     """Seconds a request head may take from its first byte (None: ``timeout``)."""
 
@@ -72,6 +79,19 @@ class CherootServer(wsgi.Server):
 
     head_reader: HeadReader | None = None
     """What reads request heads and holds idle connections while the server runs."""
+
+    idle_grace: float = IDLE_GRACE
+    """Seconds a stopping server keeps a silent keep-alive connection open (``sitebus.drain``)."""
+
+    draining = False
+    """True from the moment ``stop()`` begins: every response then carries Connection: close."""
+
+    handover_name: str | None = None
+    """Set for a restart: idle connections go to the next process image under this name
+    (``sitebus.handover``) instead of being closed."""
+
+    adopted: list[socket.socket] = []
+    """Idle connections the previous process image handed over, served from ``prepare()``."""
 
     def __init__(
         self,
@@ -84,12 +104,17 @@ class CherootServer(wsgi.Server):
         super().__init__(listener_address(listener), wsgi_app, **kwargs)
         self.listener = listener
         self.gateway = strict_gateway(self.gateway)
+        self.connection_tracker = ConnectionTracker()
+        self.abandoned_threads: list[threading.Thread] = []
+        """Threads of requests cut at ``shutdown_timeout``, still running (see ``stop()``)."""
+        self._serving_thread: threading.Thread | None = None
 
     def prepare(self) -> None:
-        """Prepare to serve on our listener: connection manager, worker threads, ready."""
+        """Prepare to serve on our listener: head reader, worker threads, ready."""
         if self.software is None:
             self.software = f"{self.version} Server"
         self.socket = self.listener
+        self.draining = False
         # cheroot's serve() runs self._connections, and put_conn() gives it kept-alive
         # connections: the head reader takes the place of its ConnectionManager.
         self.head_reader = HeadReader(self, self.header_timeout, self.max_waiting)
@@ -97,23 +122,105 @@ class CherootServer(wsgi.Server):
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
+        adopted, self.adopted = self.adopted, []
+        for sock in adopted:  # idle connections handed over by the previous process image
+            self.head_reader.adopt(sock)
         if self.ready_event is not None:
             self.ready_event.set()
 
-    def stop(self) -> None:
-        """Refuse new connections at once; let requests in flight finish; close."""
-        if self.ready:
-            if self.head_reader is not None:
-                self.head_reader.stop_accepting()  # unregistered before the listener closes
-            self.listener.stop_accepting()
-            self.listener.close()
-        super().stop()
+    def serve(self) -> None:
+        self._serving_thread = threading.current_thread()
+        super().serve()
 
+    @property
+    def can_add_keepalive_connection(self) -> bool:
+        """False while draining, so that every response carries Connection: close."""
+        return not self.draining and bool(super().can_add_keepalive_connection)
+
+    def put_conn(self, conn: Any) -> None:
+        """Give an idle connection back to the head reader for its next request."""
+        self.connection_tracker.went_idle(conn)
+        super().put_conn(conn)
+
+    def process_conn(self, conn: Any) -> None:
+        self.connection_tracker.dispatched(conn)
+        super().process_conn(conn)
+
+    def stop(self) -> None:
+        """Refuse new connections at once; drain kept-alive connections; cut what overruns."""
+        if not self.ready or self.draining:
+            return
+        began = time.monotonic()
+        deadline = began + max(0.0, self.shutdown_timeout)
+        if self.listener.owned:  # shutting it down resets what waits to be accepted
+            wait_for_empty_backlog(self.listener)
+        reader = self.head_reader
+        if reader is not None:
+            reader.stop_accepting()  # unregistered before the listener closes
+        self.listener.stop_accepting()
+        self.listener.close()
+        self.draining = True
+        grace = 0.0 if self._can_hand_over() else self.idle_grace  # nothing to wait for
+        if reader is not None:
+            reader.begin_draining(min(deadline, began + grace), end_idle=self._end_idle,
+                                  hard_deadline=deadline)
+            self._wait_drained(reader, deadline)
+        self._cut_overrunning(time.monotonic() - began)
+        finisher = threading.Thread(target=super().stop, name=f"{self.software} stop",
+                                    daemon=True)
+        finisher.start()
+        finisher.join(None if not self.abandoned_threads else 0.25)
+
+    def _wait_drained(self, reader: HeadReader, deadline: float) -> None:
+        """Return once no connection is open or waits in the head reader, or at ``deadline``."""
+        tracker = self.connection_tracker
+        with tracker.changed:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not tracker.open and reader.waiting == 0:
+                    return
+                # A connection's close notifies; a TLS handshake the reader drops does not.
+                tracker.changed.wait(min(remaining, 0.05 if not tracker.open else 1.0))
+
+    def _can_hand_over(self) -> bool:
+        return self.handover_name is not None and self.ssl_adapter is None
+
+    def _end_idle(self, conn: Any) -> None:
+        """Close a connection that stayed silent through the drain, or hand it over."""
+        if self._can_hand_over() and not conn.rfile.has_data():
+            assert self.handover_name is not None
+            conn.linger = True  # cheroot's close() must not shut the connection down
+            handover.give(conn.socket, self.handover_name)
+            conn.close()
+            return
+        conn.close()
+
+    def _cut_overrunning(self, waited: float) -> None:
+        """Shut the connections of requests still in flight; note their threads as abandoned."""
+        with self.connection_tracker.changed:
+            overrunning = list(self.connection_tracker.busy.items())
+        now = time.monotonic()
+        for conn, (thread, started) in overrunning:
+            self.error_log(
+                f"Cut a request from {_peer(conn)} after {now - started:.1f} s in flight: still "
+                f"running {waited:.1f} s after the stop began (server.shutdown_timeout "
+                f"{self.shutdown_timeout:g}); its thread {thread.name} is abandoned", 30)
+            try:
+                conn.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.abandoned_threads.append(thread)
 
     def stalled(self, now: float) -> float | None:
         """Return for how long this server has been unable to answer (see HeadReader)."""
         reader = self.head_reader
         return reader.stalled(now) if reader is not None and self.ready else None
+
+
+def _peer(conn: Any) -> str:
+    if conn.remote_addr is None:
+        return "a local client"
+    return f"{conn.remote_addr}:{conn.remote_port}"
 
 
 class _ContextSSLAdapter(BuiltinSSLAdapter):

@@ -53,7 +53,8 @@ def test_contrib_nginx_has_what_several_instances_need() -> None:
                  "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
                  "proxy_set_header X-Forwarded-Proto $scheme;",
                  "proxy_next_upstream error timeout http_502 http_503 http_504;",
-                 "proxy_redirect off;", "location = /health {", "deny all;"):
+                 "proxy_redirect off;", "location = /health {", "deny all;",
+                 "keepalive 8;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";'):
         assert line in text, line
     assert "non_idempotent" not in text.replace("(non_idempotent would", "")
 

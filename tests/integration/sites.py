@@ -150,3 +150,103 @@ class SteadyClient(threading.Thread):
         """Stop sending and wait for the request in flight."""
         self.stop.set()
         self.join(60)
+
+
+class PersistentClient(SteadyClient):
+    """A SteadyClient that keeps one connection open, as browsers, wrk and proxies do.
+
+    It reuses its ``http.client`` connection for request after request until the server
+    closes it (a response with ``Connection: close``), then opens a new one. A reset, a
+    ``RemoteDisconnected`` (the server closed a kept-alive connection under a request), a
+    timeout or a 5xx is a failure. ``connections`` counts the connections opened. Sends back
+    to back unless ``pause`` is set.
+    """
+
+    def __init__(self, port: int, path: str = "/", host: str = "127.0.0.1",
+                 pause: float = 0.0, timeout: float = 10, method: str = "GET",
+                 body: bytes | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(port, path)
+        self.host = host
+        self.method = method
+        self.body = body
+        self.headers = dict(headers or {})
+        if body is not None:
+            self.headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        self.pause = pause
+        self.timeout = timeout
+        self.connections = 0
+        self.closes_announced = 0
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _fetch(self, port: int, path: str) -> tuple[int, bytes, dict[str, str]]:
+        if self._connection is None:
+            self._connection = http.client.HTTPConnection(self.host, port, timeout=self.timeout)
+            self.connections += 1
+        try:
+            self._connection.request(self.method, path, self.body, self.headers)
+            response = self._connection.getresponse()
+            body = response.read()
+        except BaseException:
+            self._connection.close()
+            self._connection = None
+            raise
+        if response.will_close:
+            self.closes_announced += 1
+            self._connection.close()
+            self._connection = None
+        return response.status, body, dict(response.getheaders())
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    status, body, _headers = self._fetch(self.port, self.path)
+                    outcome = None if status == 200 else f"{status} {body[:200]!r}"
+                except (OSError, http.client.HTTPException) as error:
+                    body, outcome = b"", repr(error)
+                with self._changed:
+                    if outcome is None:
+                        self.answers.append(body)
+                    else:
+                        self.failures.append(outcome)
+                    self._changed.notify_all()
+                if self.pause:
+                    self.stop.wait(self.pause)
+        finally:
+            if self._connection is not None:
+                self._connection.close()
+
+
+class ClientCrowd:
+    """Several PersistentClients at once, reported together."""
+
+    def __init__(self, port: int, path: str = "/", clients: int = 8) -> None:
+        self.clients = [PersistentClient(port, path) for _ in range(clients)]
+
+    def start(self) -> None:
+        for client in self.clients:
+            client.start()
+
+    def more_answers(self, n: int, what: str = "more answers") -> None:
+        """Wait until every client has ``n`` more answers."""
+        targets = [len(client.answers) + n for client in self.clients]
+        for client, target in zip(self.clients, targets, strict=True):
+            client.wait_for(lambda c, target=target: len(c.answers) >= target, what)
+
+    def finish(self) -> None:
+        for client in self.clients:
+            client.stop.set()
+        for client in self.clients:
+            client.join(60)
+
+    @property
+    def failures(self) -> list[str]:
+        return [failure for client in self.clients for failure in client.failures]
+
+    @property
+    def answered(self) -> int:
+        return sum(len(client.answers) for client in self.clients)
+
+    @property
+    def connections(self) -> int:
+        return sum(client.connections for client in self.clients)

@@ -30,7 +30,7 @@ from tests.integration.frontends import (
     start_nginx,
     wait_for_notify,
 )
-from tests.integration.sites import SteadyClient, ready_addresses
+from tests.integration.sites import PersistentClient, SteadyClient, ready_addresses
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -269,3 +269,50 @@ def test_haproxy_takes_a_stopping_instance_out_by_its_health(spawn: Any,
     requests = re.findall(r' \d+/\d+/\d+/\d+/(\+?\d+) \d+/\d+ "GET / ', front.child.output)
     assert len(requests) >= 30 and set(requests) == {"0"}
     assert get(front.port, "/health")[0] == 403  # the balancer's, not the world's
+
+
+@needs_nginx
+@needs_memcached
+def test_keep_alive_upstreams_lose_no_post_across_a_stop_start_and_a_restart(
+        spawn: Any, tmp_path: Path) -> None:
+    """contrib's nginx keeps connections to the instances (keepalive 8, HTTP/1.1, default
+    max_fails and fail_timeout); four clients POST to sessions in memcached on connections of
+    their own while one instance stops and starts again and the other restarts in place:
+    not one POST fails (502 included), though nginx may keep the stopped instance out for
+    its fail_timeout while the other restarts."""
+    pytest.importorskip("pymemcache", reason="pip install 'sitebus[memcached]'")
+    memcached = start_memcached(spawn, tmp_path)
+    a, b = (start_instance(spawn, tmp_path, name, memcached=memcached,
+                           extra="engine.health.drain_delay = 0.5\n") for name in "ab")
+    front = start_nginx(spawn, tmp_path, [a, b])
+    clients = [PersistentClient(front.port, "/login", method="POST", body=f"user=u{n}".encode(),
+                                headers={"Host": SERVER_NAME}) for n in range(4)]
+    for client in clients:
+        client.start()
+
+    def more(n: int, what: str) -> None:
+        for client in clients:
+            client.more_answers(n, what)
+
+    try:
+        more(10, "answers through nginx")
+        a.child.send_signal(signal.SIGTERM)
+        assert a.child.wait(60) == 0
+        more(10, "answers from b alone")
+        a = start_instance(spawn, tmp_path, "a", memcached=memcached, run="-again",
+                           extra="engine.health.drain_delay = 0.5\n")
+        seen = len(b.child.notify.messages)
+        b.child.send_signal(signal.SIGUSR2)
+        after = wait_for_notify(b.child, "RELOADING", "1", seen)
+        ready_addresses(b.child, after=after)
+        more(20, "answers after b's restart")
+    finally:
+        for client in clients:
+            client.stop.set()
+        for client in clients:
+            client.join(60)
+    failures = [failure for client in clients for failure in client.failures]
+    nginx_errors = [line for line in (tmp_path / "nginx" / "error.log").read_text().splitlines()
+                    if "[error]" in line]
+    assert failures == [], nginx_errors
+    assert all(len(client.answers) >= 40 for client in clients)

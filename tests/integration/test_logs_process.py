@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +92,7 @@ LOGROTATE = """\
     notifempty
     sharedscripts
     postrotate
-        {python} -m sitebus reload -p {pidfile}
+        kill -WINCH $(cat {pidfile})
     endscript
 }}
 """
@@ -116,8 +115,7 @@ def test_the_readme_logrotate_block_works_after_a_drop(spawn: Any, shared_dir: P
     group = subprocess.run(["id", "-gn", "nobody"], capture_output=True, text=True,
                            check=True).stdout.strip()
     conf = shared_dir / "logrotate.conf"
-    conf.write_text(LOGROTATE.format(logs=logs, user="nobody", group=group,
-                                     python=sys.executable, pidfile=pidfile))
+    conf.write_text(LOGROTATE.format(logs=logs, user="nobody", group=group, pidfile=pidfile))
     rotate = subprocess.run(["logrotate", "-f", "-s", str(shared_dir / "state"), str(conf)],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.sites import (
+    ClientCrowd,
     SteadyClient,
     get,
     get_unix,
@@ -62,7 +63,9 @@ def test_ten_restarts_under_a_steady_client_fail_no_request(spawn: Any, tmp_path
     port = tcp_port(ready_addresses(child))
     fds_before = fd_kinds(child.pid)
     client = SteadyClient(port, "/bare/")
+    crowd = ClientCrowd(port, "/bare/", clients=4)  # and clients that keep their connections
     client.start()
+    crowd.start()
     try:
         for restart in range(10):
             seen = len(child.notify.messages)
@@ -70,9 +73,12 @@ def test_ten_restarts_under_a_steady_client_fail_no_request(spawn: Any, tmp_path
             child.notify.wait_for("RELOADING", "1", after=seen)
             assert ready_addresses(child, after=seen + 1)
             assert get_unix(str(tmp_path / "site.sock"), "/bare/")[0] == 200, restart
+            crowd.more_answers(2, "kept-alive clients answered by the new image")
     finally:
         client.finish()
+        crowd.finish()
     assert client.failures == []
+    assert crowd.failures == []
     assert len(client.answers) >= 10
     # Only the listeners crossed the exec: after ten restarts the process holds what it held
     # before (listening sockets, the PID file lock, the wake-up pipe, its logs), not more.

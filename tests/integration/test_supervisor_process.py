@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.integration.sites import APPS, SteadyClient, get
+from tests.integration.sites import APPS, ClientCrowd, SteadyClient, get
 from tests.integration.systemd_helpers import free_port
 from tests.processes import Child, python, wait_until
 
@@ -159,17 +159,23 @@ def test_supervisord_runs_the_contrib_site(supervisor: Supervisor, tmp_path: Pat
     # signal HUP: a restart in place, same pid, the socket kept; a client sending all along
     # sees no refused connection and no error.
     client = SteadyClient(port, "/bare/")
+    crowd = ClientCrowd(port, "/bare/", clients=8)  # clients that keep their connections
     client.start()
+    crowd.start()
     try:
         client.more_answers(1, "the client's first answer")
+        crowd.more_answers(10, "the kept-alive clients' first answers")
         result = supervisor.ctl("signal", "HUP", "sitebus")
         assert result.returncode == 0 and "sitebus: signalled" in result.stdout, result
         wait_until(lambda: supervisor.site_output().count("Bus STARTED") == 2, 30,
                    "the re-executed site to start")
         client.more_answers(4, "answers from the new image")
+        crowd.more_answers(10, "kept-alive clients answered by the new image")
     finally:
         client.finish()
+        crowd.finish()
     assert client.failures == []
+    assert crowd.failures == []
     assert "SIGHUP caught with no terminal attached. Restarting." in supervisor.site_output()
     assert supervisor.status() == ("RUNNING", first.pid)
 

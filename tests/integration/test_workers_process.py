@@ -21,6 +21,7 @@ import pytest
 
 from sitebus.supervision import CRASH_LIMIT
 from tests.integration.sites import (
+    ClientCrowd,
     SteadyClient,
     get,
     get_unix,
@@ -144,7 +145,11 @@ def test_a_hung_handler_gets_its_worker_replaced(spawn: Any, recorder: WorkerRec
                           r"\(server.worker_timeout = 2\)", timeout=30)
     assert serving(port)[0] != 0  # the site answers meanwhile
     wait_for_workers(tmp_path, 2, not_among={hung})
-    child.wait_for_output(rf"Worker {hung} did not stop in time: killing it", timeout=30)
+    # Its stop is bounded by shutdown_timeout: the request is cut and the worker exits by
+    # itself, or, when the spinning handler starves it of the GIL on a loaded machine, the
+    # master kills it shutdown_timeout plus a grace after asking it to stop.
+    child.wait_for_output(rf"Worker {hung} exited \((exit status 0|killed by SIGKILL)\)",
+                          timeout=30)
     spinner.join(60)
     assert len(outcome) == 1 and isinstance(outcome[0], OSError)  # its connection was closed
     stop(child)
@@ -181,7 +186,9 @@ def test_a_rolling_reload_under_a_steady_client_fails_no_request(
     child, port = start(spawn, recorder, tmp_path)
     current = wait_for_workers(tmp_path, 2)
     client = SteadyClient(port)
+    crowd = ClientCrowd(port, clients=4)  # and clients that keep their connections
     client.start()
+    crowd.start()
     in_flight: list[Any] = []
     slow = threading.Thread(target=get_or_error, args=(port, "/slow?2", in_flight))
     slow.start()
@@ -198,10 +205,13 @@ def test_a_rolling_reload_under_a_steady_client_fails_no_request(
             ready_addresses(child, after=seen + 1)
             current = wait_for_workers(tmp_path, 2, not_among=current)
             client.more_answers(10)
+            crowd.more_answers(10)
     finally:
         client.finish()
+        crowd.finish()
         slow.join(60)
     assert client.failures == []
+    assert crowd.failures == []
     assert in_flight == [200]
     assert set(client.pids[-5:]) <= current
     stop(child)
@@ -332,7 +342,9 @@ def test_a_restart_with_workers_refuses_no_connection(spawn: Any, recorder: Work
                                                       tmp_path: Path) -> None:
     child, port = start(spawn, recorder, tmp_path)
     client = SteadyClient(port)
+    crowd = ClientCrowd(port, clients=4)  # and clients that keep their connections
     client.start()
+    crowd.start()
     try:
         for _restart in range(2):
             seen = len(child.notify.messages)
@@ -340,9 +352,12 @@ def test_a_restart_with_workers_refuses_no_connection(spawn: Any, recorder: Work
             child.notify.wait_for("RELOADING", "1", after=seen)
             ready_addresses(child, after=seen + 1)
             client.more_answers(10)
+            crowd.more_answers(10)
     finally:
         client.finish()
+        crowd.finish()
     assert client.failures == []
+    assert crowd.failures == []
     assert child.pid == int((tmp_path / "site.pid").read_text())
     stop(child)
 
