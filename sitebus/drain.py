@@ -12,9 +12,9 @@ failed). HTTP/1.1 offers one race-free way to end a connection: a response carry
 1. every response from now on carries ``Connection: close`` (the server's
    ``can_add_keepalive_connection`` is False while ``draining``), and its connection is closed
    once the response is written, by the thread that wrote it;
-2. cheroot's selector loop stops, and :func:`drain_connections` watches the idle connections
-   instead: one that receives a request is handed to a worker thread, served, and closed
-   after that one response; one whose client closes it is closed here;
+2. the head reader (``sitebus.headreader``), which holds the idle connections, goes on
+   watching them: one that receives a request has its head read and is handed to a worker
+   thread, served, and closed after that one response; one whose client closes it is closed;
 3. the drain ends as soon as no connection is left. Connections that stay silent are closed
    after ``idle_grace`` seconds (``IDLE_GRACE``, within ``shutdown_timeout``); requests still
    in flight at ``shutdown_timeout`` are cut (see below).
@@ -45,30 +45,26 @@ connection is shut down, each is logged (peer, seconds running), and their threa
 in ``abandoned_threads``; Python cannot end a thread, so the bus no longer waits for them
 at exit (``Bus.abandon``) and the process ends without them.
 
-cheroot hooks used (all public attributes of cheroot's ``HTTPServer`` and ``HTTPConnection``;
+cheroot hooks used (public attributes of cheroot's ``HTTPServer`` and ``HTTPConnection``;
 ``tests/test_drain.py`` fails first, naming the hook, if a cheroot release changes one):
 ``ConnectionClass`` (this module's :class:`TrackedConnection`, which notes each connection's
 requests and its close), ``put_conn`` and ``process_conn`` (where idle connections go and
-come back), ``can_add_keepalive_connection``, ``ConnectionManager.stop()`` and ``put()``,
-``HTTPConnection.socket``, ``rfile.has_data()``, ``linger`` (a handed-over connection is not
-shut down) and ``close()``. One behaviour too: ``HTTPServer.stop()`` does its work only while
-``ready``, which the drain clears (so ``serve()`` ends) and sets again just before calling it.
+come back), ``can_add_keepalive_connection``, ``HTTPConnection.socket``, ``rfile.has_data()``,
+``linger`` (a handed-over connection is not shut down) and ``close()``.
 """
 
 from __future__ import annotations
 
 import select
-import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sitebus.connection import Connection
 
 __all__ = ["BACKLOG_WAIT", "IDLE_GRACE", "ConnectionTracker", "TrackedConnection",
-           "drain_connections", "wait_for_empty_backlog"]
+           "wait_for_empty_backlog"]
 
 IDLE_GRACE = 1.0
 """Seconds a draining server keeps a silent keep-alive connection open for its next request."""
@@ -105,13 +101,9 @@ class ConnectionTracker:
         self.open: set[Any] = set()
         self.busy: dict[Any, tuple[threading.Thread, float]] = {}
         self.idle: set[Any] = set()
-        self.waker: _Waker | None = None
-        """Set during a drain: woken with ``changed``, so the drain's selector sees changes."""
 
     def _notify(self) -> None:
         self.changed.notify_all()
-        if self.waker is not None:
-            self.waker.wake()
 
     def opened(self, conn: Any) -> None:
         with self.changed:
@@ -174,93 +166,3 @@ class TrackedConnection(Connection):
             super().close()
         finally:
             self.tracker.closed(self)
-
-
-class _Waker:
-    """A socket pair that wakes the drain's selector when a connection goes idle."""
-
-    def __init__(self) -> None:
-        self.reader, self.writer = socket.socketpair()
-        self.reader.setblocking(False)
-        self.writer.setblocking(False)
-
-    def wake(self) -> None:
-        try:
-            self.writer.send(b"\0")
-        except OSError:
-            pass  # full: a wake-up is pending anyway; closed: the drain is over
-
-    def clear(self) -> None:
-        try:
-            while self.reader.recv(4096):
-                pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.reader.close()
-        self.writer.close()
-
-
-def drain_connections(
-    tracker: ConnectionTracker,
-    dispatch: Callable[[Any], None],
-    close: Callable[[Any], None],
-    idle_deadline: float,
-    deadline: float,
-) -> None:
-    """Serve the idle connections' next requests until none is open, or until ``deadline``.
-
-    ``dispatch(conn)`` hands a connection whose client sent something to a worker thread;
-    ``close(conn)`` ends one that stayed silent until ``idle_deadline`` (monotonic times), or
-    gives it away (a restart hands it to the new image). Returns when no connection is open,
-    or at ``deadline`` with requests still in flight.
-    """
-    waker = _Waker()
-    with tracker.changed:
-        tracker.waker = waker
-    selector = selectors.DefaultSelector()
-    selector.register(waker.reader, selectors.EVENT_READ, None)
-    watched: set[Any] = set()
-    try:
-        while True:
-            with tracker.changed:
-                fresh = [conn for conn in tracker.idle if conn not in watched]
-                still_open = bool(tracker.open)
-            now = time.monotonic()
-            for conn in fresh:
-                if conn.rfile.has_data() and now < deadline:
-                    tracker.dispatched(conn)
-                    dispatch(conn)
-                    continue
-                try:
-                    selector.register(conn.socket, selectors.EVENT_READ, conn)
-                except (ValueError, OSError, KeyError):
-                    tracker.dispatched(conn)
-                    close(conn)  # closed meanwhile
-                    continue
-                watched.add(conn)
-            if not still_open or now >= deadline:
-                return
-            if now >= idle_deadline and watched:
-                for conn in list(watched):
-                    selector.unregister(conn.socket)
-                    watched.discard(conn)
-                    tracker.dispatched(conn)
-                    close(conn)
-                continue
-            timeout = (idle_deadline if now < idle_deadline else deadline) - now
-            for key, _events in selector.select(max(0.0, timeout)):
-                conn = key.data
-                if conn is None:
-                    waker.clear()
-                    continue
-                selector.unregister(key.fileobj)
-                watched.discard(conn)
-                tracker.dispatched(conn)
-                dispatch(conn)
-    finally:
-        with tracker.changed:
-            tracker.waker = None
-        selector.close()
-        waker.close()
