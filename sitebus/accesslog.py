@@ -1,0 +1,336 @@
+"""Access lines, made cheap: a template compiled once, and a file written from a buffer.
+
+An access line used to cost more than the request it described (21 us against 0.8 us for
+routing a hello world, profiled with cProfile): every field was escaped one character at a
+time in Python, every line built a ``logging.LogRecord`` (with ``findCaller`` walking the
+stack), and ``FileHandler`` flushed each line with a ``write(2)``. Here:
+
+- ``compile_format`` turns ``log.access_log_format`` into one function, generated once per
+  format, that computes only the fields the format names. Values are escaped by one regular
+  expression search (nearly always finding nothing) instead of a Python loop; the time is
+  formatted once per second.
+- ``AccessFileHandler`` is the ``log.access_file`` handler: it writes into the file object's
+  buffer and does not flush per line. ``LogManager.access`` hands it lines directly, without
+  a LogRecord, while it is the access logger's only handler (anything else, a handler from
+  ``logging.config`` or journald, gets records as before).
+- ``Flusher``, one thread per process, flushes every buffered handler within a second of its
+  first unflushed line, and blocks while nothing is written. Closing a handler flushes it,
+  and ``logging.shutdown`` (run on every exit path, ``bus.flush_and_exit`` included) closes
+  them all: a clean stop or a restart loses no line, a crash at most the last second.
+
+Fields (the letters of the reference, Apache's where it has one): ``h`` client address, ``l``
+``-``, ``u`` remote user, ``t`` time (``[05/Dec/2026:10:00:00 +0000]``), ``r`` request line,
+``s`` status, ``b`` bytes of the body, ``f`` Referer, ``a`` User-Agent, ``o`` Host, ``z`` UTC
+time in ISO 8601, ``D`` duration in microseconds (Apache's ``%D``), ``L`` the request id. An
+empty field is ``-``. ``log.access_log_format = "json"`` writes JSON lines instead (keys in
+``JSON_KEYS``), escaped by ``json`` with non-ASCII text kept as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from string import Formatter
+from typing import Any
+
+__all__ = ["ACCESS_LOG_FORMAT", "AccessFileHandler", "JSON_FORMAT", "compile_format",
+           "escape", "json_line", "log_time"]
+
+ACCESS_LOG_FORMAT = '{h} {l} {u} {t} "{r}" {s} {b} "{f}" "{a}" {D} {L}'
+"""The Combined Log Format, then the duration in microseconds and the request id."""
+
+JSON_FORMAT = "json"
+"""The ``log.access_log_format`` (and ``log.error_log_format``) value for JSON lines."""
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+FLUSH_INTERVAL = 1.0
+"""Seconds an access line may wait in a buffer: what a crash may lose."""
+
+
+def log_time(timestamp: float | None = None, zone: bool = False) -> str:
+    """Return ``[dd/Mon/yyyy:HH:MM:SS]`` in local time (with ``+hhmm`` when ``zone``)."""
+    t = time.localtime(timestamp)
+    day = f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year:04d}"
+    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    if not zone:
+        return f"[{day}:{clock}]"
+    offset = t.tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    return f"[{day}:{clock} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}]"
+
+
+# -- escaping --------------------------------------------------------------------------------
+
+_UNSAFE = "".join(c for c in map(chr, range(256))
+                  if c in '"\\' or ord(c) < 0x20 or (ord(c) >= 0x7F and not c.isprintable()))
+_needs_escape = re.compile("[" + re.escape(_UNSAFE) + "]").search
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\" + char if char in '"\\' else f"\\x{ord(char):02x}"
+
+
+_escape_all = re.compile("[" + re.escape(_UNSAFE) + "]").sub
+
+
+def escape(value: str) -> str:
+    """Escape what must not reach a log line raw: quotes, backslashes, control characters."""
+    if _needs_escape(value) is None:
+        return value
+    return _escape_all(_escape_char, value)
+
+
+# -- the time, once per second ---------------------------------------------------------------
+
+class _Clock:
+    """The current second in the access log's two time formats, recomputed once a second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.clf = ""
+        self.iso = ""
+
+    def refresh(self, now: float) -> None:
+        second = int(now)
+        if second != self.second:
+            self.clf = log_time(second, zone=True)
+            self.iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            self.second = second
+
+
+_clock = _Clock()
+
+
+# -- the request line and friends ------------------------------------------------------------
+
+def request_uri(environ: Mapping[str, Any]) -> str:
+    """Return the request's target as the client sent it (or rebuilt from the WSGI paths)."""
+    uri = environ.get("REQUEST_URI")
+    if uri:
+        return uri
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+def request_line(environ: Mapping[str, Any]) -> str:
+    return (f"{environ.get('REQUEST_METHOD', '-')} {request_uri(environ)} "
+            f"{environ.get('SERVER_PROTOCOL', '-')}")
+
+
+def _micros(duration: float | None) -> str:
+    return "-" if duration is None else str(int(duration * 1e6))
+
+
+_FIELDS: dict[str, str] = {
+    "h": 'e(environ.get("REMOTE_ADDR") or "-")',
+    "l": '"-"',
+    "u": 'e(environ.get("REMOTE_USER") or "-")',
+    "t": "clock.clf",
+    "r": "e(request_line(environ))",
+    "s": 'status.split(" ", 1)[0]',
+    "b": 'str(size) if size else "-"',
+    "f": 'e(environ.get("HTTP_REFERER") or "-")',
+    "a": 'e(environ.get("HTTP_USER_AGENT") or "-")',
+    "o": 'e(environ.get("HTTP_HOST") or "-")',
+    "z": "clock.iso",
+    "D": "micros(duration)",
+    "L": 'e(request_id or "-")',
+}
+"""Each field letter's value as a Python expression over the formatter's arguments."""
+
+LineFormatter = Callable[[Mapping[str, Any], str, "int | None", "float | None", "str | None"],
+                         str]
+
+
+def compile_format(template: str) -> LineFormatter:
+    """Return ``line(environ, status, size, duration, request_id)`` for a format.
+
+    ``duration`` is in seconds; ``JSON_FORMAT`` gives JSON lines. Raises ValueError naming a
+    field the format names that does not exist, or a format that cannot be parsed.
+    """
+    if template == JSON_FORMAT:
+        return json_line
+    parts: list[str] = []
+    for literal, name, spec, conversion in Formatter().parse(template):
+        if literal:
+            parts.append(repr(literal))
+        if name is None:
+            continue
+        if name not in _FIELDS:
+            raise ValueError(f"unknown field {{{name}}}; expected one of "
+                             + ", ".join(f"{{{k}}}" for k in _FIELDS))
+        expression = _FIELDS[name]
+        if conversion:
+            expression = f"format({expression}!{conversion}, '')"
+        if spec:
+            expression = f"format({expression}, {spec!r})"
+        parts.append(f"({expression})")
+    source = ("def line(environ, status, size, duration, request_id):\n"
+              "    clock.refresh(time())\n"
+              f"    return ''.join(({', '.join(parts) or repr('')},))\n")
+    namespace: dict[str, Any] = {"e": escape, "clock": _clock, "time": time.time,
+                                 "request_line": request_line, "micros": _micros}
+    exec(compile(source, f"<access format {template!r}>", "exec"), namespace)  # noqa: S102
+    return namespace["line"]
+
+
+def _text(value: str) -> str:
+    """Return a WSGI string (bytes seen as latin-1) as the UTF-8 text it carries."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+JSON_KEYS = ("time", "remote_addr", "remote_user", "request", "method", "uri", "protocol",
+             "status", "bytes", "referer", "user_agent", "host", "duration_us", "request_id")
+
+
+def json_line(environ: Mapping[str, Any], status: str, size: int | None,
+              duration: float | None, request_id: str | None) -> str:
+    """Return one access line as a JSON object (see JSON_KEYS); absent values are null."""
+    _clock.refresh(time.time())
+    code = status.split(" ", 1)[0]
+    record = {
+        "time": _clock.iso,
+        "remote_addr": environ.get("REMOTE_ADDR") or None,
+        "remote_user": environ.get("REMOTE_USER") or None,
+        "request": _text(request_line(environ)),
+        "method": environ.get("REQUEST_METHOD"),
+        "uri": _text(request_uri(environ)),
+        "protocol": environ.get("SERVER_PROTOCOL"),
+        "status": int(code) if code.isdigit() else code,
+        "bytes": size or 0,
+        "referer": _text(environ["HTTP_REFERER"]) if environ.get("HTTP_REFERER") else None,
+        "user_agent": (_text(environ["HTTP_USER_AGENT"]) if environ.get("HTTP_USER_AGENT")
+                       else None),
+        "host": environ.get("HTTP_HOST") or None,
+        "duration_us": None if duration is None else int(duration * 1e6),
+        "request_id": request_id,
+    }
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- the error log as JSON -------------------------------------------------------------------
+
+class JSONErrorFormatter(logging.Formatter):
+    """Format an error-log record as one JSON object: time, level, context, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "context": getattr(record, "context", "") or None,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            fields["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+class AccessFileHandler(logging.FileHandler):
+    """A file handler that leaves lines in the file's buffer; the Flusher flushes each second."""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename, encoding="utf-8")
+        self.pending = False
+
+    def write_line(self, line: str) -> None:
+        """Append one line to the buffer (no LogRecord, no flush)."""
+        with self.lock:  # type: ignore[union-attr]
+            stream = self.stream
+            if stream is None:
+                stream = self.stream = self._open()
+            stream.write(line + "\n")
+        # After the write: a flush that cleared ``pending`` before it either took this line
+        # or leaves ``pending`` False here, so the flusher is woken again.
+        if not self.pending:
+            self.pending = True
+            flusher().wake(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.pending = False
+        super().flush()
+
+
+class Flusher:
+    """One thread that flushes buffered handlers within FLUSH_INTERVAL of their first line."""
+
+    def __init__(self) -> None:
+        self._handlers: weakref.WeakSet[AccessFileHandler] = weakref.WeakSet()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self, handler: AccessFileHandler) -> None:
+        with self._lock:
+            self._handlers.add(handler)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sitebus log flusher",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(FLUSH_INTERVAL)  # let a second's lines gather, then write them at once
+            self._wake.clear()
+            with self._lock:
+                handlers = list(self._handlers)
+            for handler in handlers:
+                if handler.pending:
+                    try:
+                        handler.flush()
+                    except (OSError, ValueError):
+                        pass  # a closed or full file: the next write reports it
+
+
+_flusher: Flusher | None = None
+
+
+def flusher() -> Flusher:
+    """Return this process's flusher (a forked child gets its own on first use)."""
+    global _flusher
+    if _flusher is None:
+        _flusher = Flusher()
+    return _flusher
+
+
+def _flush_before_fork() -> None:
+    """Write what is buffered, so a forked child does not inherit (and write again) lines."""
+    if _flusher is not None:
+        for handler in list(_flusher._handlers):
+            if handler.pending:
+                try:
+                    handler.flush()
+                except (OSError, ValueError):
+                    pass
+
+
+def _forget_flusher_after_fork() -> None:
+    global _flusher
+    _flusher = None  # its thread did not survive the fork
+
+
+os.register_at_fork(before=_flush_before_fork, after_in_child=_forget_flusher_after_fork)
