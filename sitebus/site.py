@@ -29,7 +29,9 @@ from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
 from sitebus.health import Health
 from sitebus.logs import LogManager
+from sitebus.metrics import Metrics
 from sitebus.plugins import ThreadManager
+from sitebus.proxyheaders import ProxyHeaders
 from sitebus.servers import Server
 from sitebus.servertypes import SETTINGS as SERVER_SETTINGS
 from sitebus.signals import SignalHandler
@@ -64,7 +66,9 @@ ENGINE_PLUGINS: dict[str, Callable[[Bus], Any]] = {
     "daemonizer": _factory("sitebus.daemon:Daemonizer"),
     "drop_privileges": _factory("sitebus.privileges:DropPrivileges"),
     "health": _factory("sitebus.health:Health"),
+    "metrics": _factory("sitebus.metrics:Metrics"),
     "pidfile": _factory("sitebus.pidfile:PIDFile", None),
+    "proxy": _factory("sitebus.proxyheaders:ProxyHeaders"),
     "signal_handler": _factory("sitebus.signals:SignalHandler"),
     "systemd": _factory("sitebus.systemd:SystemdNotifier"),
     "thread_manager": _factory("sitebus.plugins:ThreadManager"),
@@ -105,6 +109,8 @@ class Engine(Bus):
     """
 
     health: Health
+    metrics: Metrics
+    proxy: ProxyHeaders
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
@@ -183,6 +189,8 @@ class Site:
         self.bus.thread_manager.subscribe()
         self.plugin("autoreload").subscribe()  # as the reference: on unless config says off
         self.bus.health = Health(self.bus, self.tree)  # off until engine.health.on = True
+        self.bus.proxy = ProxyHeaders(self.bus, self.tree)  # off until engine.proxy.on = True
+        self.bus.metrics = Metrics(self.bus, self.tree)  # off until engine.metrics.on = True
         self.server = Server(self.bus)
         self.server.wsgi_app = self.tree
         self.server.subscribe()
@@ -264,6 +272,10 @@ class Site:
         if dot and setting in WORKER_SETTINGS and name not in SERVER_SETTINGS:
             raise ConfigError(f"the worker settings are the site's, not a server's: use "
                               f"server.{setting}", key=f"server.{key}", value=value)
+        if not dot and key not in SERVER_SETTINGS and key != "listener":
+            raise ConfigError("unknown setting" + _suggest(key, [*SERVER_SETTINGS,
+                                                                 *WORKER_SETTINGS]),
+                              key=f"server.{key}", value=value)
         if not dot or name in SERVER_SETTINGS:
             self.server.configure(**{key: value})
             return
