@@ -17,8 +17,8 @@ keys alone (``planned_workers``).
 the one its config names) and signal it: SIGTERM, SIGUSR2, SIGUSR1; they wait, with a
 deadline, until the site says (in its status file) that the change is done.
 
-Exit codes follow sysexits: 64 usage, 69 unavailable, 70 software, 73 cannot create,
-75 temporary failure, 77 permission, 78 config.
+Exit codes follow sysexits: 64 usage, 66 no input (a missing PID file), 69 unavailable,
+70 software, 73 cannot create, 75 temporary failure, 77 permission, 78 config.
 """
 
 from __future__ import annotations
@@ -282,7 +282,9 @@ def _read_pid(pidfile: str) -> int:
         with open(pidfile, encoding="ascii") as handle:
             return int(handle.read().strip())
     except FileNotFoundError:
-        raise SitebusError(f"no site is running: {pidfile} does not exist") from None
+        from sitebus.errors import NoInputError
+
+        raise NoInputError(f"no site is running: {pidfile} does not exist") from None
     except (OSError, ValueError) as error:
         raise SitebusError(f"cannot read the pid from {pidfile}: {error}") from None
 

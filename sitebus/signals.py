@@ -16,7 +16,9 @@ holds no lock. The kernel may deliver a signal to any thread, and Python runs ha
 in the main thread, which may sleep in ``block()`` meanwhile; so the bus's wake-up pipe is
 also the process's ``signal.set_wakeup_fd``, and any signal wakes the main thread at once.
 A site that never calls ``block()`` therefore handles no signals; embedded
-sites leave signals to their host anyway.
+sites leave signals to their host anyway. SIGTTIN and SIGTTOU (one more worker, one fewer)
+are published once per byte the kernel's deliveries left in that pipe rather than once per
+Python handler call, which merges deliveries that come close together (``COUNTED``).
 
 Across a restart's re-exec the handled signals stay blocked (on the ``execv`` channel), so
 one sent at that instant waits, pending in the kernel, for the new image: installing a
@@ -40,6 +42,11 @@ from sitebus.bus import Bus
 __all__ = ["SignalHandler"]
 
 Handler = Callable[..., Any]
+
+COUNTED = frozenset(("SIGTTIN", "SIGTTOU"))
+"""Signals whose every delivery counts (one more worker each). Python runs a handler once
+for deliveries that arrive before it gets to run; the wake-up pipe gets a byte per delivery,
+so these are published from the bytes the bus reads instead."""
 
 
 def _signal_names() -> dict[int, str]:
@@ -112,7 +119,17 @@ class SignalHandler:
 
     def _handle_signal(self, signum: int, frame: FrameType | None = None) -> None:
         """Record the signal and wake the main thread, which publishes it."""
-        self.bus.call_in_main_thread(self._publish_signal, self.signals.get(signum, str(signum)))
+        name = self.signals.get(signum, str(signum))
+        if name in COUNTED and self.bus.wakeup_signals == self._publish_counted:
+            return  # published once per delivery from the wake-up pipe's bytes
+        self.bus.call_in_main_thread(self._publish_signal, name)
+
+    def _publish_counted(self, received: bytes) -> None:
+        """Publish each delivery of a counted signal (in the main thread, from the pipe)."""
+        for number in received:
+            name = self.signals.get(number)
+            if name in COUNTED and number in self._previous_handlers:
+                self._publish_signal(name)
 
     def _publish_signal(self, name: str) -> None:
         self.bus.log(f"Caught signal {name}.")
@@ -125,6 +142,7 @@ class SignalHandler:
             # A signal the kernel delivers to another thread must still wake block().
             self._previous_wakeup_fd = _signal.set_wakeup_fd(self.bus.wakeup_fd,
                                                              warn_on_full_buffer=False)
+            self.bus.wakeup_signals = self._publish_counted
         for name, listener in self.handlers.items():
             if listener is None:
                 continue
@@ -160,6 +178,8 @@ class SignalHandler:
         if self._previous_wakeup_fd is not None:
             _signal.set_wakeup_fd(self._previous_wakeup_fd)
             self._previous_wakeup_fd = None
+            if self.bus.wakeup_signals == self._publish_counted:
+                self.bus.wakeup_signals = None
         for name, listener in self._subscribed.items():
             self.bus.unsubscribe(name, listener)
         self._subscribed.clear()
