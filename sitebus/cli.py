@@ -110,6 +110,9 @@ def build_parser() -> ArgumentParser:
                              help="how long to wait for the site (default 60)")
         if name == "status":
             control.add_argument("--json", action="store_true", help="print JSON")
+    from sitebus.unitfile import add_parser as add_unit_parser
+
+    add_unit_parser(commands)
     return parser
 
 
@@ -261,6 +264,15 @@ def command_check(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def command_unit(args: argparse.Namespace) -> int:
+    from sitebus.unitfile import command_unit as write_units
+
+    try:
+        return write_units(args)
+    except (SitebusError, ValueError) as error:
+        return _report(error)
+
+
 # -- controlling a running site --------------------------------------------------------------------
 
 
@@ -410,5 +422,5 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run"])
-    handlers = {"run": command_run, "check": command_check}
+    handlers = {"run": command_run, "check": command_check, "unit": command_unit}
     sys.exit(handlers.get(args.command, command_control)(args))
