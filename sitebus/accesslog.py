@@ -122,7 +122,7 @@ def request_uri(environ: Mapping[str, Any]) -> str:
 
 
 def request_line(environ: Mapping[str, Any]) -> str:
-    return (f"{environ.get('REQUEST_METHOD', '-')} {request_uri(environ)} "
+    return (f"{environ.get('REQUEST_METHOD', '-')} {request_uri(environ) or '-'} "
             f"{environ.get('SERVER_PROTOCOL', '-')}")
 
 
