@@ -9,10 +9,11 @@ stack), and ``FileHandler`` flushed each line with a ``write(2)``. Here:
   format, that computes only the fields the format names. Values are escaped by one regular
   expression search (nearly always finding nothing) instead of a Python loop; the time is
   formatted once per second.
-- ``AccessFileHandler`` is the ``log.access_file`` handler: it writes into the file object's
-  buffer and does not flush per line. ``LogManager.access`` hands it lines directly, without
-  a LogRecord, while it is the access logger's only handler (anything else, a handler from
-  ``logging.config`` or journald, gets records as before).
+- ``AccessFileHandler`` is the ``log.access_file`` handler: it gathers lines and writes them
+  in whole-line chunks (so workers appending to one file never split each other's lines).
+  ``LogManager.access`` hands it lines directly, without a LogRecord, while it is the access
+  logger's only handler (anything else, a handler from ``logging.config`` or journald, gets
+  records as before).
 - ``Flusher``, one thread per process, flushes every buffered handler within a second of its
   first unflushed line, and blocks while nothing is written. Closing a handler flushes it,
   and ``logging.shutdown`` (run on every exit path, ``bus.flush_and_exit`` included) closes
@@ -52,6 +53,9 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 FLUSH_INTERVAL = 1.0
 """Seconds an access line may wait in a buffer: what a crash may lose."""
+
+CHUNK_SIZE = 64 * 1024
+"""Characters of gathered lines that are written at once without waiting for the flusher."""
 
 
 def log_time(timestamp: float | None = None, zone: bool = False) -> str:
@@ -243,24 +247,47 @@ class JSONErrorFormatter(logging.Formatter):
 # -- writing ---------------------------------------------------------------------------------
 
 class AccessFileHandler(logging.FileHandler):
-    """A file handler that leaves lines in the file's buffer; the Flusher flushes each second."""
+    """A file handler that gathers lines and writes them in whole-line chunks, at the latest
+    FLUSH_INTERVAL after the first: one ``write(2)`` of many lines instead of one per line.
+
+    Each chunk is written with one ``os.write`` on a file opened for appending, so the
+    workers of a site, each with its own handler on the same file, never cut into each
+    other's lines (a buffered file object would split a line at its buffer's edge).
+    """
 
     def __init__(self, filename: str) -> None:
         super().__init__(filename, encoding="utf-8")
         self.pending = False
+        self._lines: list[str] = []
+        self._size = 0
 
     def write_line(self, line: str) -> None:
-        """Append one line to the buffer (no LogRecord, no flush)."""
+        """Add one line (no LogRecord); write the chunk out once it is large."""
         with self.lock:  # type: ignore[union-attr]
-            stream = self.stream
-            if stream is None:
-                stream = self.stream = self._open()
-            stream.write(line + "\n")
-        # After the write: a flush that cleared ``pending`` before it either took this line
+            self._lines.append(line)
+            self._size += len(line)
+            if self._size >= CHUNK_SIZE:
+                self._write_out()
+        # After adding: a flush that cleared ``pending`` before it either took this line
         # or leaves ``pending`` False here, so the flusher is woken again.
         if not self.pending:
             self.pending = True
             flusher().wake(self)
+
+    def _write_out(self) -> None:
+        """Write the gathered lines (the lock is held)."""
+        if not self._lines:
+            return
+        data = ("\n".join(self._lines) + "\n").encode("utf-8", "backslashreplace")
+        self._lines = []
+        self._size = 0
+        stream = self.stream
+        if stream is None:
+            stream = self.stream = self._open()
+        stream.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(stream.fileno(), view):]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -269,7 +296,10 @@ class AccessFileHandler(logging.FileHandler):
             self.handleError(record)
 
     def flush(self) -> None:
+        """Write every gathered line now."""
         self.pending = False
+        with self.lock:  # type: ignore[union-attr]
+            self._write_out()
         super().flush()
 
 
