@@ -36,6 +36,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -70,7 +71,7 @@ class Recorder:
         self._awake = False
         self._thread: threading.Thread | None = None
         self._reset()
-        os.register_at_fork(after_in_child=self._forked)
+        _recorders.add(self)
 
     def _reset(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
@@ -171,6 +172,31 @@ class Recorder:
             pass
 
     stop.priority = 90  # type: ignore[attr-defined]  # after the servers drained (25)
+
+
+_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_recorders):
+        recorder._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _remove_totals(directory: str) -> None:
+    """Remove the totals files in ``directory`` (another run's, or this one's on exit)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith((".json", ".json.tmp")):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def collect_files(directory: str | None, own: dict[str, Any], own_token: str
@@ -358,12 +384,14 @@ class Metrics(SimplePlugin):
                 raise ConfigError(f"cannot create {directory!r}: {error.strerror}",
                                   key="engine.metrics.directory", value=directory) from None
             self._made_directory = True
+        inherited = os.environ.pop(DIRECTORY_VARIABLE, None)
         if not directory:
             directory = tempfile.mkdtemp(prefix="sitebus-metrics-")
             self._made_directory = True
-        elif os.environ.get(DIRECTORY_VARIABLE) == directory:
-            self._made_directory = True  # ours, from before the restart
-        os.environ.pop(DIRECTORY_VARIABLE, None)
+        elif inherited == directory:
+            self._made_directory = not self.directory  # ours, from before the restart
+        else:
+            _remove_totals(directory)  # another run's figures are not this one's
         self.recorder.directory = directory
         self.recorder.write()
 
@@ -371,14 +399,18 @@ class Metrics(SimplePlugin):
 
     def execv(self) -> None:
         """Keep the directory (and so the totals) for the next process image."""
-        if self.recorder.directory is not None and self._made_directory:
+        if self.recorder.directory is not None:
             os.environ[DIRECTORY_VARIABLE] = self.recorder.directory
 
     def exit(self) -> None:
         """Remove the directory this site made (not on a restart)."""
+        if self.bus.execv:
+            return
         directory, self.recorder.directory = self.recorder.directory, None
-        if directory and self._made_directory and not self.bus.execv:
+        if directory and self._made_directory:
             shutil.rmtree(directory, ignore_errors=True)
+        elif directory:
+            _remove_totals(directory)
 
     def count_reload(self) -> None:
         self.recorder.master["reloads"] += 1

@@ -64,12 +64,6 @@ class Observer:
         self.metrics: Any = None
         """A ``sitebus.metrics.Recorder`` while ``engine.metrics`` is on, else None."""
 
-    def wanted(self) -> bool:
-        """Return True when something would be done for a request."""
-        log = self.log
-        return log is not None and (log.request_id or log.wants_access()) \
-            or self.metrics is not None
-
     def __call__(self, app: Callable[..., Any], environ: dict[str, Any],
                  start_response: Callable[..., Any], script_name: str) -> Iterable[bytes]:
         log = self.log
