@@ -16,8 +16,9 @@ stack), and ``FileHandler`` flushed each line with a ``write(2)``. Here:
   records as before).
 - ``Flusher``, one thread per process, flushes every buffered handler within a second of its
   first unflushed line, and blocks while nothing is written. Closing a handler flushes it,
-  and ``logging.shutdown`` (run on every exit path, ``bus.flush_and_exit`` included) closes
-  them all: a clean stop or a restart loses no line, a crash at most the last second.
+  ``flush_access_logs`` runs on the bus's ``exit`` and at interpreter exit (and
+  ``logging.shutdown``, on ``bus.flush_and_exit``, flushes them too): a clean stop or a
+  restart loses no line, a crash at most the last second.
 
 Fields (the letters of the reference, Apache's where it has one): ``h`` client address, ``l``
 ``-``, ``u`` remote user, ``t`` time (``[05/Dec/2026:10:00:00 +0000]``), ``r`` request line,
@@ -29,6 +30,7 @@ empty field is ``-``. ``log.access_log_format = "json"`` writes JSON lines inste
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -260,6 +262,7 @@ class AccessFileHandler(logging.FileHandler):
         self.pending = False
         self._lines: list[str] = []
         self._size = 0
+        _all_handlers.add(self)
 
     def write_line(self, line: str) -> None:
         """Add one line (no LogRecord); write the chunk out once it is large."""
@@ -301,6 +304,27 @@ class AccessFileHandler(logging.FileHandler):
         with self.lock:  # type: ignore[union-attr]
             self._write_out()
         super().flush()
+
+
+_all_handlers: weakref.WeakSet[AccessFileHandler] = weakref.WeakSet()
+
+
+def flush_access_logs() -> None:
+    """Write every gathered access line now (at exit, whatever became of logging's list).
+
+    ``logging.shutdown`` flushes the handlers in logging's own list, which
+    ``logging.config.dictConfig`` empties (Django calls it when it sets itself up), so the
+    site does not count on it: this runs on the bus's ``exit`` and at interpreter exit.
+    """
+    for handler in list(_all_handlers):
+        if handler._lines:
+            try:
+                handler.flush()
+            except (OSError, ValueError):
+                pass
+
+
+atexit.register(flush_access_logs)
 
 
 class Flusher:

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sitebus.accesslog import flush_access_logs
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
@@ -177,6 +178,7 @@ class Site:
         self.log = LogManager()
         self.log.screen = True
         self.bus.subscribe("graceful", self.log.reopen_files)
+        self.bus.subscribe("exit", flush_access_logs)  # in the process that served them
         self.tree = Tree(self.log)
         self.config = Config()
         self.config.namespaces["engine"] = self._engine_namespace
