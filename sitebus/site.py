@@ -179,6 +179,7 @@ class Site:
         self.log.screen = True
         self.bus.subscribe("graceful", self.log.reopen_files)
         self.bus.subscribe("exit", flush_access_logs)  # in the process that served them
+        self.bus.subscribe("graceful", flush_access_logs, priority=40)  # before the reopen
         self.tree = Tree(self.log)
         self.config = Config()
         self.config.namespaces["engine"] = self._engine_namespace
