@@ -176,7 +176,10 @@ def compile_format(template: str) -> LineFormatter:
                              + ", ".join(f"{{{k}}}" for k in _FIELDS))
         expression = _FIELDS[name]
         if conversion:
-            expression = f"format({expression}!{conversion}, '')"
+            converter = {"r": "repr", "s": "str", "a": "ascii"}.get(conversion)
+            if converter is None:
+                raise ValueError(f"unknown conversion !{conversion}")
+            expression = f"{converter}({expression})"
         if spec:
             expression = f"format({expression}, {spec!r})"
         parts.append(f"({expression})")

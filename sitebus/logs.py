@@ -97,7 +97,6 @@ def access_fields(
 class LogManager:
     """The error and access logs of the site (``appid`` None) or of one application."""
 
-    access_log_format = ACCESS_LOG_FORMAT
     settings = ("screen", "error_file", "access_file", "access_log_format", "level",
                 "error_log_format", "request_id")
     """The names the ``log.*`` config keys may set."""
@@ -117,7 +116,8 @@ class LogManager:
         self._error_file = ""
         self._access_file = ""
         self._error_log_format = "text"
-        self._line: Any = None  # (format, compiled line formatter)
+        self._access_log_format = ACCESS_LOG_FORMAT
+        self._line = compile_format(ACCESS_LOG_FORMAT)
         self.request_id = True
         """Give every request an id (X-Request-ID), in its environ, response and access line."""
 
@@ -145,24 +145,13 @@ class LogManager:
             duration = perf_counter() - environ["sitebus.request_start"]
         if request_id is None:
             request_id = environ.get("sitebus.request_id")
-        line = self._line_formatter()(environ, status, size, duration, request_id)
+        line = self._line(environ, status, size, duration, request_id)
         handlers = log.handlers
         if (len(handlers) == 1 and type(handlers[0]) is AccessFileHandler
                 and not log.propagate and not log.filters):
             handlers[0].write_line(line)  # the common case, without a LogRecord
         else:
             log.log(logging.INFO, line)
-
-    def _line_formatter(self) -> Any:
-        template = self.access_log_format
-        if self._line is None or self._line[0] != template:
-            try:
-                self._line = (template, compile_format(template))
-            except (ValueError, SyntaxError) as error:
-                self._line = (template, compile_format(ACCESS_LOG_FORMAT))
-                self.error(f"Bad access_log_format {template!r} ({error}); using the default",
-                           "HTTP", logging.WARNING)
-        return self._line[1]
 
     def wants_access(self) -> bool:
         """Return True when an access line would be written anywhere."""
@@ -190,6 +179,22 @@ class LogManager:
         if handler is not None:
             handler._sitebus_kind = kind  # type: ignore[attr-defined]
             log.addHandler(handler)
+
+    @property
+    def access_log_format(self) -> str:
+        """The access line's fields (``{h} {t} "{r}" {s}``...), or 'json' for JSON lines."""
+        return self._access_log_format
+
+    @access_log_format.setter
+    def access_log_format(self, value: str) -> None:
+        try:
+            line = compile_format(value)
+        except (ValueError, TypeError, SyntaxError) as error:
+            raise ConfigError(f"expected a format of fields such as {ACCESS_LOG_FORMAT!r}, or "
+                              f"'json': {error}", key="log.access_log_format",
+                              value=value) from None
+        self._access_log_format = value
+        self._line = line
 
     @property
     def level(self) -> str:

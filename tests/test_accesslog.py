@@ -60,6 +60,12 @@ def test_missing_values_are_dashes() -> None:
 def test_a_format_naming_an_unknown_field_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown field \{x\}"):
         compile_format("{h} {x}")
+    assert compile_format("{s!r:>8}|{b:>4}")({}, "200 OK", 5, None, None) == "   '200'|   5"
+    manager = LogManager(appid="formattest")
+    for bad in ("{h} {x}", "{h", "{s!z}", 42):
+        with pytest.raises(ConfigError, match=r"^log\.access_log_format: expected a format"):
+            manager.access_log_format = bad  # type: ignore[assignment]
+    assert manager.access_log_format == ACCESS_LOG_FORMAT
 
 
 def test_json_lines_escape_correctly_and_keep_non_ascii() -> None:
