@@ -111,6 +111,24 @@ def test_metrics_add_up_every_worker(spawn: Any, recorder: WorkerRecorder,
     assert not (tmp_path / "metrics").exists()  # the master cleans its directory
 
 
+def pending(pid: int, signum: int) -> bool:
+    """Return True while ``signum`` sent to the process waits for delivery (proc(5))."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("ShdPnd:") and int(line.split()[1], 16) >> (signum - 1) & 1:
+                return True
+    return False
+
+
+def send_once_delivered(pid: int, signum: int) -> None:
+    """Send ``signum``; return once the kernel has handed it to a thread of the process."""
+    os.kill(pid, signum)
+    deadline = time.monotonic() + 10
+    while pending(pid, signum):  # microseconds, usually: a sleep here would be too coarse
+        assert time.monotonic() < deadline, f"signal {signum} was not delivered in 10 s"
+        os.sched_yield()
+
+
 def test_status_counts_are_fresh_and_every_sigttin_counts(spawn: Any, recorder: WorkerRecorder,
                                                           tmp_path: Path) -> None:
     child, port = start(spawn, recorder, tmp_path, "server.worker_timeout = 60")
@@ -125,16 +143,14 @@ def test_status_counts_are_fresh_and_every_sigttin_counts(spawn: Any, recorder: 
 
     wait_until(counted, 10, "10 requests in sitebus status")
     assert time.monotonic() - asked < 2.5  # beats come every 15 s here: counts come sooner
-    # In a row, 1 ms apart. (Two kill(2) calls microseconds
-    # apart, before the kernel delivers the first, are one signal: standard signals do not
-    # queue. Python's handler merged deliveries 1 ms apart, in 3 runs of 4; the site does not.)
+    # In a row: each sent as soon as the kernel has delivered the one before (two kill(2)
+    # calls before that are one signal: standard signals do not queue). Python's handler,
+    # which runs later in the main thread, merged such deliveries; the site counts them.
     for signum in (signal.SIGTTIN, signal.SIGTTIN):
-        child.send_signal(signum)
-        time.sleep(0.001)
+        send_once_delivered(child.pid, signum)
     wait_for_workers(tmp_path, 4)
     for signum in (signal.SIGTTOU, signal.SIGTTOU, signal.SIGTTOU):
-        child.send_signal(signum)
-        time.sleep(0.001)
+        send_once_delivered(child.pid, signum)
     wait_for_workers(tmp_path, 1)
     child.send_signal(signal.SIGTERM)
     assert child.wait(60) == 0
