@@ -162,7 +162,7 @@ class Recorder:
         except OSError:
             pass
 
-    start.priority = 95  # type: ignore[attr-defined]  # after Metrics.start made the directory
+    start.priority = 95  # type: ignore[attr-defined]  # after Metrics.start made the directory (78)
 
     def stop(self) -> None:
         """Write the totals now: the process stops (every request it served counted)."""
@@ -395,7 +395,8 @@ class Metrics(SimplePlugin):
         self.recorder.directory = directory
         self.recorder.write()
 
-    start.priority = 70  # type: ignore[attr-defined]  # before the workers fork (80)
+    # After privileges are dropped (77), so the workers may write there; before they fork (80).
+    start.priority = 78  # type: ignore[attr-defined]
 
     def execv(self) -> None:
         """Keep the directory (and so the totals) for the next process image."""
