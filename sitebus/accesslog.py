@@ -42,6 +42,9 @@ from collections.abc import Callable, Mapping
 from string import Formatter
 from typing import Any
 
+from sitebus.logfailures import ReportingFileHandler
+from sitebus.logfailures import _say as say
+
 __all__ = ["ACCESS_LOG_FORMAT", "AccessFileHandler", "JSON_FORMAT", "compile_format",
            "escape", "json_line", "log_time"]
 
@@ -271,7 +274,7 @@ class JSONErrorFormatter(logging.Formatter):
 
 # -- writing ---------------------------------------------------------------------------------
 
-class AccessFileHandler(logging.FileHandler):
+class AccessFileHandler(ReportingFileHandler):
     """A file handler that gathers lines and writes them in whole-line chunks, at the latest
     FLUSH_INTERVAL after the first: one ``write(2)`` of many lines instead of one per line.
 
@@ -304,16 +307,26 @@ class AccessFileHandler(logging.FileHandler):
         """Write the gathered lines (the lock is held)."""
         if not self._lines:
             return
+        count = len(self._lines)
         data = ("\n".join(self._lines) + "\n").encode("utf-8", "backslashreplace")
         self._lines = []
         self._size = 0
-        stream = self.stream
-        if stream is None:
-            stream = self.stream = self._open()
-        stream.flush()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(stream.fileno(), view):]
+        try:
+            stream = self.stream
+            if stream is None:
+                stream = self.stream = self._open()
+            stream.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(stream.fileno(), view):]
+        except (OSError, ValueError):
+            # Said once per cause, counted, as for every log file (sitebus.logfailures).
+            self._lost += count - 1
+            self.handleError(logging.makeLogRecord({}))
+            return
+        if self._failing is not None:
+            say(f"sitebus: writing {self.destination()} again; {self._lost} records were lost")
+            self._failing, self._lost = None, 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -175,6 +175,7 @@ class Bus:
         self._state = states.STOPPED
         self._state_changed = threading.Condition(threading.Lock())
         self._main_calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._main_thread_waits = 0  # > 0 while the main thread is in block() or wait()
         self._wakeup_r, self._wakeup_w = _wakeup_pipe()
         self.wakeup_signals: Callable[[bytes], None] | None = None
         """Called in the main thread with the signal numbers found in the wake-up pipe, one
@@ -454,7 +455,13 @@ class Bus:
         """
         wanted = frozenset([state] if isinstance(state, State) else state)
         if threading.current_thread() is threading.main_thread():
-            self._wait_in_main_thread(wanted, interval, channel)
+            self._main_thread_waits += 1
+            try:
+                self._wait_in_main_thread(wanted, interval, channel)
+            finally:
+                self._main_thread_waits -= 1
+            if not self._main_thread_waits:
+                self._run_main_calls()  # what a signal handler queued as the wait ended
             return
         with self._state_changed:
             while self._state not in wanted:
@@ -484,6 +491,12 @@ class Bus:
                     self.wakeup_signals(received.replace(b"\0", b""))
             elif channel is not None and self._state not in wanted:
                 self.publish(channel)
+
+    @property
+    def main_thread_waits(self) -> bool:
+        """True while the main thread is in ``block()`` or ``wait()``, where it runs the
+        calls of ``call_in_main_thread``; False when it runs a main loop of its own."""
+        return self._main_thread_waits > 0
 
     def call_in_main_thread(self, func: Callable[..., Any], *args: Any) -> None:
         """Have the main thread run ``func(*args)`` from ``block()`` or ``wait()``.
@@ -517,6 +530,14 @@ class Bus:
         For the main thread only. After EXITING it waits for the other non-daemon threads to
         end, then calls ``os.execv`` if ``self.execv`` is set (by ``restart()``).
         """
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        self._main_thread_waits += in_main_thread
+        try:
+            self._block(interval)
+        finally:
+            self._main_thread_waits -= in_main_thread
+
+    def _block(self, interval: float) -> None:
         try:
             self.wait(states.EXITING, interval=interval, channel="main")
         except (KeyboardInterrupt, OSError):

@@ -1,21 +1,19 @@
 """The ``sitebus`` command (also ``python -m sitebus``): run a site, check it, control it.
 
-``sitebus run`` takes every option of the reference's ``cherryd`` and builds the process-wide
-site from them in the reference's order: paths, imports (which may mount apps), config files
-(site-wide ``[global]``; their ``[/path]`` sections go to the one app when exactly one is
-mounted), the environment, then the daemonizer, PID file and signal handler; then it starts the
-bus and blocks. With nothing mounted it serves a small default site.
+``sitebus run [APP ...]`` takes every option of the reference's ``cherryd`` (``-c -e -d -p -i
+-P -f -s -x``) and the one-liner's (``APP`` as ``module:attr`` or ``PREFIX=module:attr``,
+``-b/--bind``, ``-w/--workers``, ``--access-log``, ``--error-log``, ``--chdir``,
+``--reload/--no-reload``). This module only parses them into ``sitebus.launch.Options``;
+``launch.build`` makes the site (and reads ``SITEBUS_*`` variables), and the bus's first
+start prepares it as it would for any entry point. With nothing mounted it serves a small
+default site.
 
-With workers (``-w N`` or ``server.workers``) and without ``server.preload``, ``run`` imports
-no app in the master: the ``-i`` modules and ``tree.*`` entries are recorded and each worker
-loads them after the fork (see ``sitebus.workers``). Whether that is so must be known before
-the imports, which come first, so the config files are read once beforehand for those two
-keys alone (``planned_workers``).
-
-``sitebus check`` does all of that except starting, and always imports the apps. ``stop``,
-``restart``, ``reload`` and ``status`` find a running site through its PID file (``-p``, or
-the one its config names) and signal it: SIGTERM, SIGUSR2, SIGUSR1; they wait, with a
-deadline, until the site says (in its status file) that the change is done.
+``sitebus check`` builds the site the same way without starting it, and always imports the
+apps. ``stop``, ``restart``, ``reload`` and ``status`` find a running site through its PID
+file (``-p``, or the one its config names) and signal it: SIGTERM, SIGUSR2, SIGUSR1; they
+wait, with a deadline, until the site says (in its status file) that the change is done. They
+signal only a process that holds the PID file's lock and is a sitebus site
+(``sitebus.pidowner``), and otherwise exit non-zero saying what they found.
 
 Exit codes follow sysexits: 64 usage, 66 no input (a missing PID file), 69 unavailable,
 70 software, 73 cannot create, 75 temporary failure, 77 permission, 78 config.
@@ -24,28 +22,26 @@ Exit codes follow sysexits: 64 usage, 66 no input (a missing PID file), 69 unava
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from sitebus import __version__
 from sitebus.errors import (
+    EX_CANTCREAT,
     EX_CONFIG,
     EX_OK,
     EX_SOFTWARE,
-    EX_UNAVAILABLE,
     EX_USAGE,
-    ConfigError,
     SitebusError,
     UsageError,
     exit_code_of,
     root_causes,
 )
+from sitebus.launch import Options, build
 
 PROG = "sitebus"
 
@@ -65,6 +61,9 @@ def build_parser() -> ArgumentParser:
                                      parser_class=ArgumentParser)
 
     def site_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("apps", nargs="*", default=[], metavar="APP",
+                             help="a WSGI app or services.web root to mount: module:attr (at "
+                                  "the root) or PREFIX=module:attr")
         command.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
                              help="a config file (repeatable)")
         command.add_argument("-e", "--environment", metavar="ENV",
@@ -74,15 +73,28 @@ def build_parser() -> ArgumentParser:
                              metavar="MODULE", help="a module to import (repeatable)")
         command.add_argument("-P", "--Path", dest="paths", action="append", default=[],
                              metavar="PATH", help="a directory to add to sys.path (repeatable)")
+        command.add_argument("-b", "--bind", dest="binds", action="append", default=[],
+                             metavar="ADDRESS", help="listen on HOST:PORT, :PORT (every "
+                             "interface), [IPv6]:PORT or unix:PATH (repeatable)")
+        command.add_argument("-w", "--workers", type=_worker_count, metavar="N",
+                             help="serve from N pre-fork worker processes (server.workers)")
+        command.add_argument("--access-log", metavar="FILE",
+                             help="append access lines to FILE ('-': stdout)")
+        command.add_argument("--error-log", metavar="FILE",
+                             help="append the error log to FILE ('-': stderr)")
+        command.add_argument("--chdir", metavar="DIR",
+                             help="change to DIR before loading the apps")
+        command.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
+                             help="restart when a source or config file changes "
+                                  "(engine.autoreload.on)")
 
     run = commands.add_parser("run", help="run the site in the foreground (or as a daemon)",
                               description="Run the site: start every service and serve until "
-                                          "stopped.")
+                                          "stopped. Settings also come from SITEBUS_* "
+                                          "environment variables; options win over them.")
     site_options(run)
     run.add_argument("-d", "--daemonize", action="store_true", help="run as a daemon")
     run.add_argument("-p", "--pidfile", metavar="FILE", help="write the process id to FILE")
-    run.add_argument("-w", "--workers", type=_worker_count, metavar="N",
-                     help="serve from N pre-fork worker processes (server.workers)")
     gateway = run.add_mutually_exclusive_group()
     gateway.add_argument("-f", dest="gateway", action="store_const", const="fastcgi",
                          help="serve FastCGI (through flup) instead of HTTP")
@@ -116,17 +128,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-# -- building the site -----------------------------------------------------------------------------
-
-
-def _import_modules(names: Sequence[str]) -> None:
-    for name in names:
-        module = name[:-3].replace(os.sep, ".") if name.endswith(".py") else name
-        try:
-            importlib.import_module(module)
-        except Exception as error:
-            raise ConfigError(f"cannot import {module!r}: {type(error).__name__}: {error}",
-                              key="-i") from None
+# -- running and checking --------------------------------------------------------------------------
 
 
 def _worker_count(text: str) -> int:
@@ -139,76 +141,14 @@ def _worker_count(text: str) -> int:
     return count
 
 
-def planned_workers(config_files: Sequence[str], workers: int | None) -> tuple[int, bool]:
-    """Return (server.workers, server.preload) as the config files will set them.
-
-    ``workers`` (the -w option) wins. Only those two keys of ``[global]`` are read; a file or
-    value that cannot be read counts as unset here, and the real reading reports it.
-    """
-    from sitebus.config import Parser, unrepr
-
-    found: dict[str, Any] = {}
-    for filename in config_files:
-        parser = Parser()
-        try:
-            parser.read(filename)
-            for key in ("server.workers", "server.preload"):
-                if parser.has_option("global", key):
-                    found[key] = unrepr(parser.get("global", key))
-        except Exception:
-            continue
-    count = workers if workers is not None else found.get("server.workers", 0)
-    return (count if isinstance(count, int) else 0), found.get("server.preload") is True
-
-
-def _load_apps(site: Any, args: argparse.Namespace) -> None:
-    """Import the -i modules, mount the tree.* entries, merge app config; the default site
-    when nothing is mounted."""
-    _import_modules(args.imports)
-    site.mount_deferred()
-    framework_apps = [app for app in site.tree.apps.values() if hasattr(app, "merge")]
-    if len(framework_apps) == 1:
-        for filename in args.config:
-            framework_apps[0].merge(filename)
-    if not site.tree.apps and not site.tree.vhosts:
-        from sitebus.welcome import welcome_app
-
-        site.tree.graft(welcome_app(site), "")
-
-
-def build_site(args: argparse.Namespace, defer_apps: bool = False) -> Any:
-    """Configure the process-wide site from the command line; start nothing.
-
-    With ``defer_apps`` (``sitebus run``), apps are left to the workers when there will be
-    workers and no preload: ``site.workers.load_apps`` loads them.
-    """
-    from sitebus.site import site
-
-    for path in reversed(args.paths):
-        sys.path.insert(0, os.path.abspath(path))
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    workers_option = getattr(args, "workers", None)
-    count, preload = planned_workers(args.config, workers_option)
-    deferred = defer_apps and count > 0 and not preload
-    if deferred:
-        site.defer_apps()
-    else:
-        _import_modules(args.imports)
-    for filename in args.config:
-        site.config.update(filename)
-    if workers_option is not None:
-        site.workers.workers = workers_option
-    if args.environment:
-        site.config.update({"environment": args.environment})
-    if deferred and site.has_workers and not site.workers.preload:
-        site.workers.load_apps = lambda: _load_apps(site, args)
-    else:
-        if deferred:
-            _import_modules(args.imports)
-        _load_apps(site, argparse.Namespace(imports=[], config=args.config))
-    site.check()
-    return site
+def options_of(args: argparse.Namespace) -> Options:
+    """Return the launch Options the parsed command line gives."""
+    return Options(
+        config_files=args.config, environment=args.environment, imports=args.imports,
+        paths=args.paths, apps=args.apps, binds=args.binds, workers=args.workers,
+        access_log=args.access_log, error_log=args.error_log, chdir=args.chdir,
+        reload=args.reload, pidfile=getattr(args, "pidfile", None),
+        daemonize=getattr(args, "daemonize", False), gateway=getattr(args, "gateway", None))
 
 
 def _report(error: BaseException) -> int:
@@ -223,16 +163,7 @@ def _report(error: BaseException) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     try:
-        site = build_site(args, defer_apps=True)
-        if args.pidfile:
-            site.use_pidfile(os.path.abspath(args.pidfile))
-        if args.gateway:
-            site.use_gateway(args.gateway)
-        if args.daemonize:
-            site.log.screen = False
-            site.plugin("daemonizer").subscribe()
-        site.prepare()  # first: under systemd, it sends the log to journald from here on
-        site.bus.signal_handler.subscribe()
+        site = build(options_of(args), defer_apps=True)
     except (SitebusError, ValueError) as error:
         return _report(error)
     try:
@@ -253,7 +184,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_check(args: argparse.Namespace) -> int:
     try:
-        site = build_site(args)
+        site = build(options_of(args))
     except (SitebusError, ValueError) as error:
         code = _report(error)
         return code if code != EX_SOFTWARE else EX_CONFIG
@@ -289,30 +220,6 @@ def _find_pidfile(args: argparse.Namespace) -> str:
                      "naming engine.pidfile.pidfile)")
 
 
-def _read_pid(pidfile: str) -> int:
-    try:
-        with open(pidfile, encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except FileNotFoundError:
-        from sitebus.errors import NoInputError
-
-        raise NoInputError(f"no site is running: {pidfile} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise SitebusError(f"cannot read the pid from {pidfile}: {error}") from None
-
-
-def _alive(pid: int) -> bool:
-    """Return True while ``pid`` runs; a zombie (exited, not yet reaped) has stopped."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
 def _wait(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -324,39 +231,52 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def command_control(args: argparse.Namespace) -> int:
+    """Signal the site a PID file names, once ``sitebus.pidowner`` has checked it is one."""
+    from sitebus.pidowner import find_site, remove_if_left
     from sitebus.status import process_info, read_status, status_path
 
     try:
         pidfile = _find_pidfile(args)
-        pid = _read_pid(pidfile)
     except SitebusError as error:
-        if args.command == "status":
-            print(f"{PROG}: not running ({error})", file=sys.stderr)
-            return 3  # as LSB init scripts' status: program is not running
         return _report(error)
-    if not _alive(pid):
-        print(f"{PROG}: error: the site is not running (pid {pid} from {pidfile} is gone)",
-              file=sys.stderr)
-        return 3 if args.command == "status" else EX_UNAVAILABLE
+    found = find_site(pidfile)
+    verdict = found.verdict
+    if verdict.kind != "site" or verdict.pid is None:
+        if args.command == "status":
+            print(f"{PROG}: not running ({verdict.message})", file=sys.stderr)
+            return verdict.status_code
+        print(f"{PROG}: error: {verdict.message}", file=sys.stderr)
+        return verdict.exit_code
+    pid = verdict.pid
     status_file = status_path(pidfile)
     before = read_status(status_file) or {}
     try:
         if args.command == "stop":
-            os.kill(pid, signal.SIGTERM)
-            _wait(lambda: not _alive(pid), args.timeout, f"pid {pid} to exit")
+            found.send(signal.SIGTERM)
+            if not found.wait_exit(args.timeout):
+                raise SitebusError(f"gave up after {args.timeout:g} s waiting for pid {pid} "
+                                   "to exit")
+            if remove_if_left(pidfile, found):
+                print(f"{PROG}: removed {pidfile}, which the site could not remove (its "
+                      "directory should be writable by the site's user)", file=sys.stderr)
             print(f"{PROG}: stopped pid {pid}")
         elif args.command == "reload":
-            os.kill(pid, signal.SIGUSR1)
+            found.send(signal.SIGUSR1)
             _wait(lambda: (read_status(status_file) or {}).get("reloads", 0)
                   > before.get("reloads", 0), args.timeout, "the reload to finish")
-            called_off = (read_status(status_file) or {}).get("reload_error")
+            after = read_status(status_file) or {}
+            called_off = after.get("reload_error")
             if called_off:
                 print(f"{PROG}: error: the reload of pid {pid} was called off; the workers "
                       f"that served keep serving: {called_off}", file=sys.stderr)
                 return EX_SOFTWARE
+            if after.get("log_error"):
+                print(f"{PROG}: error: pid {pid} reloaded but {after['log_error']}",
+                      file=sys.stderr)
+                return EX_CANTCREAT
             print(f"{PROG}: reloaded pid {pid}")
         elif args.command == "restart":
-            os.kill(pid, signal.SIGUSR2)
+            found.send(signal.SIGUSR2)
 
             def restarted() -> bool:
                 now = read_status(status_file) or {}
@@ -370,6 +290,8 @@ def command_control(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=1, sort_keys=True) if args.json else _format(info))
     except SitebusError as error:
         return _report(error)
+    finally:
+        found.close()
     return EX_OK
 
 
@@ -386,6 +308,8 @@ def _format(info: dict[str, Any]) -> str:
     ]
     if info.get("last_error"):
         lines.append(f"error:     {info['last_error']}")
+    if info.get("log_error"):
+        lines.append(f"logs:      {info['log_error']}")
     if info.get("reload_error"):
         lines.append(f"reload:    called off: {info['reload_error']}")
     workers = info.get("workers") or []

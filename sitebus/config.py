@@ -73,6 +73,12 @@ environments: dict[str, dict[str, Any]] = {
         "log.screen": False,
         "engine.SIGHUP": None,
         "engine.SIGTERM": None,
+        "engine.signal_handler.on": False,  # the host owns the signals: install none
+    },
+    "development": {
+        # Error pages with tracebacks, which no other setting shows (see services.web).
+        "request.show_tracebacks": True,
+        "request.show_mismatched_params": True,
     },
     "test_suite": {
         "engine.autoreload.on": False,
@@ -274,12 +280,17 @@ class Parser(configparser.ConfigParser):
                 try:
                     values[option] = unrepr(text)
                 except Exception as error:
-                    raise ConfigError(
-                        f"expected a Python value (strings need quotes), got {text!r}: "
-                        f"{type(error).__name__}: {error}",
-                        key=option, value=text, filename=filename, section=section,
-                        lineno=lineno,
-                    ) from None
+                    word = text.strip()
+                    if isinstance(error, (ImportError, AttributeError)) and all(
+                            part.isidentifier() for part in word.split(".")):
+                        # A bare word that names nothing: a string without its quotes.
+                        why = (f"expected a Python value, got {word}, which names nothing "
+                               f'importable; strings need quotes: {option} = "{word}"')
+                    else:
+                        why = (f"expected a Python value (strings need quotes), got {text!r}: "
+                               f"{type(error).__name__}: {error}")
+                    raise ConfigError(why, key=option, value=text, filename=filename,
+                                      section=section, lineno=lineno) from None
                 result.origins[(section, option)] = (filename, lineno)
         return result
 
@@ -314,6 +325,8 @@ def as_dict(config: Any) -> dict[str, Any]:
     """Return a dict from ``config``, whether it is a dict, a filename or an open file."""
     if isinstance(config, (str, os.PathLike)) or hasattr(config, "read"):
         return Parser().dict_from_file(config)
+    if isinstance(config, SourcedDict):
+        return config  # a file read before: keep where each key came from
     if not isinstance(config, Mapping):
         raise ConfigError(f"expected a dict, a filename or an open file, got {config!r}")
     return dict(config)

@@ -6,7 +6,8 @@ or ``sitebus.access.<appid>``), one line per request. ``screen`` sends the error
 and the access log to stdout; ``error_file`` and ``access_file`` append to files, reopened by
 ``reopen_files`` (subscribed to ``graceful``), so logrotate's postrotate can run
 ``sitebus reload``. Set all three off and configure the loggers with ``logging.config`` to
-route records anywhere else.
+route records anywhere else. A record that cannot be written, or a file that cannot be
+reopened, is reported rather than lost silently (``sitebus.logfailures``).
 
 Error lines read ``[27/Nov/2026:10:00:00] ENGINE Bus STARTED`` as the reference prints them
 (``log.error_log_format = "json"``: one JSON object per record; ``log.level`` sets the level).
@@ -37,6 +38,7 @@ from sitebus.accesslog import (
 )
 from sitebus.accesslog import escape as _escape
 from sitebus.errors import CannotCreateError, ConfigError
+from sitebus.logfailures import ReportingFileHandler, ReportingStreamHandler, reopen_file_handler
 
 __all__ = ["LogManager", "ErrorLogFormatter", "log_time", "log_to_screen"]
 
@@ -120,6 +122,8 @@ class LogManager:
         self._line = compile_format(ACCESS_LOG_FORMAT)
         self.request_id = True
         """Give every request an id (X-Request-ID), in its environ, response and access line."""
+        self.reopen_failures: list[str] = []
+        """What the last ``reopen_files`` could not reopen."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -238,11 +242,17 @@ class LogManager:
     @screen.setter
     def screen(self, on: bool) -> None:
         self._screen = bool(on)
+        self._set_streams()
+
+    def _set_streams(self) -> None:
+        """Write the error log to stderr and the access log to stdout: with ``screen``, or
+        where the file is '-' (``--error-log -``, ``--access-log -``); one copy each."""
         error_handler = access_handler = None
-        if on:
-            error_handler = logging.StreamHandler(sys.stderr)
+        if self._screen or self._error_file == "-":
+            error_handler = ReportingStreamHandler(sys.stderr)
             error_handler.setFormatter(self._error_formatter())
-            access_handler = logging.StreamHandler(sys.stdout)
+        if self._screen or self._access_file == "-":
+            access_handler = ReportingStreamHandler(sys.stdout)
             access_handler.setFormatter(logging.Formatter("%(message)s"))
         self._set_handler(self.error_log, "screen", error_handler)
         self._set_handler(self.access_log, "screen", access_handler)
@@ -253,7 +263,7 @@ class LogManager:
             return None
         try:
             handler = (AccessFileHandler(filename) if setting == "access_file"
-                       else logging.FileHandler(filename, encoding="utf-8"))
+                       else ReportingFileHandler(filename, encoding="utf-8"))
         except OSError as error:
             raise CannotCreateError(
                 f"log.{setting}: cannot open {filename!r} for appending: {error.strerror}"
@@ -268,9 +278,11 @@ class LogManager:
 
     @error_file.setter
     def error_file(self, filename: str) -> None:
-        handler = self._open_file("error_file", filename, self._error_formatter())
+        handler = None if filename == "-" else self._open_file("error_file", filename,
+                                                               self._error_formatter())
         self._set_handler(self.error_log, "file", handler)
         self._error_file = filename or ""
+        self._set_streams()
 
     @property
     def access_file(self) -> str:
@@ -279,19 +291,26 @@ class LogManager:
 
     @access_file.setter
     def access_file(self, filename: str) -> None:
-        handler = self._open_file("access_file", filename, logging.Formatter("%(message)s"))
+        handler = None if filename == "-" else self._open_file("access_file", filename,
+                                                               logging.Formatter("%(message)s"))
         self._set_handler(self.access_log, "file", handler)
         self._access_file = filename or ""
+        self._set_streams()
 
-    def reopen_files(self) -> None:
-        """Close and reopen the log files, e.g. after logrotate moved them away."""
-        for log in (self.error_log, self.access_log):
+    def reopen_files(self) -> list[str]:
+        """Close and reopen the log files, e.g. after logrotate moved them away.
+
+        A file that cannot be reopened keeps its old stream; the failures are logged there and
+        returned (``log.error_file: cannot reopen ...``), and kept in ``reopen_failures``.
+        """
+        failures = []
+        for setting, log in (("error_file", self.error_log), ("access_file", self.access_log)):
             for handler in self._handlers(log, "file"):
                 assert isinstance(handler, logging.FileHandler)
-                handler.acquire()
-                try:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    handler.stream = handler._open()
-                finally:
-                    handler.release()
+                failure = reopen_file_handler(handler)
+                if failure is not None:
+                    failures.append(f"log.{setting}: {failure}")
+        for failure in failures:
+            self.error(failure, "ENGINE", logging.ERROR)
+        self.reopen_failures = failures
+        return failures

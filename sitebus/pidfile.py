@@ -4,8 +4,10 @@ The file holds ``<pid>\\n`` and nothing else, so ``kill $(cat site.pid)``, syste
 ``PIDFile=`` and supervisors read it as they read any PID file.
 
 Writing. The pid goes into a temporary file next to the target, which is locked (``flock``,
-exclusive) before it gets its final name: ``link()`` when no file exists (it fails if another
-process created one meanwhile), ``rename()`` over a stale one. A reader therefore sees either
+exclusive, on a read-only descriptor: the writable one is closed at once, so no descriptor
+that could change the file survives a privilege drop) before it gets its final name:
+``link()`` when no file exists (it fails if another process created one meanwhile),
+``rename()`` over a stale one. A reader therefore sees either
 the old file or the complete new one, and the name never points at an unlocked file of ours. (So
 ``/proc/PID/fd`` shows the lock's descriptor under the temporary name, "deleted"; ``lsof`` and
 ``fuser`` given the PID file's path find it, as they match the inode.)
@@ -244,20 +246,33 @@ def _cannot_create(path: str, error: OSError) -> CannotCreateError:
 
 
 def _locked_temporary(path: str, pid: int) -> tuple[int, str]:
-    """Create a locked file holding ``pid`` in the directory of ``path``; return (fd, name)."""
+    """Create a locked file holding ``pid`` in the directory of ``path``; return (fd, name).
+
+    The descriptor returned, which holds the lock for the life of the process, is read-only:
+    the one that wrote the pid is closed, so after a privilege drop the process has no way
+    left to change the file (it belongs to the user who started the site, mode 0644).
+    """
     directory, name = os.path.split(path)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        writer, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     except OSError as error:
         raise _cannot_create(path, error) from error
+    fd = None
     try:
+        os.write(writer, f"{pid}\n".encode())
+        os.fchmod(writer, 0o644)
+        fd = os.open(temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        held, written = os.fstat(fd), os.fstat(writer)
+        if (held.st_dev, held.st_ino) != (written.st_dev, written.st_ino):
+            raise OSError(0, "the temporary file was replaced while it was written")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"{pid}\n".encode())
-        os.fchmod(fd, 0o644)
     except OSError as error:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         os.unlink(temporary)
         raise _cannot_create(path, error) from error
+    finally:
+        os.close(writer)
     return fd, temporary
 
 
@@ -344,7 +359,9 @@ class PIDFile(SimplePlugin):
                     f"PID file {path!r} no longer holds PID {self._owner}; left alone.", 30
                 )
         except OSError as error:
-            self.bus.log(f"Could not remove PID file {path!r}: {error.strerror or error}.", 30)
+            self.bus.log(f"Could not remove PID file {path!r}: {error.strerror or error}. "
+                         "`sitebus stop` removes it; so that the site can, make its directory "
+                         "writable by the user the site runs as.", 30)
         finally:
             self._release()
 

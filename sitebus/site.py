@@ -9,8 +9,14 @@ are also this module's ``bus``, ``config``, ``log`` and ``tree`` (and ``server``
 Engine plugins are created on first use from ``ENGINE_PLUGINS``, a registry of names to
 factories (``engine.pidfile.on = True`` creates ``bus.pidfile``); ``engine.<name>.on``
 subscribes or unsubscribes one, ``engine.<name>.<attr>`` sets an attribute it has, and
-``engine.SIGHUP``/``engine.SIGTERM`` replace the listeners of those signals. A key that names
-nothing known is a ConfigError that lists what was expected.
+``engine.SIGHUP``/``engine.SIGTERM`` add a listener to those signals (None turns one off).
+A key that names nothing known is a ConfigError that lists what was expected.
+
+One start-up path: however the site starts (``sitebus run``, ``quickstart()``,
+``engine.start()`` from a script, with ``block()`` or beside another main loop), the bus's
+``start`` first runs ``Site.prepare`` once per process image: inherited sockets (a restart's
+hand-over and systemd's LISTEN_FDS alike), status file, systemd, journal, workers, signals.
+A restart re-executes the same command line, which comes back through the same path.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sitebus.accesslog import flush_access_logs
+from sitebus.apps import SERVICES_WEB, WSGI, TreeEntry, app_kind, load_app, parse_entry, refuse
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
@@ -115,6 +122,27 @@ class Engine(Bus):
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.preparation: Callable[[], None] | None = None
+        """What ``start()`` runs first (the site's ``prepare``), before any start listener."""
+
+    def start(self) -> None:
+        """Start all services, after the site's preparation (which runs once per process).
+
+        So every entry point (``sitebus run``, ``quickstart()``, ``engine.start()`` from a
+        script of one's own) takes inherited sockets, handles signals and reports to systemd
+        the same way. Preparing is not a start listener, because it subscribes some.
+        """
+        if self.preparation is not None and self.state is states.STOPPED:
+            try:
+                self.preparation()
+            except Exception as error:
+                self.log(f"Cannot start the site: {error}", 40,
+                         traceback=not isinstance(getattr(error, "exit_code", None), int))
+                raise
+        super().start()
+
     @property
     def signals(self) -> SignalHandler:
         """The reference's name for the signal handler (``engine.signals.subscribe()``)."""
@@ -177,7 +205,7 @@ class Site:
         self.bus = Engine()
         self.log = LogManager()
         self.log.screen = True
-        self.bus.subscribe("graceful", self.log.reopen_files)
+        self.bus.subscribe("graceful", self._reopen_logs)
         self.bus.subscribe("exit", flush_access_logs)  # in the process that served them
         self.bus.subscribe("graceful", flush_access_logs, priority=40)  # before the reopen
         self.tree = Tree(self.log)
@@ -185,8 +213,8 @@ class Site:
         self.config.namespaces["engine"] = self._engine_namespace
         self.config.namespaces["log"] = self._log_namespace
         self.config.namespaces["tree"] = self._tree_namespace
-        # The reference's engine attributes: the signal handler exists but is subscribed only
-        # by quickstart or the CLI; the thread manager is subscribed from the start.
+        # The reference's engine attributes: the signal handler is subscribed by prepare(), at
+        # the first start; the thread manager is subscribed from the start.
         self.bus.signal_handler = SignalHandler(self.bus)
         self.bus.thread_manager = ThreadManager(self.bus)
         self.bus.thread_manager.subscribe()
@@ -202,12 +230,19 @@ class Site:
         self.config.namespaces["server"] = self._server_namespace
         self.status: StatusFile | None = None
         self._workers: Workers | None = None
-        self.deferred_mounts: list[tuple[str, Any]] | None = None
+        self.deferred_mounts: list[TreeEntry] | None = None
+        self.configured_apps: list[Any] = []
+        """services.web apps mounted with a config of their own (``tree.<name> = {...}``)."""
         """``tree.*`` entries recorded, not loaded, while apps are left to the workers."""
         self._owned_fdnames: list[str] = []
         self.bus.subscribe("start", self._register_listeners, priority=76)
         self.bus.subscribe("stop", self._keep_listeners_for_restart, priority=10)
         self.bus.subscribe("execv", self._hand_over_listeners)
+        self.prepared = False
+        """True once ``prepare`` has run in this process image (a fork inherits it)."""
+        self.handle_signals = True
+        """Whether ``prepare`` subscribes the signal handler (``engine.signal_handler.on``)."""
+        self.bus.preparation = self.prepare
 
     # -- engine plugins ------------------------------------------------------------------------
 
@@ -242,6 +277,8 @@ class Site:
             if not isinstance(value, bool):
                 raise ConfigError(f"expected True or False, got {value!r}", key=f"engine.{key}",
                                   value=value)
+            if name == "signal_handler":
+                self.handle_signals = value
             (plugin.subscribe if value else plugin.unsubscribe)()
             return
         known = [a for a in dir(plugin)
@@ -316,6 +353,13 @@ class Site:
 
     # -- running -------------------------------------------------------------------------------
 
+    def _reopen_logs(self) -> None:
+        """Reopen the log files on graceful; a failure goes to the status file (``log_error``),
+        so ``sitebus reload`` exits non-zero with it."""
+        failures = self.log.reopen_files()
+        if self.status is not None:
+            self.status.update(log_error="; ".join(failures) or None)
+
     def use_pidfile(self, path: str) -> None:
         """Write the PID file at ``path`` (and the status file beside it)."""
         pidfile = self.plugin("pidfile")
@@ -328,8 +372,17 @@ class Site:
         self.plugin("autoreload").unsubscribe()
 
     def prepare(self) -> None:
-        """Set up what a running site needs beyond its config: the status file, autoreload of
-        the config files, and systemd's sockets, notifications and journal."""
+        """Make this process ready to run the site, once per process image, whatever started it.
+
+        ``bus.start()`` calls it first (``Engine.start``): it checks the settings, takes the
+        sockets systemd or this site's own restart passed in, sets up the status file,
+        autoreload of the config files, systemd's notifications and journal, the workers'
+        master, and the signal handler (last, so its messages go where the log now goes).
+        """
+        if self.prepared:
+            return
+        self.prepared = True
+        self.check()
         pidfile = getattr(self.bus, "pidfile", None)
         if pidfile is not None and pidfile.start in self.bus.listeners["start"] and pidfile.pidfile:
             self.status = StatusFile(self.bus, status_path(os.fspath(pidfile.pidfile)),
@@ -348,6 +401,8 @@ class Site:
             self.log.screen = False
         if self.has_workers:
             self.workers.subscribe()
+        if self.handle_signals:
+            self.bus.signal_handler.subscribe()
 
     def take_passed_sockets(self) -> None:
         """Give the servers the sockets systemd (or this site's own restart) passed in.
@@ -434,29 +489,49 @@ class Site:
     def mount_deferred(self) -> None:
         """Load and mount the ``tree.*`` entries recorded since ``defer_apps``, in order."""
         entries, self.deferred_mounts = self.deferred_mounts or [], None
-        for key, value in entries:
-            self._tree_namespace(key, value)
+        for entry in entries:
+            self.mount_entry(entry)
 
     def _tree_namespace(self, key: str, value: Any) -> None:
-        """``tree.<name> = "/prefix", "module:attr"`` (and a host, for a virtual host)."""
+        """``tree.<name> = ...``: mount an app by its kind (the forms: ``sitebus.apps``)."""
+        self.add_entry(parse_entry(key, value))
+
+    def add_entry(self, entry: TreeEntry) -> None:
+        """Mount ``entry`` now, or record it while apps are left to the workers."""
         if self.deferred_mounts is not None:
-            self.deferred_mounts.append((key, value))
-            return
-        host = None
-        if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str):
-            script_name, target, *rest = value
-            host = rest[0] if rest else None
+            self.deferred_mounts.append(entry)
         else:
-            script_name, target = "/" + key, value
-        try:
-            app = load_object(target)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"cannot load {target!r}: {error}", key=f"tree.{key}",
-                              value=value) from None
-        if host is None:
-            self.tree.mount(app, script_name)
-        else:
-            self.tree.graft(app, script_name, host=host)
+            self.mount_entry(entry)
+
+    def mount_entry(self, entry: TreeEntry) -> Any:
+        """Load an entry's app and mount it by kind: services.web apps take app config, any
+        other WSGI callable is grafted as it is; anything else is a ConfigError."""
+        app = load_app(entry)
+        kind = app_kind(app, self.tree.app_class)
+        if kind == SERVICES_WEB:
+            config = entry.config
+            if isinstance(config, (str, os.PathLike)):
+                config = os.path.abspath(os.fspath(config))
+                self.config.files.append(config)  # autoreload watches it
+            mounted = self.tree.mount(app, entry.script_name, config, host=entry.host)
+            if config is not None:
+                self.configured_apps.append(mounted)
+            return mounted
+        if kind != WSGI or entry.config is not None:
+            raise refuse(entry, app, kind)
+        self.tree.graft(app, entry.script_name, host=entry.host)
+        return app
+
+    def framework_apps(self) -> list[Any]:
+        """Return the mounted services.web apps, every host's, each once."""
+        app_class = self.tree.app_class
+        if app_class is None:
+            return []
+        found: list[Any] = []
+        for table in (self.tree.apps, *self.tree.vhosts.values()):
+            found += [app for app in table.values()
+                      if isinstance(app, app_class) and all(app is not f for f in found)]
+        return found
 
 
 site = Site()

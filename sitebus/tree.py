@@ -74,6 +74,9 @@ class Tree:
         """A map of {host: {script name: application}} for apps that answer one host."""
         self.log = log
         self.app_factory: Callable[[Any, str, Any], Any] | None = None
+        self.app_class: type | None = None
+        """The framework's application type, registered with ``app_factory``: apps of it take
+        app config (``sitebus.apps``); any other WSGI callable never does."""
         self.endpoints: dict[str, tuple[Any, bool]] = {}
         """A map of {exact path: (application, access_log)} answered before every app."""
         self._routes: list[tuple[str, Any]] = []
@@ -85,11 +88,12 @@ class Tree:
 
     # -- mounting ------------------------------------------------------------------------------
 
-    def mount(self, root: Any, script_name: str = "", config: Any = None) -> Any:
+    def mount(self, root: Any, script_name: str = "", config: Any = None,
+              host: str | None = None) -> Any:
         """Wrap a framework root object into an application, graft it and return it.
 
         An object that already is an application (or any WSGI callable, given without config)
-        is grafted as it is.
+        is grafted as it is. With ``host``, it answers that virtual host only.
         """
         script_name = normalize_script_name(script_name)
         if hasattr(root, "script_name") and hasattr(root, "merge"):
@@ -100,7 +104,7 @@ class Tree:
             app = root
         else:
             app = self._factory()(root, script_name, config)
-        self.graft(app, script_name)
+        self.graft(app, script_name, host)
         return app
 
     def _factory(self) -> Callable[[Any, str, Any], Any]:

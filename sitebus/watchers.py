@@ -10,18 +10,19 @@ even asked of the kernel, so an application that reads files next to its modules
 any number of times, then ``stop()``, which returns once the watcher's threads have ended.
 
 The backends, by name in ``watchers``; ``engine.autoreload.watcher`` picks one, and ``'auto'``
-takes the first available in this order:
+takes the first available in this order. Only public watchdog names are used (``Observer``,
+``PollingObserver``, the event classes).
 
-- ``inotify`` (Linux, watchdog 7.1 or newer): a thin shell over watchdog's ``InotifyFD``, one
-  thread blocked in poll(2) on the inotify descriptor and a wake-up pipe. Idle, it makes no
-  wake-ups; ``stop()`` writes to the pipe. Chosen over watchdog's ``InotifyObserver``, which runs
-  a dispatcher thread plus one emitter thread per watched directory, and holds each IN_MOVED_FROM
-  up to 0.5 s to pair it with its IN_MOVED_TO: when its emitter sees the unpaired half first it
-  sleeps the delay out, so a save-by-rename was reported 0.5 s late in one save out of five when
-  threads contend (measured). The Autoreloader needs no pairing: each half names a path it
-  looks up.
-- ``observer``: watchdog's own ``Observer`` for the platform (FSEvents, kqueue, the Windows API;
-  on Linux with an older watchdog, its InotifyObserver).
+- ``inotify`` (Linux): a thin shell over inotify(7), called through ctypes: one thread blocked
+  in poll(2) on the inotify descriptor and a wake-up pipe. Idle, it makes no wake-ups; ``stop()``
+  writes to the pipe. Chosen over watchdog's ``InotifyObserver``, which holds each IN_MOVED_FROM
+  up to 0.5 s to pair it with its IN_MOVED_TO, so a save-by-rename was reported 0.5 s late in one
+  save out of five when threads contend (measured); the Autoreloader needs no pairing, as each
+  half names a path it looks up. It was once built on watchdog's ``InotifyFD``, which is not
+  part of watchdog's public API and changed under us in 7.1.1; the kernel interface is stable,
+  three calls and one struct, so it is used directly.
+- ``observer``: watchdog's own ``Observer`` for the platform (inotify, FSEvents, kqueue, the
+  Windows API).
 - ``polling``: watchdog's ``PollingObserver``, which lists and stats each watched directory
   every ``frequency`` seconds: for file systems that send no events (NFS, some container
   mounts). Only this one wakes up while idle.
@@ -31,7 +32,10 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import struct
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -66,59 +70,127 @@ class Watcher(Protocol):
 
 
 class InotifyWatcher:
-    """inotify(7) through watchdog's InotifyFD: one thread, blocked until something changes."""
+    """inotify(7) through libc by ctypes: one thread, blocked in poll(2) until a change."""
 
     name = "inotify"
 
     def __init__(self, on_change: OnChange, on_overflow: OnOverflow, frequency: float) -> None:
-        from watchdog.observers.inotify_c import CallbackId, InotifyFD, Mask
-        from watchdog.observers.inotify_c import InotifyConstants as C
-
         self._on_change = on_change
         self._on_overflow = on_overflow
-        self._mask = Mask(
-            C.IN_MODIFY | C.IN_ATTRIB | C.IN_CLOSE_WRITE | C.IN_CREATE | C.IN_DELETE
-            | C.IN_MOVED_FROM | C.IN_MOVED_TO | C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR
-        )
-        self._id = CallbackId(id(self))
-        self._self_events = C.IN_DELETE_SELF | C.IN_MOVE_SELF
+        self._libc = _libc()
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise _errno_error("inotify_init1")
+        self._fd = fd
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._directories: dict[int, str] = {}
-        self._fd = InotifyFD()  # a private instance: its thread and its watches are ours
-        self._fd.name = "Autoreloader inotify"
-        # inotify_init() (through ctypes) makes an inheritable descriptor; PEP 446 says none
-        # should be. Best effort: the attribute is watchdog's.
-        descriptor = getattr(self._fd, "_inotify_fd", None)
-        if isinstance(descriptor, int):
-            os.set_inheritable(descriptor, False)
+        self._thread = threading.Thread(target=self._run, name="Autoreloader inotify",
+                                        daemon=True)
 
     def start(self) -> None:
-        self._fd.start()
+        self._thread.start()
 
     def watch(self, directory: str) -> None:
-        wd = self._fd.add_callback(os.fsencode(directory), self._mask, self, self._id)
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), WATCHED_EVENTS)
+        if wd < 0:
+            raise _errno_error(f"inotify_add_watch({directory!r})")
         self._directories[wd] = directory
 
     def stop(self) -> None:
-        self._fd.stop()  # removes the watches and writes to the wake-up pipe
-        if self._fd.is_alive():
-            self._fd.join()
+        try:
+            os.write(self._wake_write, b"x")
+        except OSError:
+            pass
+        if self._thread.is_alive():
+            self._thread.join()
+        for fd in (self._fd, self._wake_read, self._wake_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fd = self._wake_read = self._wake_write = -1
 
-    # watchdog's WatchCallback protocol, called in the InotifyFD thread.
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_read in ready:
+                return
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            for wd, mask, name in parse_events(data):
+                self._dispatch(wd, mask, name)
 
-    def on_event(self, event: Any) -> None:
-        directory = self._directories.get(event.wd)
+    def _dispatch(self, wd: int, mask: int, name: bytes) -> None:
+        if mask & IN_Q_OVERFLOW:
+            self._on_overflow()
+            return
+        directory = self._directories.get(wd)
         if directory is None:
             return
-        if event.name:
-            self._on_change(os.path.join(directory, os.fsdecode(event.name)))
-        elif event.mask & self._self_events:
+        if mask & IN_IGNORED:  # the watch is gone (directory deleted, unmounted)
+            del self._directories[wd]
+        elif name:
+            self._on_change(os.path.join(directory, os.fsdecode(name)))
+        elif mask & (IN_DELETE_SELF | IN_MOVE_SELF):
             self._on_change(directory)
 
-    def on_watch_deleted(self, wd: int) -> None:
-        self._directories.pop(wd, None)
 
-    def on_queue_overflow(self) -> None:
-        self._on_overflow()
+# inotify(7) constants, from <sys/inotify.h>.
+IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x1000000
+IN_CLOEXEC = os.O_CLOEXEC
+IN_NONBLOCK = os.O_NONBLOCK
+WATCHED_EVENTS = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM
+                  | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+"""What a watch asks of the kernel: changes only, never opens or reads (IN_OPEN, IN_ACCESS,
+IN_CLOSE_NOWRITE), so an application that reads files next to its modules wakes nothing."""
+
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+
+
+def parse_events(data: bytes) -> list[tuple[int, int, bytes]]:
+    """Split what read(2) returned from an inotify descriptor into (wd, mask, name) events."""
+    events = []
+    offset = 0
+    while offset + _EVENT.size <= len(data):
+        wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+        offset += _EVENT.size
+        name = data[offset:offset + length].rstrip(b"\0")
+        offset += length
+        events.append((wd, mask, name))
+    return events
+
+
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.inotify_init1.argtypes = [ctypes.c_int]
+    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    return libc
+
+
+def _errno_error(call: str) -> OSError:
+    import ctypes
+
+    number = ctypes.get_errno()
+    return OSError(number, f"{call}: {os.strerror(number)}")
 
 
 class _Dispatch:
@@ -204,20 +276,19 @@ watchers: dict[str, WatcherFactory] = {
 
 def unavailable_reason(name: str) -> str | None:
     """Return why the backend ``name`` cannot run here, or None when it can."""
-    try:
-        from watchdog.version import VERSION_INFO, VERSION_STRING
-    except ImportError:
-        return "the watchdog package is not installed (pip install watchdog)"
     if name == "inotify":
         if not sys.platform.startswith("linux"):
             return f"inotify needs Linux, this is {sys.platform}"
-        if tuple(VERSION_INFO[:2]) < (7, 1):
-            return f"needs watchdog 7.1 or newer, this is watchdog {VERSION_STRING}"
         try:
-            from watchdog.observers.inotify_c import InotifyFD  # noqa: F401
-        except Exception as error:  # UnsupportedLibcError, OSError from ctypes
-            return f"watchdog cannot use inotify here ({error})"
+            libc = _libc()
+            libc.inotify_init1  # noqa: B018 (a C library without it raises AttributeError)
+        except (OSError, AttributeError) as error:
+            return f"the C library offers no inotify ({error})"
         return None
+    try:
+        import watchdog  # noqa: F401
+    except ImportError:
+        return "the watchdog package is not installed (pip install watchdog)"
     try:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver

@@ -468,3 +468,40 @@ def test_after_lost_events_every_watched_file_is_checked(tmp_path: Path) -> None
             30) in log.lines
     assert [msg for msg, _ in log.lines if msg.startswith("Restarting")] == [
         f"Restarting because {changed} changed."]
+
+
+def test_inotify_events_are_parsed_from_the_kernel_struct() -> None:
+    import struct
+
+    from sitebus.watchers import IN_IGNORED, IN_MODIFY, parse_events
+
+    def event(wd: int, mask: int, name: bytes, padded: int) -> bytes:
+        return struct.pack("iIII", wd, mask, 0, padded) + name.ljust(padded, b"\0")
+
+    data = event(1, IN_MODIFY, b"app.py", 16) + event(2, IN_IGNORED, b"", 0) + event(1, 2, b"x", 4)
+    assert parse_events(data) == [(1, IN_MODIFY, b"app.py"), (2, IN_IGNORED, b""), (1, 2, b"x")]
+    assert parse_events(b"") == []
+    assert parse_events(data[:10]) == []  # a partial header is no event
+
+
+def test_inotify_descriptors_are_closed_on_stop_and_not_inherited(tmp_path: Path) -> None:
+    from sitebus.watchers import InotifyWatcher
+
+    def open_fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    seen: list[str] = []
+    watcher = InotifyWatcher(seen.append, lambda: None, 1.0)
+    watcher.start()
+    watcher.watch(str(tmp_path))
+    new = open_fds() - before
+    assert new and not any(os.get_inheritable(int(fd)) for fd in new if fd.isdigit()
+                           and os.path.exists(f"/proc/self/fd/{fd}"))
+    (tmp_path / "a.txt").write_text("x")
+    deadline = time.monotonic() + 5
+    while str(tmp_path / "a.txt") not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert str(tmp_path / "a.txt") in seen
+    watcher.stop()
+    assert open_fds() - before == set()

@@ -86,7 +86,10 @@ def test_a_bad_value_names_file_section_line_and_key(tmp_path: Path) -> None:
         as_dict(str(site))
     error = caught.value
     message = str(error)
-    assert message.startswith("server.socket_host: expected a Python value (strings need quotes)")
+    assert message.startswith("server.socket_host: expected a Python value, got localhost, "
+                              "which names nothing importable; strings need quotes: "
+                              'server.socket_host = "localhost"')
+    assert "ImportError" not in message
     assert f"({site}, [global], line 4)" in message
     assert (error.filename, error.section, error.lineno) == (str(site), "global", 4)
     assert error.exit_code == EX_CONFIG
@@ -177,8 +180,9 @@ def test_environment_contents_match_the_reference() -> None:
 
 
 def test_an_unknown_environment_lists_the_known_ones(config: Config) -> None:
-    with pytest.raises(ConfigError, match="unknown environment 'prod'; expected one of embedded, "
-                                          "production, staging, test_suite"):
+    with pytest.raises(ConfigError, match="unknown environment 'prod'; expected one of "
+                                          "development, embedded, production, staging, "
+                                          "test_suite"):
         config.update({"environment": "prod"})
 
 

@@ -118,13 +118,13 @@ def test_a_signal_delivered_to_another_thread_wakes_block(bus: Bus, handler: Sig
     assert graceful.is_set() and fired == []
 
 
-def test_configure_replaces_or_turns_off_a_signal(bus: Bus, handler: SignalHandler) -> None:
+def test_configure_adds_a_listener_or_turns_off_a_signal(bus: Bus, handler: SignalHandler) -> None:
     calls: list[str] = []
     handler.subscribe()
     handler.configure("SIGTERM", lambda: calls.append("custom"))
-    assert handler.handlers["SIGTERM"] is not bus.exit
+    assert handler.handlers["SIGTERM"] == bus.exit
     handler._publish_signal("SIGTERM")
-    assert calls == ["custom"] and bus.state is states.STOPPED
+    assert calls == ["custom"] and bus.state is states.EXITING  # both ran
     handler.configure("SIGHUP", None)
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
     assert bus.publish("SIGHUP") == []
@@ -139,13 +139,62 @@ def test_configure_before_subscribe_changes_what_subscribe_installs(
     assert signal.getsignal(signal.SIGHUP) == handler._handle_signal
 
 
-def test_set_handler_from_another_thread_is_a_clear_error(handler: SignalHandler) -> None:
+def test_a_listener_configured_before_subscribe_is_added_then(bus: Bus,
+                                                              handler: SignalHandler) -> None:
+    calls: list[str] = []
+    handler.configure("SIGTERM", None)
+    handler.configure("SIGTERM", lambda: calls.append("cleanup"))
+    handler.subscribe()
+    assert signal.getsignal(signal.SIGTERM) == handler._handle_signal
+    bus.publish("SIGTERM")
+    assert calls == ["cleanup"] and bus.state is states.STOPPED  # the exit was turned off
+
+
+def test_a_second_listener_adds_to_the_first(bus: Bus, handler: SignalHandler) -> None:
+    calls: list[str] = []
+    handler.set_handler("SIGUSR1", lambda: calls.append("one"))
+    handler.set_handler("SIGUSR1", lambda: calls.append("two"))
+    bus.publish("SIGUSR1")
+    assert calls == ["one", "two"]
+    handler.unsubscribe()
+    assert bus.publish("SIGUSR1") == []
+
+
+def test_subscribing_twice_installs_once(bus: Bus, handler: SignalHandler) -> None:
+    logged: list[str] = []
+    bus.subscribe("log", lambda msg, level: logged.append(msg))
+    handler.subscribe()
+    handler.subscribe()
+    assert logged.count("Listening for SIGTERM.") == 1
+    assert len(bus.listeners["SIGTERM"]) == 1
+
+
+def test_a_signal_is_published_when_the_main_thread_is_not_in_block(
+    bus: Bus, handler: SignalHandler,
+) -> None:
+    published: list[str] = []
+    done = threading.Event()
+
+    def seen() -> None:
+        published.append(threading.current_thread().name)
+        done.set()
+
+    handler.handlers = {"SIGUSR1": seen}
+    handler.subscribe()
+    bus.start()
+    signal.raise_signal(signal.SIGUSR1)  # the main thread runs this test, not block()
+    assert done.wait(SAFETY)
+    assert published and published[0] != "MainThread"
+    bus.exit()
+
+
+def test_set_handler_from_another_thread_is_a_value_error(handler: SignalHandler) -> None:
     errors: list[BaseException] = []
 
     def attempt() -> None:
         try:
             handler.set_handler("SIGUSR1")
-        except RuntimeError as error:
+        except ValueError as error:
             errors.append(error)
 
     thread = threading.Thread(target=attempt)

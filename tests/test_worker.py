@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from sitebus.bus import states
-from sitebus.cli import planned_workers
 from sitebus.errors import ConfigError
 from sitebus.servers import Server
 from sitebus.site import Engine, Site
@@ -256,17 +255,6 @@ def test_tree_entries_wait_while_apps_are_deferred() -> None:
     site.config.update({"tree.hello": ("/hi", "tests.test_worker:hello"),
                         "tree.missing": ("/x", "no_such_module_here:app")})
     assert site.tree.apps == {}
-    with pytest.raises(ConfigError, match="tree.missing: cannot load"):
+    with pytest.raises(ConfigError, match="tree.missing: cannot import module 'no_such"):
         site.mount_deferred()
     assert site.tree.apps == {"/hi": hello}
-
-
-def test_planned_workers_reads_only_its_two_keys(tmp_path: Path) -> None:
-    one = tmp_path / "one.conf"
-    one.write_text("[global]\nserver.workers = 3\ntree.x = no.such.module.Anything()\n")
-    two = tmp_path / "two.conf"
-    two.write_text("[global]\nserver.preload = True\n")
-    assert planned_workers([str(one)], None) == (3, False)
-    assert planned_workers([str(one), str(two)], None) == (3, True)
-    assert planned_workers([str(one)], 0) == (0, False)
-    assert planned_workers([str(tmp_path / "missing.conf")], None) == (0, False)

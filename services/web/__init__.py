@@ -38,6 +38,7 @@ from services.web import (
     _cptree,
     _cpwsgi,
     _helper,
+    _workersafe,
     dispatch,
     lib,
     process,
@@ -127,9 +128,11 @@ Serving.response = _cprequest.Response()
 # -- registration with the site --------------------------------------------------------------
 
 tree.app_factory = _cptree.make_application
+tree.app_class = Application
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)
 _cptimeout.register(engine)
+_workersafe.register(engine)
 
 _DEFAULT_TOOLS = {
     "tools.log_tracebacks.on": True,
@@ -137,13 +140,22 @@ _DEFAULT_TOOLS = {
     "tools.trailing_slash.on": True,
     "tools.encode.on": True,
 }
-config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS}
-for _key, _value in _DEFAULT_TOOLS.items():
+_SAFE_DEFAULTS = {
+    # Unlike the reference, error pages show tracebacks only where config asks for them
+    # (environment = 'development' or 'test_suite', or request.show_tracebacks = True): a site
+    # started with no environment, as `sitebus run` with no config, is reachable by anyone.
+    "request.show_tracebacks": False,
+}
+config.defaults = {**getattr(config, "defaults", {}), **_DEFAULT_TOOLS, **_SAFE_DEFAULTS}
+for _key, _value in {**_DEFAULT_TOOLS, **_SAFE_DEFAULTS}.items():
     config.setdefault(_key, _value)
 
 
 def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> None:
     """Mount the given root, start the default server (and the engine), then block.
+
+    The engine's start prepares the site as ``sitebus run`` does (signals, sockets passed by
+    systemd or by a restart, systemd notifications), so a reload re-executes and serves on.
 
     ``root`` is the root object of the application; ``script_name`` its mount point ('' for
     the site root, else '/path' with no trailing slash); ``config`` a file or dict of
@@ -158,7 +170,6 @@ def quickstart(root: Any = None, script_name: str = "", config: Any = None) -> N
         else:
             _site.config.update(config)  # a file: only its [global] section
     tree.mount(root, script_name, config)
-    engine.signal_handler.subscribe()
     server_plugin = _cpserver_default()
     server_plugin.subscribe()
     engine.start()

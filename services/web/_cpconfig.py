@@ -10,7 +10,11 @@ under the reference's names). This module owns what the framework adds:
 - Validation of those namespaces where config enters: the site's ``config.update`` and an
   application's ``merge`` refuse a bad hook point, error page code or tool key (including a
   setting a built-in tool does not take, such as ``tools.gzip.mime_type``) with a
-  ConfigError naming the key, instead of failing on the first request.
+  ConfigError naming the key, instead of failing on the first request. Where a key may
+  rightly name something not known yet (a custom tool registered after the config is read,
+  a setting a tool passes on to user code, such as a custom session store's, an attribute
+  an app sets on its requests), only a near miss of a known name is refused, with "did you
+  mean": ``tools.sesions.on``, ``tools.sessions.timout``, ``request.show_tracebaks``.
 - The cache that keeps the per-request path lean. A dispatcher gathers the config sources
   that apply (the site config, ``_cp_config`` dicts, application sections); the merged dict
   and a *plan* (what each namespace does with it) are cached under the sources' identities
@@ -147,29 +151,99 @@ def _check_tool(namespace: str) -> Callable[[str, Any], None]:
         if arg == "on" and not isinstance(value, bool):
             raise ConfigError(f"expected True or False, got {value!r}",
                               key=f"{namespace}.{key}", value=value)
+        if namespace == "tools":
+            _check_tool_name(name, key, value)
         if namespace == "tools" and arg not in ("on", "priority"):
             _check_tool_setting(name, arg, value)
 
     return check
 
 
-def _check_tool_setting(name: str, arg: str, value: Any) -> None:
-    """Refuse a setting a built-in tool does not take (a typo would fail every request)."""
+NEAR_MISS = 0.8
+"""How alike (difflib's ratio) an unknown name must be to a known one to be called a typo."""
+
+
+def _near_miss(name: str, known: Any, cutoff: float = NEAR_MISS) -> str | None:
     import difflib
 
-    from services.web._cptools import Tool, default_toolbox, tool_settings
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def _check_tool_name(name: str, key: str, value: Any) -> None:
+    """Refuse a tool name that is a near miss of a built-in one (``tools.sesions.on``)."""
+    from services.web._cptools import Tool, default_toolbox
+
+    tools = {k for k, v in vars(default_toolbox).items() if isinstance(v, Tool)}
+    if name in tools:
+        return
+    close = _near_miss(name, tools)
+    if close is not None:  # any other name may be a custom tool registered later
+        raise ConfigError(f"unknown tool {name!r} (did you mean {close!r}?)",
+                          key=f"tools.{key}", value=value)
+
+
+def _check_tool_setting(name: str, arg: str, value: Any) -> None:
+    """Refuse a setting a built-in tool does not take (a typo would fail every request)."""
+    from services.web._cptools import SessionTool, Tool, default_toolbox, tool_settings
 
     tool = default_toolbox.__dict__.get(name)
     if not isinstance(tool, Tool):
         return  # not (yet) registered: it is checked when requests set it up
     accepted = tool_settings(tool)
-    if accepted is None or arg in accepted:
+    strict = accepted is not None
+    if accepted is None:  # it takes **kwargs: refuse near misses of what it is known to take
+        accepted = _named_parameters(tool.callable)
+        if isinstance(tool, SessionTool):
+            from services.web.lib.sessions import known_settings
+
+            accepted |= known_settings()
+    if arg in accepted:
         return
     known = sorted(accepted | {"on", "priority"})
-    close = difflib.get_close_matches(arg, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = _near_miss(arg, known, NEAR_MISS if not strict else 0.6)  # strict: a hint only
+    if not strict:
+        if close is not None:
+            raise ConfigError(f"unknown setting (did you mean {close!r}?)",
+                              key=f"tools.{name}.{arg}", value=value)
+        return
+    hint = f" (did you mean {close!r}?)" if close else ""
     raise ConfigError(f"unknown setting{hint}; expected one of {', '.join(known)}",
                       key=f"tools.{name}.{arg}", value=value)
+
+
+def _named_parameters(function: Any) -> set[str]:
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def _check_attribute(namespace: str) -> Callable[[str, Any], None]:
+    """Refuse ``request.*``/``response.*`` keys that are near misses of the class's attributes."""
+
+    def check(key: str, value: Any) -> None:
+        from services.web._cpreqbody import RequestBody
+        from services.web._cpresponse import Response
+
+        if namespace == "response" and key.startswith("headers."):
+            return
+        owner: type = Request if namespace == "request" else Response
+        attribute = key
+        if namespace == "request" and key.startswith("body."):
+            owner, attribute = RequestBody, key[5:]
+        known = {name for name in dir(owner) if not name.startswith("_")}
+        if attribute in known:
+            return
+        close = _near_miss(attribute, known)
+        if close is not None:  # another name may be the app's own attribute
+            raise ConfigError(f"unknown {owner.__name__} attribute (did you mean {close!r}?)",
+                              key=f"{namespace}.{key}", value=value)
+
+    return check
 
 
 def _check_error_page(key: str, value: Any) -> None:
@@ -196,8 +270,8 @@ def _app_root_only(key: str, value: Any) -> None:
 
 VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "hooks": _check_hook,
-    "request": _ignore,
-    "response": _ignore,
+    "request": _check_attribute("request"),
+    "response": _check_attribute("response"),
     "error_page": _check_error_page,
     "tools": _check_tool("tools"),
 }
@@ -209,6 +283,13 @@ def register_site_namespaces(config: Config) -> None:
     for namespace, check in VALIDATORS.items():
         config.namespaces.setdefault(namespace, check)
     config.namespaces.setdefault("wsgi", _app_root_only)
+    # Keys read before the framework was imported (the master of a site whose workers import
+    # the apps reads its config files first) are checked now, as they would have been then.
+    for full_key, value in list(config.items()):
+        namespace, dot, key = str(full_key).partition(".")
+        validator = VALIDATORS.get(namespace)
+        if dot and validator is not None:
+            validator(key, value)
 
 
 def validate_section(section: str, entries: Mapping[str, Any]) -> None:

@@ -205,8 +205,8 @@ def test_a_port_in_use_exits_69_and_leaves_nothing(spawn: Any, tmp_path: Path) -
     "config, message",
     [
         ("[global]\nserver.socket_host = localhost\n",
-         r"server\.socket_host: expected a Python value \(strings need quotes\), got "
-         r"'localhost'.* \(.*site\.conf, \[global\], line 2\)"),
+         r"server\.socket_host: expected a Python value, got localhost, which names nothing "
+         r"importable; strings need quotes: .* \(.*site\.conf, \[global\], line 2\)"),
         ("[global]\nserver.socket_prot = 80\n",
          r"server\.socket_prot: unknown setting .*\(.*site\.conf, \[global\], line 2\)"),
         ("[global]\n\nserver.socket_port = 'eighty'\n",
@@ -216,9 +216,11 @@ def test_a_port_in_use_exits_69_and_leaves_nothing(spawn: Any, tmp_path: Path) -
         ("[global]\nlog.access_file = '/no/such/dir/access.log'\n",
          r"log\.access_file: cannot open '/no/such/dir/access\.log' for appending"),
         ("[global]\ntree.blog = '/blog', 'no_such_module:app'\n",
-         r"tree\.blog: cannot load 'no_such_module:app': No module named 'no_such_module'"),
+         r"tree\.blog: cannot import module 'no_such_module': ModuleNotFoundError: No module "
+         r"named 'no_such_module'"),
         ("[global]\nenvironment = 'prod'\n",
-         r"environment: unknown environment 'prod'; expected one of embedded, production"),
+         r"environment: unknown environment 'prod'; expected one of development, embedded, "
+         r"production"),
         ("server.socket_port = 80\n", r"not a valid config file: File contains no section"),
     ],
 )

@@ -144,7 +144,8 @@ def test_a_pid_file_the_dropped_user_cannot_remove_is_left_with_a_warning(
     ready_facts(child)
     child.send_signal(signal.SIGTERM)
     assert child.wait() == 0
-    assert f"Could not remove PID file {str(pidfile)!r}: Permission denied." in child.output
+    assert f"Could not remove PID file {str(pidfile)!r}: Permission denied. `sitebus stop` " \
+        "removes it" in child.output
     assert pidfile.read_text() == f"{child.pid}\n"
     again = spawn(child_argv(tmp_path, "--pidfile", str(pidfile), "--exit-when-ready"),
                   name="again")

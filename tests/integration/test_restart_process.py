@@ -44,6 +44,8 @@ def fd_kinds(pid: int) -> Counter[str]:
             target = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:
             continue
+        if ".status-" in target:  # the status file's temporary, caught while it is written
+            continue
         if target.startswith(("socket:", "pipe:", "anon_inode:")):
             target = target.split(":")[0]
         elif "site.pid" in target:  # the lock: on the file, or on the temporary it was

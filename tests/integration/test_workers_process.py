@@ -251,8 +251,8 @@ def test_workers_that_cannot_import_the_app_stop_the_site_with_78(
                                                               "no_such_module:app"))
     child = recorder.watch(spawn(python("-m", "sitebus", "run", "-c", "site.conf")))
     assert child.wait(60) == 78
-    assert ("sitebus: error: tree.app: cannot load 'no_such_module:app': No module named "
-            "'no_such_module'") in child.output
+    assert ("sitebus: error: tree.app: cannot import module 'no_such_module': "
+            "ModuleNotFoundError: No module named 'no_such_module'") in child.output
     assert child.output.count("could not start") == CRASH_LIMIT  # no fork loop
 
 
@@ -269,8 +269,8 @@ def test_a_reload_of_broken_code_keeps_the_old_workers_serving(
         pid, version = serving(port)
         assert pid in old and version == 1
     status = sitebus("status", "-p", "site.pid", cwd=tmp_path)
-    assert "reload:    called off: NameError: name 'undefined_name' is not defined" \
-        in status.stdout
+    assert ("reload:    called off: tree.app: cannot import module 'workers_app': NameError: "
+            "name 'undefined_name' is not defined") in status.stdout
     app.write_text(app.read_text().replace("VERSION = undefined_name", "VERSION = 2000"))
     result = sitebus("reload", "-p", "site.pid", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -292,7 +292,8 @@ def test_autoreload_forks_fresh_workers_and_keeps_the_master(
     app.write_text(app.read_text().replace("VERSION = 22", "VERSION = ("))
     child.wait_for_output(r"Not restarting: syntax error in .*workers_app\.py")
     app.write_text(app.read_text().replace("VERSION = (", "VERSION = undefined_name"))
-    child.wait_for_output("Reload called off; the workers that served keep serving: NameError")
+    child.wait_for_output("Reload called off; the workers that served keep serving: tree.app: "
+                          "cannot import module 'workers_app': NameError")
     assert serving(port)[1] == 22
     assert child.pid == int((tmp_path / "site.pid").read_text())
     stop(child)

@@ -272,6 +272,54 @@ def test_unsatisfiable_and_invalid_ranges(web: Any, tree: Path) -> None:
         assert web.body == DATA
 
 
+@pytest.mark.parametrize(("ranges", "length", "expected"), [
+    ([(0, 2), (100, 105)], 1000, [(0, 2), (100, 105)]),
+    ([(100, 105), (0, 2)], 1000, [(100, 105), (0, 2)]),  # untouched ranges keep their order
+    ([(0, 10), (5, 20)], 1000, [(0, 20)]),  # overlapping
+    ([(10, 20), (0, 10)], 1000, [(0, 20)]),  # adjacent
+    ([(0, 2), (0, 2), (50, 60)], 1000, [(0, 2), (50, 60)]),  # duplicates
+    ([(0, 1000), (0, 1000)], 1000, None),  # more than the body in all
+    ([(0, 600), (500, 1000)], 1000, None),
+    ([(i * 10, i * 10 + 1) for i in range(100)], 1000, [(i * 10, i * 10 + 1) for i in range(100)]),
+    ([(i * 10, i * 10 + 1) for i in range(101)], 1010, None),  # more than MAX_RANGES
+    ([(0, 1)] * 1000, 1000, [(0, 1)]),  # many, but they merge into one
+])
+def test_bounded_ranges(ranges: list[tuple[int, int]], length: int, expected: object) -> None:
+    assert static.bounded_ranges(ranges, length) == expected
+
+
+def test_overlapping_ranges_are_merged(web: Any, tree: Path) -> None:
+    mount(web, tree)
+    web.getPage("/static/data.bin", headers=[("Range", "bytes=0-9,5-19")])
+    web.assertStatus(206)
+    web.assertHeader("Content-Range", f"bytes 0-19/{len(DATA)}")
+    assert web.body == DATA[:20]
+    web.getPage("/static/data.bin", headers=[("Range", "bytes=0-1,2-3,100-104")])
+    web.assertStatus(206)
+    assert web.assertHeader("Content-Type").startswith("multipart/byteranges")
+    assert web.body.count(b"Content-range: ") == 2
+    assert b"Content-range: bytes 0-3/10240" in web.body
+
+
+def test_ranges_cannot_amplify_a_response(web: Any, tree: Path) -> None:
+    big = tree / "site" / "static" / "big.bin"
+    content = os.urandom(100_000)
+    big.write_bytes(content)
+    mount(web, tree)
+    for value in (",".join(["0-"] * 1000),                       # 1,000 whole copies
+                  ",".join(f"{i}-{i + 5000}" for i in range(0, 50_000, 100)),  # overlaps
+                  ",".join(f"{i}-{i}" for i in range(0, 1010, 10))):  # 101 ranges
+        web.getPage("/static/big.bin", headers=[("Range", "bytes=" + value)])
+        web.assertStatus(200)
+        assert web.body == content
+        assert int(web.assertHeader("Content-Length")) == 100_000
+    exactly = ",".join(f"{i}-{i}" for i in range(0, 1000, 10))  # 100 ranges: still served
+    web.getPage("/static/big.bin", headers=[("Range", "bytes=" + exactly)])
+    web.assertStatus(206)
+    assert web.body.count(b"Content-range: ") == 100
+    assert len(web.body) < 200_000
+
+
 def test_ranges_need_http_11(web: Any, tree: Path) -> None:
     mount(web, tree)
     web.PROTOCOL = "HTTP/1.0"

@@ -20,8 +20,14 @@ to issue them, they cannot be forged without ``key``, and one older than ``max_a
 is answered with ``stale=true`` so the client retries without asking its user. Replays: a
 qop is required (RFC 7616 dropped the mode without one), and the nonce count ``nc`` of each
 nonce must grow; the highest count seen is kept per nonce, in this process, until the nonce
-expires, so a captured request replayed verbatim is refused (401). Workers in other
-processes keep their own counts.
+expires, so a captured request replayed verbatim is refused (401). Those counts live in one
+process, so a nonce is accepted only by the process that issued it: its salt starts with a
+random token of the process (``issuer_token``, new in each worker and after each restart), and
+a nonce of another process is answered as stale (``stale=true``: the client retries with a
+fresh nonce without asking its user). A replay sent to another worker is therefore refused as
+well. (A store shared by the workers was rejected: it needs a location every worker agrees on
+and a lock per request; with keep-alive, a client stays with one worker, and a new
+connection that lands on another costs one extra round trip.)
 
 The tool runs at ``before_request_body`` (the reference: ``before_handler``), so the body of
 an unauthenticated request is never parsed; ``qop='auth-int'`` (offered only when
@@ -142,12 +148,12 @@ def synthesize_nonce(s: str, key: str, timestamp: int | None = None,
 
     ``s`` relates to the resource (the realm); ``key`` is a secret known only to the server.
     The nonce is ``timestamp:salt:HMAC`` with a random salt, so no two challenges share one
-    (each client then counts its own ``nc`` from 1).
+    (each client then counts its own ``nc`` from 1); the salt starts with ``issuer_token``.
     """
     if timestamp is None:
         timestamp = int(time.time())
     if salt is None:
-        salt = os.urandom(8).hex()
+        salt = issuer_token + os.urandom(8).hex()
     mac = hmac.new(str(key).encode("utf-8"), f"{timestamp}:{salt}:{s}".encode(),
                    hashlib.sha256)
     return f"{timestamp}:{salt}:{mac.hexdigest()}"
@@ -181,6 +187,23 @@ class NonceCounts:
 
 
 nonce_counts = NonceCounts()
+
+
+def _new_issuer_token() -> None:
+    global issuer_token
+    issuer_token = os.urandom(6).hex()
+
+
+issuer_token = ""
+"""The random start of every nonce salt this process issues; new in a forked child."""
+_new_issuer_token()
+os.register_at_fork(after_in_child=_new_issuer_token)
+
+
+def issued_here(nonce: str | None) -> bool:
+    """Return True if ``nonce`` (already validated) was issued by this process."""
+    parts = (nonce or "").split(":")
+    return len(parts) == 3 and parts[1].startswith(issuer_token)
 
 
 # -- the Authorization header -----------------------------------------------------------------
@@ -383,8 +406,8 @@ def digest_auth(realm: str, get_ha1: Callable[..., str | None], key: str,
                 entity = _entity_body() if auth.qop == "auth-int" else b""
                 expected = auth.request_digest(ha1, entity)
                 if hmac.compare_digest(expected, auth.response):
-                    if auth.is_nonce_stale(max_age):
-                        stale = True
+                    if auth.is_nonce_stale(max_age) or not issued_here(auth.nonce):
+                        stale = True  # too old, or another process counts its uses
                     elif nonce_counts.advance(auth.nonce or "", int(auth.nc or "0", 16),
                                               auth.timestamp() or 0, max_age):
                         request.login = auth.username

@@ -303,6 +303,26 @@ def _storage_class(storage_type: Any, storage_class: Any) -> Any:
     return RamSession
 
 
+def known_settings() -> set[str]:
+    """Return the ``tools.sessions.*`` settings of ``init`` and the built-in stores."""
+    import inspect
+
+    from services.web.lib.filesession import FileSession
+    from services.web.lib.memcachedsession import MemcachedSession
+
+    names = {p.name for p in inspect.signature(init).parameters.values()
+             if p.kind is p.POSITIONAL_OR_KEYWORD}
+    names |= {"storage_class", "locking"}
+    for store in (Session, RamSession, FileSession, MemcachedSession):
+        for klass in store.__mro__:
+            names |= {name for name, value in vars(klass).items()
+                      if not name.startswith("_") and not callable(value)
+                      and not isinstance(value, (classmethod, staticmethod, property))}
+            names |= {name for name in getattr(klass, "__annotations__", {})
+                      if not name.startswith("_")}
+    return names
+
+
 def init(storage_type: Any = None, path: str | None = None, path_header: str | None = None,
          name: str = "session_id", timeout: float = 60, domain: str | None = None,
          secure: bool = False, clean_freq: float = 5, persistent: bool = True,

@@ -6,7 +6,10 @@ and an ``ETag`` (from the file's modification time and size), the preconditions 
 in its order (If-Match and If-Unmodified-Since give 412; If-None-Match and
 If-Modified-Since give 304 to GET and HEAD), and byte ranges (RFC 7233): one range is a 206
 with Content-Range, several are ``multipart/byteranges``, none satisfiable is a 416, and an
-If-Range that no longer matches serves the whole file. The Content-Type comes from
+If-Range that no longer matches serves the whole file. Ranges are bounded (``bounded_ranges``) so
+a Range header cannot amplify a response: overlapping or adjacent ranges are merged, and a
+request of more than ``MAX_RANGES`` ranges, or whose ranges add up to more than the file, is
+served the whole file with 200, as RFC 7233 lets a server ignore Range. The Content-Type comes from
 ``mimetypes.types_map`` by extension (so ``mimetypes.types_map['.csv'] = 'text/csv'`` works
 as the reference says); an unknown extension is ``application/octet-stream``, never the
 default ``text/html`` (the reference's), so an uploaded file cannot be served as a page.
@@ -241,6 +244,31 @@ def _slice(fileobj: IO[bytes], start: int, count: int, close: bool) -> Iterator[
             fileobj.close()
 
 
+MAX_RANGES = 100
+"""The most ranges one request may ask for; more are answered with the whole file."""
+
+
+def bounded_ranges(ranges: list[tuple[int, int]], length: int,
+                   limit: int = MAX_RANGES) -> list[tuple[int, int]] | None:
+    """Return the parts to send for ``ranges`` of a ``length``-byte body; None for all of it.
+
+    Overlapping or adjacent ranges are merged (in offset order); ranges that do not touch keep
+    the order the client asked for. Ranges adding up to more than the body, or more than
+    ``limit`` ranges once merged, give None: a plain 200 costs no more than the body itself.
+    """
+    if sum(stop - start for start, stop in ranges) > length:
+        return None
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    if len(merged) > limit:
+        return None
+    return ranges if len(merged) == len(ranges) else merged
+
+
 def _serve_fileobj(fileobj: IO[bytes], content_type: str | None, length: int | None,
                    etag: str | None, modified: float | None, offset: int) -> Any:
     request = serving.request
@@ -253,6 +281,8 @@ def _serve_fileobj(fileobj: IO[bytes], content_type: str | None, length: int | N
         ranges = httputil.get_ranges(request.headers.get("Range"), length)
         if ranges is not None and not range_applies(request.headers, etag, modified):
             ranges = None
+        if ranges:
+            ranges = bounded_ranges(ranges, length)
         if ranges == []:
             headers["Content-Range"] = f"bytes */{length}"
             fileobj.close()
