@@ -59,8 +59,10 @@ def test_access_lines_are_flushed_within_a_second_and_none_is_lost_on_stop(
         assert get(port, f"/?n={i}", headers={"X-Forwarded-For": "203.0.113.9"})[0] == 200
     sent = time.monotonic()
     # No stop, no reload: the buffer reaches the file by itself (what a crash would keep).
-    wait_until(lambda: len(lines(access)) == 20, 10, "20 access lines")
-    assert time.monotonic() - sent < 2.5
+    wait_until(lambda: len(lines(access)) == 20, 20, "20 access lines")
+    # Flushed within a second by design (tests/test_accesslog.py times it in-process); a
+    # loaded machine may delay the workers' threads, so this bound only says "by itself".
+    assert time.monotonic() - sent < 10
     assert all(line.startswith("203.0.113.9 - - [") for line in lines(access))
     assert all(re.search(r' "-" "[^"]*" \d+ [0-9a-f]{12}-[0-9a-f]+$', line)
                for line in lines(access))
@@ -131,7 +133,7 @@ def send_once_delivered(pid: int, signum: int) -> None:
 
 def test_status_counts_are_fresh_and_every_sigttin_counts(spawn: Any, recorder: WorkerRecorder,
                                                           tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "server.worker_timeout = 60")
+    child, port = start(spawn, recorder, tmp_path, "server.worker_timeout = 120")
     wait_for_workers(tmp_path, 2)
     for _ in range(10):
         get(port, "/")
@@ -141,8 +143,10 @@ def test_status_counts_are_fresh_and_every_sigttin_counts(spawn: Any, recorder: 
         result = sitebus("status", "-p", "site.pid", "--json", cwd=tmp_path)
         return sum(w["requests"] for w in json.loads(result.stdout)["workers"]) == 10
 
-    wait_until(counted, 10, "10 requests in sitebus status")
-    assert time.monotonic() - asked < 2.5  # beats come every 15 s here: counts come sooner
+    wait_until(counted, 20, "10 requests in sitebus status")
+    # Counts come within half a second by design; beats every 30 s here (a loaded machine
+    # may delay either, so the bound is loose, and still far below a beat).
+    assert time.monotonic() - asked < 10
     # In a row: each sent as soon as the kernel has delivered the one before (two kill(2)
     # calls before that are one signal: standard signals do not queue). Python's handler,
     # which runs later in the main thread, merged such deliveries; the site counts them.
