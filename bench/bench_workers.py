@@ -1,6 +1,6 @@
 """Pre-fork workers benchmark: sitebus -w 2 beside gunicorn -w 2, and the fast autoreload.
 
-    python bench/bench_workers.py [--rounds 3] [--seconds 5] [--only throughput|autoreload]
+    python bench/bench_workers.py [--rounds 3] [--seconds 5] [--only throughput|access|autoreload]
 
 Throughput: requests per second of the same app (bench_servers.HELLO_APP) through wrk, for
 ``sitebus run -w 2 -e production`` (the settings a user gets: thread_pool 4 per worker),
@@ -9,6 +9,11 @@ gunicorn 27 with 2 sync workers and with 2 gthread workers of 4 threads. Two loa
 world through 16 keep-alive connections, and a handler that sleeps 10 ms (a database query)
 through 64. Each figure is the median of the rounds; every round visits every server in
 turn, and CPU time per request counts the master and all its workers.
+
+Access logs (``--only access``): hello world as production runs it, access logs to files on
+both sides: sitebus without one, with one, and with one and ``engine.metrics.on``, beside
+gunicorn's two kinds with ``--access-logfile``; the ratios say what the access log and the
+metrics cost sitebus and how it compares with gunicorn.
 
 Autoreload: the time from saving the app's module to the first response of the new code,
 median of 10 saves, for ``sitebus run -w 1`` (autoreload forks a fresh worker) and for the
@@ -50,19 +55,28 @@ class Server:
     label: str
     kind: str  # 'sitebus' or 'gunicorn'
     threads: int = 0  # sitebus: server.thread_pool (0: the default); gunicorn: --threads
+    access_log: bool = False  # write the access log to a file
+    metrics: bool = False  # sitebus: engine.metrics.on
 
     def argv(self, port: int, workdir: str) -> list[str]:
         Path(workdir, "hello.py").write_text(HELLO_APP)
+        access = str(Path(workdir, "access.log"))
         if self.kind == "gunicorn":
             argv = [sys.executable, "-m", "gunicorn", "--chdir", workdir, "-w", "2",
                     "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
             if self.threads:
                 argv += ["--threads", str(self.threads)]
+            if self.access_log:
+                argv += ["--access-logfile", access]
             return [*argv, "hello:app"]
         lines = ["[global]", 'environment = "production"', f"server.socket_port = {port}",
                  'tree.hello = "", "hello:app"']
         if self.threads:
             lines.append(f"server.thread_pool = {self.threads}")
+        if self.access_log:
+            lines.append(f"log.access_file = {access!r}")
+        if self.metrics:
+            lines.append("engine.metrics.on = True")
         Path(workdir, "site.conf").write_text("\n".join(lines) + "\n")
         return [sys.executable, "-m", "sitebus", "run", "-c", "site.conf", "-w", "2"]
 
@@ -74,6 +88,15 @@ SERVERS = [
     Server("gunicorn -w 2 (sync)", "gunicorn"),
     Server("gunicorn -w 2 --threads 4", "gunicorn", 4),
 ]
+
+ACCESS_SERVERS = [
+    Server("sitebus -w 2, no access log", "sitebus"),
+    Server("sitebus -w 2, access log", "sitebus", access_log=True),
+    Server("sitebus -w 2, access log, metrics", "sitebus", access_log=True, metrics=True),
+    Server("gunicorn -w 2 (sync), access log", "gunicorn", access_log=True),
+    Server("gunicorn -w 2 --threads 4, access log", "gunicorn", 4, access_log=True),
+]
+"""How production runs: access logs to files on both sides (``--only access``)."""
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -125,11 +148,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure(rounds: int, seconds: float, connections: int, path: str) -> dict[Server, list[Result]]:
+def measure(rounds: int, seconds: float, connections: int, path: str,
+            servers: list[Server] = SERVERS) -> dict[Server, list[Result]]:
     load = load_wrk if shutil.which("wrk") else load_python
-    results: dict[Server, list[Result]] = {server: [] for server in SERVERS}
+    results: dict[Server, list[Result]] = {server: [] for server in servers}
     with ExitStack() as stack:
-        running_servers = {server: stack.enter_context(running(server)) for server in SERVERS}
+        running_servers = {server: stack.enter_context(running(server)) for server in servers}
         for address, _pid in running_servers.values():
             load(address, connections, 1, False, path)  # warm up
         for _ in range(rounds):
@@ -165,6 +189,31 @@ def throughput(rounds: int, seconds: float) -> None:
     print(table(["server", "hello req/s", "per round", "CPU us/req", "x", "10 ms req/s", "x",
                  "errors"], rows))
     print()
+
+
+def access_logs(rounds: int, seconds: float) -> None:
+    """Hello world with access logs to files: sitebus against gunicorn, and what the access
+    log and the metrics cost sitebus (same run, alternating rounds)."""
+    hello = measure(rounds, seconds, 16, "/", ACCESS_SERVERS)
+    rate = {server: median([r.requests_per_second for r in hello[server]])
+            for server in ACCESS_SERVERS}
+    plain, logged, measured = ACCESS_SERVERS[0], ACCESS_SERVERS[1], ACCESS_SERVERS[2]
+    best_gunicorn = max(rate[s] for s in ACCESS_SERVERS if s.kind == "gunicorn")
+    rows = []
+    for server in ACCESS_SERVERS:
+        rows.append([server.label, f"{rate[server]:.0f}",
+                     " ".join(f"{r.requests_per_second:.0f}" for r in hello[server]),
+                     f"{median([r.cpu_us_per_request for r in hello[server]]):.0f}",
+                     f"{rate[server] / best_gunicorn:.2f}",
+                     f"{rate[server] / rate[plain]:.2f}" if server.kind == "sitebus" else "",
+                     sum(r.errors for r in hello[server])])
+    print("hello world, 16 keep-alive connections, access logs to files "
+          "(req/s; x = against the best gunicorn with its access log)")
+    print(table(["server", "req/s", "per round", "CPU us/req", "x gunicorn", "x no log",
+                 "errors"], rows))
+    print(f"access log costs sitebus {1 - rate[logged] / rate[plain]:.1%}; metrics on top "
+          f"cost {1 - rate[measured] / rate[logged]:.1%}; sitebus with its access log is "
+          f"{rate[logged] / best_gunicorn:.2f}x the best gunicorn with its own\n")
 
 
 # -- autoreload ----------------------------------------------------------------------------
@@ -236,15 +285,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--only", choices=["throughput", "autoreload"])
+    parser.add_argument("--only", choices=["throughput", "access", "autoreload"])
     args = parser.parse_args()
     rounds = max(3, args.rounds)
     client = "wrk" if shutil.which("wrk") else "the built-in Python client (install wrk)"
     print(f"load from {client}; {os.cpu_count()} CPUs; median of {rounds} rounds of "
           f"{args.seconds:g} s; sitebus from {ROOT}\n")
-    if args.only != "autoreload":
+    if args.only in (None, "throughput"):
         throughput(rounds, args.seconds)
-    if args.only != "throughput":
+    if args.only in (None, "access"):
+        access_logs(rounds, args.seconds)
+    if args.only in (None, "autoreload"):
         autoreload()
 
 

@@ -183,6 +183,10 @@ class Bus:
         self._main_calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._main_thread_waits = 0  # > 0 while the main thread is in block() or wait()
         self._wakeup_r, self._wakeup_w = _wakeup_pipe()
+        self.wakeup_signals: Callable[[bytes], None] | None = None
+        """Called in the main thread with the signal numbers found in the wake-up pipe, one
+        byte per delivery (``signal.set_wakeup_fd`` writes them): the signal handler counts
+        signals with it that Python's handlers would merge."""
         self._atexit_registered = False
         self.inherit_fds: dict[int, str] = {}
         self._abandoned: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
@@ -489,7 +493,9 @@ class Bus:
             publishing = channel is not None and bool(self._ordered.get(channel))
             timeout_ms = max(0, int(interval * 1000)) if publishing else None
             if poller.poll(timeout_ms):
-                _drain(self._wakeup_r)
+                received = _drain(self._wakeup_r)
+                if self.wakeup_signals is not None and received.strip(b"\0"):
+                    self.wakeup_signals(received.replace(b"\0", b""))
             elif channel is not None and self._state not in wanted:
                 self.publish(channel)
 
@@ -666,12 +672,15 @@ def _wakeup_pipe() -> tuple[int, int]:
     return read_fd, write_fd
 
 
-def _drain(fd: int) -> None:
+def _drain(fd: int) -> bytes:
+    """Read a non-blocking pipe empty; return what was in it."""
+    received = b""
     try:
-        while os.read(fd, 4096):
-            pass
+        while chunk := os.read(fd, 4096):
+            received += chunk
     except BlockingIOError:
         pass
+    return received
 
 
 def _close_on_exec_except(keep: set[int]) -> None:

@@ -15,8 +15,8 @@ wait, with a deadline, until the site says (in its status file) that the change 
 signal only a process that holds the PID file's lock and is a sitebus site
 (``sitebus.pidowner``), and otherwise exit non-zero saying what they found.
 
-Exit codes follow sysexits: 64 usage, 69 unavailable, 70 software, 73 cannot create,
-75 temporary failure, 77 permission, 78 config.
+Exit codes follow sysexits: 64 usage, 66 no input (a missing PID file), 69 unavailable,
+70 software, 73 cannot create, 75 temporary failure, 77 permission, 78 config.
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ def build_parser() -> ArgumentParser:
                              help="how long to wait for the site (default 60)")
         if name == "status":
             control.add_argument("--json", action="store_true", help="print JSON")
+    from sitebus.unitfile import add_parser as add_unit_parser
+
+    add_unit_parser(commands)
     return parser
 
 
@@ -190,6 +193,15 @@ def command_check(args: argparse.Namespace) -> int:
     print(f"{PROG}: config is valid; apps mounted at {mounted}; "
           f"serving on {', '.join(site.descriptions())}{workers}")
     return EX_OK
+
+
+def command_unit(args: argparse.Namespace) -> int:
+    from sitebus.unitfile import command_unit as write_units
+
+    try:
+        return write_units(args)
+    except (SitebusError, ValueError) as error:
+        return _report(error)
 
 
 # -- controlling a running site --------------------------------------------------------------------
@@ -334,5 +346,5 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run"])
-    handlers = {"run": command_run, "check": command_check}
+    handlers = {"run": command_run, "check": command_check, "unit": command_unit}
     sys.exit(handlers.get(args.command, command_control)(args))

@@ -417,6 +417,7 @@ class Config(dict):
         super().__init__()
         self.namespaces = NamespaceSet()
         self.files: list[str] = []
+        self._explicit: set[str] = set()
         self.reset()
         if file is not None:
             self.update(file)
@@ -426,6 +427,7 @@ class Config(dict):
     def reset(self) -> None:
         """Reset self to default values."""
         self.clear()
+        self._explicit.clear()
         dict.update(self, self.defaults)
 
     def update(self, config: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
@@ -443,6 +445,7 @@ class Config(dict):
 
     def _apply(self, config: dict[str, Any],
                origin: Callable[[str], dict[str, Any]] | None = None) -> None:
+        given = set(config) - {"environment"}
         which_env = config.get("environment")
         if which_env:
             if which_env not in self.environments:
@@ -452,7 +455,11 @@ class Config(dict):
                     f"{', '.join(sorted(self.environments))}",
                     key="environment", value=which_env, **where)
             for key, value in self.environments[which_env].items():
-                config.setdefault(key, value)
+                # Keys given explicitly win, in this update or an earlier one (a config file
+                # read before `-e production`, whose `log.screen = True` must stay).
+                if key not in given and key not in self._explicit:
+                    config[key] = value
+        self._explicit |= given
         dict.update(self, config)
         self.namespaces(config, origin)
 

@@ -6,6 +6,7 @@ of sitebus still handles them::
     SitebusError                           70 EX_SOFTWARE
     ├── UsageError(ValueError)             64 EX_USAGE        bad command line
     ├── ConfigError(ValueError)            78 EX_CONFIG       bad config file, key or value
+    ├── NoInputError(FileNotFoundError)    66 EX_NOINPUT      a file to read is missing (PID file)
     ├── UnavailableError(OSError)          69 EX_UNAVAILABLE  address in use, missing program
     ├── CannotCreateError(OSError)         73 EX_CANTCREAT    PID file, socket file, log file
     ├── TemporaryError(OSError)            75 EX_TEMPFAIL     a live instance holds the PID file
@@ -26,6 +27,7 @@ from sitebus.bus import ChannelFailures
 
 EX_OK = os.EX_OK  # 0
 EX_USAGE = 64
+EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
@@ -78,6 +80,12 @@ class ConfigError(SitebusError, ValueError):
         prefix = f"{key}: " if key else ""
         suffix = f" ({', '.join(where)})" if where else ""
         super().__init__(f"{prefix}{message}{suffix}")
+
+
+class NoInputError(SitebusError, FileNotFoundError):
+    """A file the command must read does not exist (the PID file of a site to control)."""
+
+    exit_code = EX_NOINPUT
 
 
 class UnavailableError(SitebusError, OSError):

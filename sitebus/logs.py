@@ -10,10 +10,14 @@ loggers with ``logging.config`` to route records anywhere else. A record that ca
 written, or a file that cannot be reopened, is reported rather than lost silently
 (``sitebus.logfailures``).
 
-Error lines read ``[27/Nov/2026:10:00:00] ENGINE Bus STARTED``, as the reference prints them.
-Access lines are the Combined Log Format, ``{h} {l} {u} {t} "{r}" {s} {b} "{f}" "{a}"``; unlike
+Error lines read ``[27/Nov/2026:10:00:00] ENGINE Bus STARTED`` as the reference prints them
+(``log.error_log_format = "json"``: one JSON object per record; ``log.level`` sets the level).
+Access lines are the Combined Log Format with ``-`` for empty fields, then the duration in
+microseconds and the request id: ``{h} {l} {u} {t} "{r}" {s} {b} "{f}" "{a}" {D} {L}``; unlike
 the reference, ``{t}`` carries the UTC offset (``[27/Nov/2026:10:00:00 +0000]``) as the format
 defines it, so log analysers read the time right. The month is English whatever the locale.
+``log.access_log_format = "json"`` writes JSON lines. How lines are formatted and written
+cheaply (a compiled template, a buffer flushed every second) is ``sitebus.accesslog``'s.
 """
 
 from __future__ import annotations
@@ -22,28 +26,22 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
+from time import perf_counter
 from typing import IO, Any
 
-from sitebus.errors import CannotCreateError
+from sitebus.accesslog import (
+    ACCESS_LOG_FORMAT,
+    JSON_FORMAT,
+    AccessFileHandler,
+    JSONErrorFormatter,
+    compile_format,
+    log_time,
+)
+from sitebus.accesslog import escape as _escape
+from sitebus.errors import CannotCreateError, ConfigError
 from sitebus.logfailures import ReportingFileHandler, ReportingStreamHandler, reopen_file_handler
 
 __all__ = ["LogManager", "ErrorLogFormatter", "log_time", "log_to_screen"]
-
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-ACCESS_LOG_FORMAT = '{h} {l} {u} {t} "{r}" {s} {b} "{f}" "{a}"'
-
-
-def log_time(timestamp: float | None = None, zone: bool = False) -> str:
-    """Return ``[dd/Mon/yyyy:HH:MM:SS]`` in local time (with ``+hhmm`` when ``zone``)."""
-    t = time.localtime(timestamp)
-    day = f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year:04d}"
-    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    if not zone:
-        return f"[{day}:{clock}]"
-    offset = t.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    return f"[{day}:{clock} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}]"
-
 
 class ErrorLogFormatter(logging.Formatter):
     """Format a record as ``[time] CONTEXT message``, with its traceback if it has one."""
@@ -74,20 +72,6 @@ def log_to_screen(
     return handler
 
 
-def _escape(value: str) -> str:
-    """Escape what must not reach a log line raw: quotes, backslashes, control characters."""
-    out = []
-    for char in value:
-        code = ord(char)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif code < 0x20 or 0x7F <= code <= 0xFF and not char.isprintable():
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
 def access_fields(
     environ: Mapping[str, Any], status: str, size: int | None, now: float | None = None
 ) -> dict[str, str]:
@@ -105,8 +89,8 @@ def access_fields(
         "r": request_line,
         "s": status.split(" ", 1)[0],
         "b": "-" if not size else str(size),
-        "f": environ.get("HTTP_REFERER", ""),
-        "a": environ.get("HTTP_USER_AGENT", ""),
+        "f": environ.get("HTTP_REFERER") or "-",
+        "a": environ.get("HTTP_USER_AGENT") or "-",
         "o": environ.get("HTTP_HOST", "-"),
         "z": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
@@ -116,8 +100,8 @@ def access_fields(
 class LogManager:
     """The error and access logs of the site (``appid`` None) or of one application."""
 
-    access_log_format = ACCESS_LOG_FORMAT
-    settings = ("screen", "error_file", "access_file", "access_log_format")
+    settings = ("screen", "error_file", "access_file", "access_log_format", "level",
+                "error_log_format", "request_id")
     """The names the ``log.*`` config keys may set."""
 
     def __init__(self, appid: str | None = None, logger_root: str = "sitebus") -> None:
@@ -134,6 +118,11 @@ class LogManager:
         self._screen = False
         self._error_file = ""
         self._access_file = ""
+        self._error_log_format = "text"
+        self._access_log_format = ACCESS_LOG_FORMAT
+        self._line = compile_format(ACCESS_LOG_FORMAT)
+        self.request_id = True
+        """Give every request an id (X-Request-ID), in its environ, response and access line."""
         self.reopen_failures: list[str] = []
         """What the last ``reopen_files`` could not reopen."""
 
@@ -147,18 +136,27 @@ class LogManager:
 
     __call__ = error
 
-    def access(self, environ: Mapping[str, Any], status: str, size: int | None) -> None:
-        """Write one access line for a request answered with ``status`` and ``size`` bytes."""
-        if not self.access_log.isEnabledFor(logging.INFO):
+    def access(self, environ: Mapping[str, Any], status: str, size: int | None,
+               duration: float | None = None, request_id: str | None = None) -> None:
+        """Write one access line for a request answered with ``status`` and ``size`` bytes.
+
+        ``duration`` (seconds) and ``request_id`` default to what the tree noted in the
+        environ (``sitebus.request_start``, ``sitebus.request_id``).
+        """
+        log = self.access_log
+        if not log.isEnabledFor(logging.INFO):
             return
-        fields = access_fields(environ, status, size)
-        try:
-            line = self.access_log_format.format(**fields)
-        except (KeyError, IndexError, ValueError):
-            line = ACCESS_LOG_FORMAT.format(**fields)
-            self.error(f"Bad access_log_format {self.access_log_format!r}; using the default",
-                       "HTTP", logging.WARNING)
-        self.access_log.log(logging.INFO, line)
+        if duration is None and "sitebus.request_start" in environ:
+            duration = perf_counter() - environ["sitebus.request_start"]
+        if request_id is None:
+            request_id = environ.get("sitebus.request_id")
+        line = self._line(environ, status, size, duration, request_id)
+        handlers = log.handlers
+        if (len(handlers) == 1 and type(handlers[0]) is AccessFileHandler
+                and not log.propagate and not log.filters):
+            handlers[0].write_line(line)  # the common case, without a LogRecord
+        else:
+            log.log(logging.INFO, line)
 
     def wants_access(self) -> bool:
         """Return True when an access line would be written anywhere."""
@@ -188,6 +186,56 @@ class LogManager:
             log.addHandler(handler)
 
     @property
+    def access_log_format(self) -> str:
+        """The access line's fields (``{h} {t} "{r}" {s}``...), or 'json' for JSON lines."""
+        return self._access_log_format
+
+    @access_log_format.setter
+    def access_log_format(self, value: str) -> None:
+        try:
+            line = compile_format(value)
+        except (ValueError, TypeError, SyntaxError) as error:
+            raise ConfigError(f"expected a format of fields such as {ACCESS_LOG_FORMAT!r}, or "
+                              f"'json': {error}", key="log.access_log_format",
+                              value=value) from None
+        self._access_log_format = value
+        self._line = line
+
+    @property
+    def level(self) -> str:
+        """The error log's level: 'DEBUG', 'INFO' (the default), 'WARNING', 'ERROR'..."""
+        return logging.getLevelName(self.error_log.getEffectiveLevel())
+
+    @level.setter
+    def level(self, value: str | int) -> None:
+        number = value if isinstance(value, int) and not isinstance(value, bool) else (
+            logging.getLevelName(value.upper()) if isinstance(value, str) else None)
+        if not isinstance(number, int):
+            raise ConfigError("expected a level: 'DEBUG', 'INFO', 'WARNING', 'ERROR' or "
+                              f"'CRITICAL' (or a number), got {value!r}", key="log.level",
+                              value=value)
+        self.error_log.setLevel(number)
+
+    @property
+    def error_log_format(self) -> str:
+        """'text' (``[time] CONTEXT message``) or 'json' (one JSON object per record)."""
+        return self._error_log_format
+
+    @error_log_format.setter
+    def error_log_format(self, value: str) -> None:
+        if value not in ("text", JSON_FORMAT):
+            raise ConfigError(f"expected 'text' or 'json', got {value!r}",
+                              key="log.error_log_format", value=value)
+        self._error_log_format = value
+        for handler in self.error_log.handlers:
+            if getattr(handler, "_sitebus_kind", None) in ("screen", "file"):
+                handler.setFormatter(self._error_formatter())
+
+    def _error_formatter(self) -> logging.Formatter:
+        return JSONErrorFormatter() if self._error_log_format == JSON_FORMAT \
+            else ErrorLogFormatter()
+
+    @property
     def screen(self) -> bool:
         """Write the error log to stderr and the access log to stdout."""
         return self._screen
@@ -203,7 +251,7 @@ class LogManager:
         error_handler = access_handler = None
         if self._screen or self._error_file == "-":
             error_handler = ReportingStreamHandler(sys.stderr)
-            error_handler.setFormatter(ErrorLogFormatter())
+            error_handler.setFormatter(self._error_formatter())
         if self._screen or self._access_file == "-":
             access_handler = ReportingStreamHandler(sys.stdout)
             access_handler.setFormatter(logging.Formatter("%(message)s"))
@@ -215,7 +263,8 @@ class LogManager:
         if not filename:
             return None
         try:
-            handler = ReportingFileHandler(filename, encoding="utf-8")
+            handler = (AccessFileHandler(filename) if setting == "access_file"
+                       else ReportingFileHandler(filename, encoding="utf-8"))
         except OSError as error:
             raise CannotCreateError(
                 f"log.{setting}: cannot open {filename!r} for appending: {error.strerror}"
@@ -231,7 +280,7 @@ class LogManager:
     @error_file.setter
     def error_file(self, filename: str) -> None:
         handler = None if filename == "-" else self._open_file("error_file", filename,
-                                                               ErrorLogFormatter())
+                                                               self._error_formatter())
         self._set_handler(self.error_log, "file", handler)
         self._error_file = filename or ""
         self._set_streams()

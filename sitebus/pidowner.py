@@ -33,7 +33,7 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
-from sitebus.errors import EX_NOPERM, EX_UNAVAILABLE
+from sitebus.errors import EX_NOINPUT, EX_NOPERM, EX_UNAVAILABLE
 from sitebus.pidfile import parse_pid, program_name
 from sitebus.status import read_status, status_path
 
@@ -55,7 +55,8 @@ class Verdict:
     @property
     def exit_code(self) -> int:
         """The exit code of a control command that found this (0 for a site)."""
-        return {"site": 0, "unknown": EX_NOPERM}.get(self.kind, EX_UNAVAILABLE)
+        return {"site": 0, "absent": EX_NOINPUT, "unknown": EX_NOPERM}.get(self.kind,
+                                                                           EX_UNAVAILABLE)
 
     @property
     def status_code(self) -> int:

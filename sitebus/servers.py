@@ -28,6 +28,7 @@ interleaved rounds):
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import ssl
@@ -189,8 +190,10 @@ class Server(ServerAdapter):
         """Set settings by name; an unknown name is a ConfigError."""
         for setting, value in settings.items():
             if setting not in SETTINGS and setting != "listener":
+                close = difflib.get_close_matches(setting, SETTINGS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(
-                    f"unknown setting (expected one of {', '.join(SETTINGS)})",
+                    f"unknown setting{hint}; expected one of {', '.join(SETTINGS)}",
                     key=self.key(setting),
                     value=value,
                 )

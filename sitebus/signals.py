@@ -37,6 +37,10 @@ A second listener for one signal adds to the first (``set_handler``, and the
 ``engine.SIGHUP``/``engine.SIGTERM`` config keys, as the reference's ``engine.subscribe``);
 ``None`` in config turns the signal's handling off.
 
+SIGTTIN and SIGTTOU (one more worker, one fewer) are published once per byte the kernel's
+deliveries left in the wake-up pipe (``bus.wakeup_signals``) rather than once per call of
+Python's handler, which merges deliveries that come before it runs (``COUNTED``).
+
 Across a restart's re-exec the handled signals stay blocked (on the ``execv`` channel), so
 one sent at that instant waits, pending in the kernel, for the new image: installing a
 handler unblocks its signal, and the new image's main loop handles it. Without that, a
@@ -61,6 +65,11 @@ from sitebus.bus import Bus
 __all__ = ["SignalHandler"]
 
 Handler = Callable[..., Any]
+
+COUNTED = frozenset(("SIGTTIN", "SIGTTOU"))
+"""Signals whose every delivery counts (one more worker each). Python runs a handler once
+for deliveries that arrive before it gets to run; the wake-up pipe gets a byte per delivery,
+so these are published from the bytes the bus reads instead."""
 
 
 def _signal_names() -> dict[int, str]:
@@ -140,7 +149,11 @@ class SignalHandler:
 
     def _handle_signal(self, signum: int, frame: FrameType | None = None) -> None:
         """Record the signal and wake the thread that publishes it (see the module's text)."""
-        self._pending.append(self.signals.get(signum, str(signum)))
+        name = self.signals.get(signum, str(signum))
+        if (name in COUNTED and self.bus.main_thread_waits
+                and self.bus.wakeup_signals == self._publish_counted):
+            return  # published once per delivery, from the wake-up pipe's bytes
+        self._pending.append(name)
         if self.bus.main_thread_waits:
             self.bus.call_in_main_thread(self._deliver)
         else:
@@ -156,6 +169,13 @@ class SignalHandler:
             except IndexError:
                 return
             self._publish_signal(name)
+
+    def _publish_counted(self, received: bytes) -> None:
+        """Publish each delivery of a counted signal (in the main thread, from the pipe)."""
+        for number in received:
+            name = self.signals.get(number)
+            if name in COUNTED and number in self._previous_handlers:
+                self._publish_signal(name)
 
     def _publish_signal(self, name: str) -> None:
         self.bus.log(f"Caught signal {name}.")
@@ -181,6 +201,7 @@ class SignalHandler:
             # A signal the kernel delivers to another thread must still wake block().
             self._previous_wakeup_fd = _signal.set_wakeup_fd(self.bus.wakeup_fd,
                                                              warn_on_full_buffer=False)
+            self.bus.wakeup_signals = self._publish_counted
         wanted = [(name, listener) for name, listener in self.handlers.items()
                   if listener is not None]
         wanted += [(name, listener) for name, added in self._added.items() for listener in added]
@@ -222,6 +243,8 @@ class SignalHandler:
         if self._previous_wakeup_fd is not None:
             _signal.set_wakeup_fd(self._previous_wakeup_fd)
             self._previous_wakeup_fd = None
+            if self.bus.wakeup_signals == self._publish_counted:
+                self.bus.wakeup_signals = None
         for name, listeners in self._subscribed.items():
             for listener in listeners:
                 self.bus.unsubscribe(name, listener)

@@ -30,13 +30,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sitebus.accesslog import flush_access_logs
 from sitebus.apps import SERVICES_WEB, WSGI, TreeEntry, app_kind, load_app, parse_entry, refuse
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
 from sitebus.health import Health
 from sitebus.logs import LogManager
+from sitebus.metrics import Metrics
 from sitebus.plugins import ThreadManager
+from sitebus.proxyheaders import ProxyHeaders
 from sitebus.servers import Server
 from sitebus.servertypes import SETTINGS as SERVER_SETTINGS
 from sitebus.signals import SignalHandler, has_terminal
@@ -71,8 +74,10 @@ ENGINE_PLUGINS: dict[str, Callable[[Bus], Any]] = {
     "daemonizer": _factory("sitebus.daemon:Daemonizer"),
     "drop_privileges": _factory("sitebus.privileges:DropPrivileges"),
     "health": _factory("sitebus.health:Health"),
+    "metrics": _factory("sitebus.metrics:Metrics"),
     "pidfile": _factory("sitebus.pidfile:PIDFile", None),
     "reaper": _factory("sitebus.reaper:Reaper"),
+    "proxy": _factory("sitebus.proxyheaders:ProxyHeaders"),
     "signal_handler": _factory("sitebus.signals:SignalHandler"),
     "systemd": _factory("sitebus.systemd:SystemdNotifier"),
     "thread_manager": _factory("sitebus.plugins:ThreadManager"),
@@ -113,6 +118,8 @@ class Engine(Bus):
     """
 
     health: Health
+    metrics: Metrics
+    proxy: ProxyHeaders
     signal_handler: SignalHandler
     thread_manager: ThreadManager
 
@@ -200,6 +207,8 @@ class Site:
         self.log = LogManager()
         self.log.screen = True
         self.bus.subscribe("graceful", self._reopen_logs)
+        self.bus.subscribe("exit", flush_access_logs)  # in the process that served them
+        self.bus.subscribe("graceful", flush_access_logs, priority=40)  # before the reopen
         self.tree = Tree(self.log)
         self.config = Config()
         self.config.namespaces["engine"] = self._engine_namespace
@@ -214,6 +223,8 @@ class Site:
         self.bus.thread_manager.subscribe()
         self.plugin("autoreload").subscribe()  # as the reference: on unless config says off
         self.bus.health = Health(self.bus, self.tree)  # off until engine.health.on = True
+        self.bus.proxy = ProxyHeaders(self.bus, self.tree)  # off until engine.proxy.on = True
+        self.bus.metrics = Metrics(self.bus, self.tree)  # off until engine.metrics.on = True
         self.server = Server(self.bus)
         self.server.wsgi_app = self.tree
         self.server.subscribe()
@@ -304,6 +315,10 @@ class Site:
         if dot and setting in WORKER_SETTINGS and name not in SERVER_SETTINGS:
             raise ConfigError(f"the worker settings are the site's, not a server's: use "
                               f"server.{setting}", key=f"server.{key}", value=value)
+        if not dot and key not in SERVER_SETTINGS and key != "listener":
+            raise ConfigError("unknown setting" + _suggest(key, [*SERVER_SETTINGS,
+                                                                 *WORKER_SETTINGS]),
+                              key=f"server.{key}", value=value)
         if not dot or name in SERVER_SETTINGS:
             self.server.configure(**{key: value})
             return

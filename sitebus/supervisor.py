@@ -398,6 +398,11 @@ class Supervisor:
                 child.retiring = reason
                 self._dirty = True
                 self.owner.log(f"Replacing worker {child.pid}: {reason}.")
+        if "requests" in message and "beat" not in message:  # a count, not a beat
+            requests = _count(message.get("requests"))
+            if requests != child.requests:
+                child.requests = requests
+                self._dirty = True
         if "stopping" in message and child.state != "stopping":
             if not child.asked:
                 self.owner.log(f"Worker {child.pid} is stopping by itself.", 30)

@@ -11,8 +11,11 @@ Any WSGI callable is grafted with ``graft``; ``mount`` wraps a request-framework
 into an application first. The framework registers its factory in ``app_factory``, so this
 module (sitebus) never imports the framework (services).
 
-When the access log has somewhere to go, the tree writes one line per request (status and
-bytes counted as the body is sent); otherwise it adds nothing to the request path.
+Around the app that answers, the tree's ``observer`` (``sitebus.observe``) gives the request
+its id and, as the body is closed, writes the access line and records the metrics. Before
+routing, ``proxy`` (``sitebus.proxyheaders``, while ``engine.proxy`` is on) puts the client's
+address, scheme and host from a trusted proxy's headers into the environ, so routing by host,
+every app and the access log see the client.
 
 Endpoints are exact paths the site answers itself, before every app and on every host (the
 health endpoint, ``sitebus.health``): a root app or a virtual host never shadows them, and
@@ -25,10 +28,11 @@ costs the request path nothing.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sitebus.logs import LogManager
+from sitebus.observe import Observer
 
 __all__ = ["Tree", "wsgi_path"]
 
@@ -77,6 +81,10 @@ class Tree:
         """A map of {exact path: (application, access_log)} answered before every app."""
         self._routes: list[tuple[str, Any]] = []
         self._vhost_routes: dict[str, list[tuple[str, Any]]] = {}
+        self.observer: Observer | None = Observer(log) if log is not None else None
+        """Notes each request for its id, the access log and the metrics (None: nothing)."""
+        self.proxy: Callable[[dict[str, Any]], None] | None = None
+        """Rewrites the environ from a trusted proxy's headers before routing (or None)."""
 
     # -- mounting ------------------------------------------------------------------------------
 
@@ -180,6 +188,8 @@ class Tree:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
+        if self.proxy is not None:
+            self.proxy(environ)
         route = self._route(environ)
         if route is None:
             app: WSGIApp = _not_found
@@ -189,9 +199,10 @@ class Tree:
             if script_name:
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + script_name
                 environ["PATH_INFO"] = environ.get("PATH_INFO", "")[len(script_name):]
-        if self.log is None or not self.log.wants_access() or script_name is None:
+        observer = self.observer
+        if observer is None or script_name is None:
             return app(environ, start_response)
-        return _logged(app, environ, start_response, self.log)
+        return observer(app, environ, start_response, script_name)
 
 
 def _matches(path: str, script_name: str) -> bool:
@@ -206,48 +217,3 @@ def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> l
     start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
                                       ("Content-Length", str(len(data)))])
     return [data]
-
-
-def _logged(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any],
-            log: LogManager) -> Iterable[bytes]:
-    """Run ``app`` now (so an error before its first byte reaches the server, which answers
-    500), and return its body wrapped to count the bytes sent and write the access line."""
-    status = ["500 Internal Server Error"]
-
-    def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
-        status[0] = status_line
-        if exc_info:
-            return start_response(status_line, headers, exc_info)
-        return start_response(status_line, headers)
-
-    try:
-        body = app(environ, recording_start_response)
-    except BaseException:
-        log.access(environ, status[0], 0)
-        raise
-    return _CountedBody(body, environ, status, log)
-
-
-class _CountedBody:
-    """A response body that counts its bytes and writes the access line when closed."""
-
-    def __init__(self, body: Iterable[bytes], environ: dict[str, Any], status: list[str],
-                 log: LogManager) -> None:
-        self.body = body
-        self.environ = environ
-        self.status = status
-        self.log = log
-        self.size = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.body:
-            self.size += len(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        close = getattr(self.body, "close", None)
-        try:
-            if close is not None:
-                close()
-        finally:
-            self.log.access(self.environ, self.status[0], self.size)

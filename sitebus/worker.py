@@ -25,7 +25,8 @@ returns: it ends with ``os._exit``, so no code of the master's runs on in the co
 
 Heartbeat. Each worker has a pipe to the master and writes one JSON line per message:
 ``{"ready": 1, ...}`` once its bus is STARTED, ``{"beat": 1, "requests": n, "rss": bytes,
-"oldest": seconds}`` every ``interval``, ``{"stopping": 1}`` when its bus stops, and
+"oldest": seconds}`` every ``interval``, ``{"requests": n}`` within ``COUNT_DELAY`` of a request
+(so ``sitebus status`` is fresh; not a beat), ``{"stopping": 1}`` when its bus stops, and
 ``{"error": text, "code": n}`` when it cannot start. A beat is written from the main thread
 (a timer thread asks for it with ``bus.call_in_main_thread``), so a beat proves the main loop,
 where signals are handled, still runs. It proves nothing about the threads that serve requests:
@@ -83,6 +84,11 @@ NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS
                    "LISTEN_FDNAMES")
 """Environment variables meant for the master alone (systemd talks to one process)."""
 
+COUNT_DELAY = 0.5
+"""Seconds between a request and the message that carries the worker's new request count:
+``sitebus status`` shows counts at most about a second old, in one message per half second
+under load instead of one per request."""
+
 MAX_ERROR = 3000
 """The longest error text sent to the master, in characters."""
 
@@ -134,6 +140,10 @@ class RequestTracker:
         self.started: dict[int, float] = {}
         self.servers: list[Any] = []
         """Servers whose ``httpserver.stalled(now)`` counts too (see sitebus.headreader)."""
+        self.unreported = False
+        """True once a request was counted since the count was last sent to the master."""
+        self.on_count: Callable[[], None] | None = None
+        """Called for the first request counted after a report (the heartbeat's wake-up)."""
 
     def oldest(self, now: float) -> float | None:
         """Return the age of the oldest request in flight or waiting for a thread, or None."""
@@ -157,6 +167,9 @@ class RequestTracker:
             self.requests = count = self.requests + 1
             if count == self.limit and self.on_limit is not None:
                 self.on_limit()
+            if not self.unreported and self.on_count is not None:
+                self.unreported = True
+                self.on_count()
             try:
                 result = app(environ, start_response)
             except BaseException:
@@ -216,6 +229,7 @@ class Heartbeat(SimplePlugin):
         self._lock = threading.Lock()
         self._timer: threading.Thread | None = None
         self._quit = threading.Event()
+        self._wake = threading.Event()  # requests were counted (or the heartbeat stops)
         self._modules_seen = 0
         self._files_sent: set[str] = set()
 
@@ -243,11 +257,26 @@ class Heartbeat(SimplePlugin):
         self._timer = threading.Thread(target=self._tick, name="Heartbeat", daemon=True)
         self._timer.start()
 
+    def counted(self) -> None:
+        """A request was counted: send the count within COUNT_DELAY (for ``sitebus status``)."""
+        self._wake.set()
+
     def _tick(self) -> None:
-        while not self._quit.wait(self.interval):
-            if os.getppid() != self.master_pid:
-                self._exit_within_grace()  # the main thread may be too stuck to notice
-            self.bus.call_in_main_thread(self.beat)
+        next_beat = time.monotonic() + self.interval
+        while not self._quit.is_set():
+            self._wake.wait(max(0.0, next_beat - time.monotonic()))
+            if self._quit.is_set():
+                return
+            if self._wake.is_set():
+                self._quit.wait(COUNT_DELAY)  # a moment's requests in one message
+                self._wake.clear()
+                self.tracker.unreported = False  # before reading the count: see wrap()
+                self.send(requests=self.tracker.requests)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval
+                if os.getppid() != self.master_pid:
+                    self._exit_within_grace()  # the main thread may be too stuck to notice
+                self.bus.call_in_main_thread(self.beat)
 
     def beat(self) -> None:
         """Tell the master how this worker is doing (from the main thread)."""
@@ -263,6 +292,7 @@ class Heartbeat(SimplePlugin):
 
     def stop(self) -> None:
         self._quit.set()
+        self._wake.set()
         self._exit_within_grace()
         self.send(stopping=1)
 
@@ -383,6 +413,7 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
     heartbeat = Heartbeat(bus, spec.pipe, spec.master_pid, spec.interval, tracker,
                           spec.watch_match, spec.stop_grace)
     tracker.on_limit = functools.partial(bus.call_in_main_thread, heartbeat.beat)
+    tracker.on_count = heartbeat.counted
     heartbeat.subscribe()
     try:
         importlib.invalidate_caches()  # modules written since the master started are found

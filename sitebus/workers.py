@@ -96,8 +96,8 @@ STOP_GRACE = 2.0
 BEATS_PER_TIMEOUT = 4
 """Heartbeats a worker sends per worker_timeout (without a timeout, per 30 s)."""
 
-MASTER_PLUGINS = ("autoreload", "daemonizer", "drop_privileges", "health", "pidfile",
-                  "reaper", "signal_handler", "systemd")
+MASTER_PLUGINS = ("autoreload", "daemonizer", "drop_privileges", "health", "metrics",
+                  "pidfile", "reaper", "signal_handler", "systemd")
 """The engine plugins that run in the master only; any other (the thread manager, the
 framework's timeout monitor, an app's) runs in the workers."""
 
@@ -326,6 +326,7 @@ class Workers(SimplePlugin):
         run_worker(self.site, spec)
 
     def workers_changed(self, snapshot: list[dict[str, Any]], target: int) -> None:
+        self.bus.publish("workers", snapshot, target)  # for the metrics (sitebus.metrics)
         status = self.site.status
         if status is not None:
             status.update(workers=snapshot, workers_target=target)

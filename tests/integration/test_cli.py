@@ -164,7 +164,7 @@ tree.web = "/web", "webapp:root"
     access = (tmp_path / "access.log").read_text().splitlines()
     assert len(access) >= len(expected) + 3
     assert any(re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /django/page/ HTTP/1\.1" 200 \d+ '
-                            r'"" "[^"]*"', line) for line in access)
+                            r'"-" "[^"]*" \d+ [0-9a-f]{12}-[0-9a-f]+', line) for line in access)
     assert not (tmp_path / "site.sock").exists()
 
 

@@ -148,6 +148,7 @@ def test_supervisord_runs_the_contrib_site(supervisor: Supervisor, tmp_path: Pat
     (tmp_path / "site.conf").write_text(
         "[global]\n"
         f"server.socket_port = {port}\n"
+        "log.screen = True\n"  # supervisord keeps stdout; wins over -e production's False
         "engine.autoreload.on = False\n"
         "tree.bare = '/bare', 'apps:hello'\n"
     )
