@@ -9,9 +9,11 @@ States and the transitions the methods make::
 
           start()                        stop()               exit()
     STOPPED ──────▶ STARTING ──▶ STARTED ──────▶ STOPPING ──▶ STOPPED ──────▶ EXITING
-       ▲               │                                                       │
-       │               └─ a start listener failed: stop(), then exit() ────────┘
-       └── (stop() from STOPPED publishes 'stop' again, as exit() always stops first)
+       ▲               │ ▲           │                                         │   │
+       │               │ └───────────┘ start() again publishes 'start' again   │   │
+       │               └─ a start listener failed: stop(), then exit() ────────┘   │
+       ├── (stop() from STOPPED publishes 'stop' again, as exit() always stops first)
+       └── start() after exit() starts afresh (EXITING ─▶ STARTING) ───────────────┘
 
 Rules:
 
@@ -97,9 +99,9 @@ states = State  # the reference's name
 TRANSITIONS: dict[State, frozenset[State]] = {
     states.STOPPED: frozenset({states.STARTING, states.STOPPING, states.EXITING}),
     states.STARTING: frozenset({states.STARTED, states.STOPPING}),
-    states.STARTED: frozenset({states.STOPPING}),
+    states.STARTED: frozenset({states.STOPPING, states.STARTING}),  # start() publishes again
     states.STOPPING: frozenset({states.STOPPED}),
-    states.EXITING: frozenset(),
+    states.EXITING: frozenset({states.STARTING}),  # start() again, as the reference allows
 }
 
 
@@ -178,7 +180,6 @@ class Bus:
         self._wakeup_r, self._wakeup_w = _wakeup_pipe()
         self._atexit_registered = False
         self.inherit_fds: dict[int, str] = {}
-        self.subscribe("log", self._log_to_logging)
         _live_buses.add(self)
 
     # -- state ------------------------------------------------------------------------------
@@ -280,12 +281,19 @@ class Bus:
         if traceback and sys.exc_info()[0] is not None:
             msg = f"{msg}\n{_traceback.format_exc().rstrip()}"
         try:
+            self.log_sink(msg, level)
             self.publish("log", msg, level)
         except ChannelFailures as failures:
             try:
                 sys.stderr.write(f"sitebus: a log listener failed ({failures}): {msg}\n")
             except (AttributeError, ValueError, OSError):
                 pass
+
+    def log_sink(self, msg: str, level: int) -> None:
+        """Write a ``log()`` message to the ``sitebus`` logger, before the log channel's
+        listeners. Not a listener itself, so a fresh bus's ``log`` channel is empty, as the
+        reference's is; replace it on an instance to log elsewhere."""
+        self._log_to_logging(msg, level)
 
     @staticmethod
     def _log_to_logging(msg: str, level: int) -> None:
@@ -296,10 +304,8 @@ class Bus:
     def start(self) -> None:
         """Start all services."""
         with self._lifecycle_lock:
-            if self._state is states.STARTED:
-                self.log("Bus already STARTED")
-                return
             self._register_atexit()
+            self._exit_done.clear()
             with self._requests_lock:
                 self._starting_thread = threading.get_ident()
                 self._exit_after_start = False

@@ -75,6 +75,12 @@ class Server(ServerAdapter):
     ``Server(bus, name=None, **settings)``; the default server has no name.
     """
 
+    using_wsgi = True
+    """The reference's flag: this server speaks WSGI (every sitebus HTTP server does)."""
+
+    using_apache = False
+    """The reference's flag: served behind mod_python (never, here)."""
+
     type: str = "cheroot"
     """The kind of server, a key of ``server_types``."""
 

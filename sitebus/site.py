@@ -149,8 +149,7 @@ class Engine(Bus):
 
     def log_as(self, context: str) -> None:
         """Log this bus's messages with ``context`` in place of ENGINE (``WORKER 1234``)."""
-        self.unsubscribe("log", self._log_to_logging)
-        self.subscribe("log", _ContextLog(context))
+        self.log_sink = _ContextLog(context)  # type: ignore[method-assign]
 
 
 class _ContextLog:
