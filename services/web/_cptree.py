@@ -59,8 +59,7 @@ class Application:
         self.config: dict[str, Any] = {}
         self.toolboxes: dict[str, Any] = {"tools": default_toolbox}
         self.namespaces = NamespaceSet(log=self._log_namespace, wsgi=self._wsgi_namespace)
-        self.pipeline: list[tuple[str, Callable[..., Any]]] = []
-        self.wsgi_config: dict[str, dict[str, Any]] = {}
+        self.wsgiapp = _cpwsgi.CPWSGIApp(self)
         self._config_cache = ConfigCache()
         self._dispatch_in_config = False
         self._namespaces_key: tuple[Any, ...] | None = None
@@ -94,8 +93,7 @@ class Application:
         for section, entries in self.config.items():
             if isinstance(section, str) and section.startswith("/"):
                 validate_section(section, entries)
-        self.pipeline = []
-        self.wsgi_config = {}
+        self.wsgiapp.reset()
         self.namespaces(self.config.get("/", {}))
         self._dispatch_in_config = any(
             isinstance(entries, Mapping) and "request.dispatch" in entries
@@ -128,17 +126,14 @@ class Application:
         setattr(self.log, key, value)
 
     def _wsgi_namespace(self, key: str, value: Any) -> None:
-        if key == "pipeline":
-            self.pipeline.extend(value)
-        elif key == "response_class":
+        if key == "response_class":
             self.response_class = value
+        elif key != "pipeline" and "." not in key:
+            raise ConfigError("expected wsgi.pipeline, wsgi.response_class or "
+                              "wsgi.<name>.<arg>", key=f"wsgi.{key}", value=value,
+                              section="/")
         else:
-            name, dot, arg = key.partition(".")
-            if not dot:
-                raise ConfigError("expected wsgi.pipeline, wsgi.response_class or "
-                                  "wsgi.<name>.<arg>", key=f"wsgi.{key}", value=value,
-                                  section="/")
-            self.wsgi_config.setdefault(name, {})[arg] = value
+            self.wsgiapp.configure(key, value)
 
     def set_request_config(self, request: Any, sources: list[Mapping[str, Any]]) -> None:
         """Set ``request.config`` to the merge of the site config and ``sources``."""
@@ -191,17 +186,21 @@ class Application:
             if serving.__dict__.get("request") is request:
                 serving.clear()
 
-    def _build_wsgiapp(self) -> None:
-        inner = self._respond
-        for name, factory in reversed(self.pipeline):
-            inner = factory(inner, **self.wsgi_config.get(name, {}))
-        self._inner = inner
+    @property
+    def pipeline(self) -> list[tuple[str, Callable[..., Any]]]:
+        """The WSGI middleware around this app (``wsgiapp.pipeline``)."""
+        return self.wsgiapp.pipeline
 
-    def _respond(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        return _cpwsgi.respond(self, environ, start_response)
+    @property
+    def wsgi_config(self) -> dict[str, dict[str, Any]]:
+        """Each middleware's keyword arguments, by name (``wsgiapp.config``)."""
+        return self.wsgiapp.config
+
+    def _build_wsgiapp(self) -> None:
+        self.wsgiapp.head = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        return _cpwsgi.serve(self, self._inner, environ, start_response)
+        return self.wsgiapp(environ, start_response)
 
 
 def make_application(root: Any, script_name: str, config: Any) -> Application:

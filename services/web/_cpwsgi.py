@@ -30,7 +30,7 @@ from services.web._cprequest import current_log
 from services.web._serving import serving
 from services.web.lib.httputil import HeaderMap, Host, decode_TEXT_maybe
 
-__all__ = ["AppResponse", "serve", "translate_headers"]
+__all__ = ["AppResponse", "CPWSGIApp", "VirtualHost", "serve", "translate_headers"]
 
 # WSGI environ keys to header names; filled as keys are met (None: not a header).
 _header_names: dict[str, str | None] = {
@@ -219,3 +219,80 @@ def _redirected_environ(environ: dict[str, Any], ir: InternalRedirect,
     environ.pop("CONTENT_TYPE", None)
     environ["cherrypy.previous_request"] = ir.request
     return environ
+
+
+class CPWSGIApp:
+    """An Application's WSGI interface: its middleware ``pipeline`` around its requests.
+
+    ``pipeline`` is a list of ``(name, factory)``; each factory is called as
+    ``factory(next_app, **config[name])``, outermost first. The chain is built at the first
+    request after a change of config (``Application.merge``), so entries added before the
+    app serves (``app.wsgiapp.pipeline.append(...)``) take part.
+    """
+
+    def __init__(self, cpapp: Any, pipeline: list[tuple[str, Callable[..., Any]]] | None = None
+                 ) -> None:
+        self.cpapp = cpapp
+        self.pipeline: list[tuple[str, Callable[..., Any]]] = list(pipeline or [])
+        self.config: dict[str, dict[str, Any]] = {}
+        self.head: Callable[..., Any] | None = None
+        self._configured: list[tuple[str, Callable[..., Any]]] = []
+        self._configured_args: list[tuple[str, str]] = []
+
+    def tail(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """The innermost WSGI callable: run the request on the application."""
+        return respond(self.cpapp, environ, start_response)
+
+    def reset(self) -> None:
+        """Forget what the app's config put in the pipeline (its config is read again);
+        what code added stays."""
+        self.pipeline[:] = [entry for entry in self.pipeline if entry not in self._configured]
+        for name, arg in self._configured_args:
+            self.config.get(name, {}).pop(arg, None)
+        self._configured = []
+        self._configured_args = []
+        self.head = None
+
+    def configure(self, key: str, value: Any) -> None:
+        """Apply one ``wsgi.*`` key of the app's config: ``pipeline`` or ``<name>.<arg>``."""
+        if key == "pipeline":
+            self.pipeline.extend(value)
+            self._configured.extend(value)
+            return
+        name, _, arg = key.partition(".")
+        self.config.setdefault(name, {})[arg] = value
+        self._configured_args.append((name, arg))
+
+    def _build(self) -> Callable[..., Any]:
+        head: Callable[..., Any] = self.tail
+        for name, factory in reversed(self.pipeline):
+            head = factory(head, **self.config.get(name, {}))
+        self.head = head
+        return head
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        head = self.head or self._build()
+        return serve(self.cpapp, head, environ, start_response)
+
+
+class VirtualHost:
+    """WSGI middleware that picks an application by the request's Host header.
+
+    ``domains`` maps host names (with a port where the clients send one) to WSGI apps;
+    requests for other hosts go to ``default``. With ``use_x_forwarded_host`` (the default)
+    a proxy's X-Forwarded-Host wins over Host.
+    """
+
+    def __init__(self, default: Callable[..., Any],
+                 domains: dict[str, Callable[..., Any]] | None = None,
+                 use_x_forwarded_host: bool = True) -> None:
+        self.default = default
+        self.domains = dict(domains or {})
+        self.use_x_forwarded_host = use_x_forwarded_host
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        host = environ.get("HTTP_HOST", "")
+        if self.use_x_forwarded_host:
+            host = environ.get("HTTP_X_FORWARDED_HOST", host)
+        app = self.domains.get(host, self.default)
+        return app(environ, start_response)

@@ -27,6 +27,7 @@ import email.utils
 import io
 import mimetypes
 import os
+import unicodedata
 import re
 import stat
 import uuid
@@ -132,7 +133,9 @@ def range_applies(headers: Any, etag: str | None, last_modified: float | None) -
 
 def _disposition(disposition: str, name: str) -> str:
     """Return a Content-Disposition value (RFC 6266) that any filename is safe in."""
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    # The ASCII fallback keeps what survives decomposition (é -> e) and drops the rest.
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in ascii_name)
     value = f'{disposition}; filename="{fallback}"'
     if fallback != name:
         from urllib.parse import quote
