@@ -127,6 +127,7 @@ Serving.response = _cprequest.Response()
 # -- registration with the site --------------------------------------------------------------
 
 tree.app_factory = _cptree.make_application
+tree.current_path = _cptree.current_path
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)
 _cptimeout.register(engine)

@@ -203,6 +203,16 @@ class Application:
         return self.wsgiapp(environ, start_response)
 
 
+def current_path() -> str | None:
+    """The full path (script name and path info) of the request being served, or None."""
+    request = serving.__dict__.get("request")
+    if request is None:
+        return None
+    from services.web.lib.httputil import urljoin
+
+    return urljoin(request.script_name, request.path_info)
+
+
 def make_application(root: Any, script_name: str, config: Any) -> Application:
     """The site tree's factory for framework roots (``tree.mount``).
 
