@@ -9,3 +9,6 @@ SQLite database, ``my.db``, in the current directory); tut11 puts the three ways
 organizing code of tutorial 11 (a dispatcher, a tool and a plugin) into one small
 application.
 """
+
+thing2 = object()
+"""A module-level object for config tests: ``__import__('services.web.tutorial').thing2``."""
