@@ -126,6 +126,9 @@ class SiteState:
                 setattr(self._server, name, self.server_settings[name])
             else:
                 self._server.__dict__.pop(name, None)
+        if not self._server.running:
+            # A stopped server still reports the address it last bound; forget it too.
+            self._server._bound = None
 
 
 def _site_server() -> Any:
@@ -311,8 +314,9 @@ class CPWebCase(WebCase):
         cls._state = SiteState()
         config.reset()
         config.update(supervisor.base_config())
-        WebClient.HOST = cls.HOST = supervisor.host
-        WebClient.PORT = cls.PORT = supervisor.port
+        # On the base classes, as the reference does: a case's own PORT or HOST still wins.
+        WebClient.HOST = CPWebCase.HOST = supervisor.host
+        WebClient.PORT = CPWebCase.PORT = supervisor.port
         cls.supervisor = supervisor
         if "setup_server" in dir(cls):
             tree.apps.clear()
