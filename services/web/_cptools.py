@@ -23,6 +23,8 @@ machinery needs nothing else.
 
 from __future__ import annotations
 
+import functools
+
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -177,12 +179,10 @@ class HandlerWrapperTool(Tool):
         self.__doc__ = newhandler.__doc__
 
     def callable(self, *args: Any, **kwargs: Any) -> None:
+        # The tool's own config arguments stay in request.config; the wrapper gets the
+        # arguments the handler is called with.
         innerfunc = serving.request.handler
-
-        def wrap(*a: Any, **kw: Any) -> Any:
-            return self.newhandler(innerfunc, *args, **kwargs)
-
-        serving.request.handler = wrap
+        serving.request.handler = functools.partial(self.newhandler, innerfunc)
 
 
 class ErrorTool(Tool):

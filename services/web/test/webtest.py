@@ -253,7 +253,7 @@ class WebClient:
     # -- assertions -------------------------------------------------------------------------
 
     def _fail(self, msg: str) -> None:
-        excerpt = self.body[:1000].decode(self.encoding, "replace")
+        excerpt = self.body[:4000].decode(self.encoding, "replace")
         raise AssertionError(f"{msg}\n  for {self.url}: {self.status}\n  headers: "
                              f"{self.headers!r}\n  body: {excerpt!r}")
 
