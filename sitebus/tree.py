@@ -101,7 +101,8 @@ class Tree:
             script_name = own
             if config is not None:
                 app.merge(config)
-        elif callable(root) and config is None and not hasattr(root, "_cp_config"):
+        elif (callable(root) and config is None and not hasattr(root, "_cp_config")
+              and not getattr(root, "exposed", False)):  # an exposed function is a root
             app = root
         else:
             app = self._factory()(root, script_name, config)

@@ -24,7 +24,6 @@ machinery needs nothing else.
 from __future__ import annotations
 
 import functools
-
 import inspect
 from collections.abc import Callable
 from typing import Any

@@ -27,9 +27,9 @@ import email.utils
 import io
 import mimetypes
 import os
-import unicodedata
 import re
 import stat
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
