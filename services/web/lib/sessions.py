@@ -303,6 +303,17 @@ def _storage_class(storage_type: Any, storage_class: Any) -> Any:
     return RamSession
 
 
+def _restore_proxy() -> None:
+    """Put ``services.web.session`` back if code deleted it (``del cherrypy.session``), as
+    the reference's session tool does."""
+    import services.web
+
+    if "session" not in vars(services.web):
+        from services.web._serving import ThreadLocalProxy
+
+        services.web.session = ThreadLocalProxy("session")
+
+
 def init(storage_type: Any = None, path: str | None = None, path_header: str | None = None,
          name: str = "session_id", timeout: float = 60, domain: str | None = None,
          secure: bool = False, clean_freq: float = 5, persistent: bool = True,
@@ -333,6 +344,7 @@ def init(storage_type: Any = None, path: str | None = None, path_header: str | N
     session = storage_class(session_id, **kwargs)
     session.debug = debug
     serving.session = session
+    _restore_proxy()
 
     def update_cookie(new_id: str | None) -> None:
         serving.response.cookie[name] = new_id
