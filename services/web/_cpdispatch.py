@@ -135,6 +135,10 @@ class Dispatcher:
                     names.pop(0)
             else:
                 names.pop(0)
+            if len(names) == pre_len:
+                # _cp_dispatch took the current segment without popping it (as in
+                # ``return getattr(self, vpath[0], None)``): it counts as consumed.
+                names.pop(0)
             segleft = len(names)
             if segleft > pre_len:
                 # _cp_dispatch added segments: give up on this branch.
