@@ -60,7 +60,8 @@ def translate_headers(environ: dict[str, Any]) -> HeaderMap:
                 names[key] = name
         if name is not None:
             if "=?" in value:
-                value = decode_TEXT_maybe(value)
+                # A decoded word must not smuggle in a line break (header injection).
+                value = decode_TEXT_maybe(value).replace("\r", "").replace("\n", "")
             dict.__setitem__(headers, name, value)
     return headers
 

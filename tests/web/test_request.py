@@ -254,7 +254,7 @@ def test_http11_without_host_is_a_400(app: Any) -> None:
         while chunk := sock.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400 ")
-    assert b"HTTP/1.1 requires a &#x27;Host&#x27; request header." in reply
+    assert b"HTTP/1.1 requires a 'Host' request header." in reply
 
 
 def test_http10_without_host_uses_the_server_name(app: Any) -> None:

@@ -208,7 +208,9 @@ def header_elements(fieldname: str, fieldvalue: str | None) -> list[HeaderElemen
     cls = AcceptElement if accept else HeaderElement
     result = [cls.from_str(part) for part in fieldvalue.split(",") if part.strip()]
     if accept:
-        result.sort()  # stable: equal qvalues keep the client's order
+        # Most preferred first; equal qvalues in descending text order, as the reference
+        # sorts them (which puts text/html;level=1 before text/html before text/*).
+        result.sort(key=lambda e: (e.qvalue, str(e)), reverse=True)  # type: ignore[attr-defined]
     return result
 
 

@@ -39,7 +39,8 @@ def interface(host: str) -> str:
     return host
 
 
-BODY_METHODS = ("POST", "PUT", "PATCH")
+methods_with_bodies = ("POST", "PUT", "PATCH")
+"""The methods ``cleanHeaders`` gives a default Content-Type (a test may add more)."""
 
 
 def cleanHeaders(headers: Iterable[tuple[str, str]] | None, method: str, body: Any,
@@ -54,7 +55,7 @@ def cleanHeaders(headers: Iterable[tuple[str, str]] | None, method: str, body: A
     names = {k.lower() for k, _ in headers}
     if "host" not in names:
         headers.append(("Host", host if port == 80 else f"{host}:{port}"))
-    needs_type = method.upper() in BODY_METHODS and "content-type" not in names
+    needs_type = method.upper() in methods_with_bodies and "content-type" not in names
     if needs_type:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
     if "content-length" not in names and (body is not None or needs_type):
