@@ -136,6 +136,26 @@ def _streamed(body: Any, start_response: Callable[..., Any], request: Any) -> It
             yield from content
 
 
+def _native_headers(header_list: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """Return ``header_list`` as text pairs; code may have added byte-string pairs to it
+    (the reference's form), which are decoded as ISO-8859-1."""
+    for name, value in header_list:
+        if type(name) is not str or type(value) is not str:
+            break
+    else:
+        return header_list
+    return [(_native_text(name, "key"), _native_text(value, "value"))
+            for name, value in header_list]
+
+
+def _native_text(part: Any, what: str) -> str:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, bytes):
+        return part.decode("ISO-8859-1")
+    raise TypeError(f"response.header_list {what} {part!r} is not a byte string.")
+
+
 def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
     """Serve one request of ``app`` (a WSGI call that may raise InternalRedirect)."""
     request, response = app.get_serving(
@@ -167,7 +187,7 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         body = response.body
         if response.stream and request.method != "HEAD":
             body = _streamed(body, start_response, request)
-        start_response(response.output_status, response.header_list)
+        start_response(response.output_status, _native_headers(response.header_list))
     except BaseException:
         try:
             response.close_body()

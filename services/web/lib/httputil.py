@@ -361,7 +361,13 @@ class HeaderMap(CaseInsensitiveDict):
             return dict.values(self)
         return [e.value for e in self.elements(key)]
 
-    def output(self) -> list[tuple[str, str]]:
+    def output(self) -> list[tuple[bytes, bytes]]:
+        """Transform self into a list of (name, value) byte-string pairs, as sent (the
+        reference's form; ``native_output`` gives the text pairs start_response takes)."""
+        return [(name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in self.native_output()]
+
+    def native_output(self) -> list[tuple[str, str]]:
         """Transform self into a list of (name, value) pairs for WSGI's start_response."""
         encode = self.encode
         out = []
