@@ -110,6 +110,24 @@ def access_fields(
     return {key: _escape(value) for key, value in fields.items()}
 
 
+class _ScreenHandler(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stderr`` (or ``sys.stdout``) is when a record comes,
+    so replacing the stream (a test's capture, a daemon's redirect) never leaves it writing to
+    a closed one."""
+
+    def __init__(self, name: str) -> None:
+        self._stream_name = name
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys stream
+
+
 class LogManager:
     """The error and access logs of the site (``appid`` None) or of one application."""
 
@@ -159,7 +177,7 @@ class LogManager:
         """Return True when an access line would be written anywhere."""
         log: logging.Logger | None = self.access_log
         while log is not None:
-            if log.handlers:
+            if any(type(h) is not logging.NullHandler for h in log.handlers):
                 return log.isEnabledFor(logging.INFO)
             log = log.parent if log.propagate else None
         return False
@@ -190,11 +208,14 @@ class LogManager:
     @screen.setter
     def screen(self, on: bool) -> None:
         self._screen = bool(on)
-        error_handler = access_handler = None
+        # Off, a NullHandler stands in: with no handler at all, Python's last-resort handler
+        # would still print warnings and errors to stderr.
+        error_handler: logging.Handler = logging.NullHandler()
+        access_handler: logging.Handler = logging.NullHandler()
         if on:
-            error_handler = logging.StreamHandler(sys.stderr)
+            error_handler = _ScreenHandler("stderr")
             error_handler.setFormatter(ErrorLogFormatter())
-            access_handler = logging.StreamHandler(sys.stdout)
+            access_handler = _ScreenHandler("stdout")
             access_handler.setFormatter(logging.Formatter("%(message)s"))
         self._set_handler(self.error_log, "screen", error_handler)
         self._set_handler(self.access_log, "screen", access_handler)

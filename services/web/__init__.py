@@ -31,6 +31,7 @@ from services.web import (
     _cpconfig,
     _cpdispatch,
     _cperror,
+    _cplogging,
     _cpreqbody,
     _cprequest,
     _cptimeout,
@@ -127,6 +128,7 @@ Serving.response = _cprequest.Response()
 # -- registration with the site --------------------------------------------------------------
 
 tree.app_factory = _cptree.make_application
+_cplogging.install(log)
 tree.current_path = _cptree.current_path
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)

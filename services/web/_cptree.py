@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.web import _cpwsgi
+from services.web import _cplogging, _cpwsgi
 from services.web._cpconfig import ConfigCache, RequestNamespaces, validate_section
 from services.web._cprequest import Request, Response
 from services.web._cptools import default_toolbox
@@ -50,7 +50,7 @@ class Application:
 
     def __init__(self, root: Any, script_name: str | None = "",
                  config: Any = None) -> None:
-        self.log = LogManager(appid=str(id(self)), logger_root=site.log.logger_root)
+        self.log = _cplogging.LogManager(appid=str(id(self)))
         # The tree logs every request of the site; the app's own access log, if one is
         # configured, must not repeat its lines there.
         self.log.access_log.propagate = False

@@ -28,6 +28,7 @@ from services.web import _cperror
 from services.web._cperror import InternalRedirect
 from services.web._cprequest import current_log
 from services.web._serving import serving
+from sitebus.site import log as _site_log
 from services.web.lib.httputil import HeaderMap, Host, decode_TEXT_maybe
 
 __all__ = ["AppResponse", "CPWSGIApp", "VirtualHost", "serve", "translate_headers"]
@@ -170,6 +171,7 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         request.multithread = environ.get("wsgi.multithread", True)
         request.multiprocess = environ.get("wsgi.multiprocess", False)
         request.wsgi_environ = environ
+        environ["cherrypy.request"] = request  # for the access line, written after the body
         request.prev = environ.get("cherrypy.previous_request")
         method = request.method = environ["REQUEST_METHOD"]
         script_name = request.script_name = _recode(environ.get("SCRIPT_NAME", ""))
@@ -188,6 +190,11 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         if response.stream and request.method != "HEAD":
             body = _streamed(body, start_response, request)
         start_response(response.output_status, _native_headers(response.header_list))
+        if not response.stream and _site_log.wants_access():
+            # Known length: the line is written now, before the body goes out (as the
+            # reference writes it), so it is in the log when the client has the response.
+            _site_log.access()
+            environ["cherrypy.access_logged"] = True
     except BaseException:
         try:
             response.close_body()
