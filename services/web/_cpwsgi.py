@@ -28,8 +28,8 @@ from services.web import _cperror
 from services.web._cperror import InternalRedirect
 from services.web._cprequest import current_log
 from services.web._serving import serving
-from sitebus.site import log as _site_log
 from services.web.lib.httputil import HeaderMap, Host, decode_TEXT_maybe
+from sitebus.site import log as _site_log
 
 __all__ = ["AppResponse", "CPWSGIApp", "VirtualHost", "serve", "translate_headers"]
 
@@ -193,7 +193,7 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         if not response.stream and _site_log.wants_access():
             # Known length: the line is written now, before the body goes out (as the
             # reference writes it), so it is in the log when the client has the response.
-            _site_log.access()
+            _site_log.access()  # type: ignore[call-arg]  # (a SiteLog: see _cplogging)
             environ["cherrypy.access_logged"] = True
     except BaseException:
         try:
