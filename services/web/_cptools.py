@@ -150,8 +150,11 @@ class HandlerTool(Tool):
         return handle_func
 
     def _wrapper(self, **kwargs: Any) -> None:
+        request = serving.request
+        if request.handler is None:
+            return  # an earlier tool answered already (the cache, say): leave its body alone
         if self.callable(**kwargs):
-            serving.request.handler = None
+            request.handler = None
 
     def _setup(self) -> None:
         conf = self._merged_args()
