@@ -8,6 +8,10 @@ header charset, and it maps every byte to one character and back.
 from __future__ import annotations
 
 import http.client
+
+# Code written for the reference may use urllib.request after a bare ``import urllib``: the
+# reference's own imports made that work, so this one keeps it working.
+import urllib.request  # noqa: F401
 from typing import Any
 
 __all__ = ["HTTPSConnection", "assert_native", "ntob", "ntou", "text_or_bytes", "tonative"]
