@@ -437,7 +437,9 @@ class Site:
         except (ImportError, AttributeError) as error:
             raise ConfigError(f"cannot load {target!r}: {error}", key=f"tree.{key}",
                               value=value) from None
-        if host is None:
+        if host is None and not isinstance(value, tuple) and hasattr(app, "merge"):
+            self.tree.mount(app)  # an application goes at its own script_name (reference)
+        elif host is None:
             self.tree.mount(app, script_name)
         else:
             self.tree.graft(app, script_name, host=host)

@@ -114,6 +114,16 @@ def process_multipart_form_data(entity: Entity) -> None:
     entity.parts = kept_parts
 
 
+def process_multipart_params(entity: Entity) -> None:
+    """Read a multipart body (multipart/mixed...) into entity.parts, and also into params as
+    the reference does: a named part under its name, unnamed ones in the list ``parts``
+    (text parts as their text, file parts whole)."""
+    process_multipart(entity)
+    for part in entity.parts:
+        value = part.fullvalue() if part.filename is None else part
+        _merge_param(entity.params, part.name or "parts", value)
+
+
 class Entity:
     """An HTTP request body, or a part of a multipart body."""
 
@@ -134,7 +144,7 @@ class Entity:
     processors: dict[str, Callable[[Any], None]] = {
         "application/x-www-form-urlencoded": process_urlencoded,
         "multipart/form-data": process_multipart_form_data,
-        "multipart": process_multipart,
+        "multipart": process_multipart_params,
     }
     part_class: type[Part]
 

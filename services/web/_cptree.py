@@ -29,8 +29,9 @@ from sitebus.config import merge as merge_config
 from sitebus.errors import ConfigError
 from sitebus.logs import LogManager
 from sitebus.site import bus, site
+from sitebus.tree import Tree as SiteTree
 
-__all__ = ["FAVICON", "Application", "Favicon", "make_application"]
+__all__ = ["FAVICON", "Application", "Favicon", "Tree", "make_application"]
 
 
 class Application:
@@ -247,3 +248,14 @@ class Favicon:
         cptools.validate_since()
         with open(FAVICON, "rb") as handle:
             return handle.read()
+
+
+class Tree(SiteTree):
+    """A tree of applications of its own (the reference's ``_cptree.Tree()``): ``mount`` makes
+    framework Applications, ``graft`` takes any WSGI app. The site serves ``services.web.tree``;
+    a Tree made here serves wherever it is grafted or handed to a server."""
+
+    def __init__(self, log: Any = None) -> None:
+        super().__init__(log)
+        self.app_factory = make_application
+        self.current_path = current_path

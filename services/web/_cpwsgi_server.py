@@ -28,7 +28,7 @@ class CPWSGIServer(wsgi.Server):
 
         self.server_adapter = server_adapter
         adapter = server_adapter
-        self.wsgi_version = adapter.wsgi_version  # read by wsgi.Server to pick its gateway
+        self.wsgi_version = (1, 0)  # cheroot's gateway map lacks ('u', 0): set it below
         super().__init__(
             adapter.bind_addr,
             adapter.wsgi_app or site.tree,
@@ -40,6 +40,9 @@ class CPWSGIServer(wsgi.Server):
             accepted_queue_size=adapter.accepted_queue_size,
             accepted_queue_timeout=adapter.accepted_queue_timeout,
         )
+        if tuple(adapter.wsgi_version) == ("u", 0):
+            self.gateway = wsgi.Gateway_u0
+        self.wsgi_version = adapter.wsgi_version
         self.protocol = adapter.protocol_version
         self.max_request_header_size = adapter.max_request_header_size
         self.max_request_body_size = adapter.max_request_body_size

@@ -233,7 +233,7 @@ def decode_TEXT_maybe(value: str) -> str:
 
 def valid_status(status: Any) -> tuple[int, str, str]:
     """Return a legal (code, reason phrase, message) from an int or 'int reason' string."""
-    cached = _valid_status_cache.get(status)
+    cached = _valid_status_cache.get(status) if isinstance(status, (int, str)) else None
     if cached is not None:
         return cached
     result = _valid_status(status)
