@@ -55,6 +55,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback as _traceback
 import warnings
 import weakref
@@ -474,16 +475,23 @@ class Bus:
     ) -> None:
         poller = select.poll()
         poller.register(self._wakeup_r, select.POLLIN)
+        # Ticks keep their pace: a wake-up between two ticks (a signal, a subscription, a
+        # state on the way) does not push the next one back.
+        next_tick = time.monotonic() + interval
         while True:
             self._run_main_calls()
             if self._state in wanted:
                 return
             publishing = channel is not None and bool(self._ordered.get(channel))
-            timeout_ms = max(0, int(interval * 1000)) if publishing else None
+            timeout_ms = None
+            if publishing:
+                timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
             if poller.poll(timeout_ms):
                 _drain(self._wakeup_r)
-            elif channel is not None and self._state not in wanted:
+            if publishing and time.monotonic() >= next_tick and self._state not in wanted:
+                assert channel is not None
                 self.publish(channel)
+                next_tick = max(next_tick + interval, time.monotonic())
 
     def call_in_main_thread(self, func: Callable[..., Any], *args: Any) -> None:
         """Have the main thread run ``func(*args)`` from ``block()`` or ``wait()``.
