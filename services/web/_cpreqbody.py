@@ -505,9 +505,8 @@ class RequestBody(Entity):
                  params: dict[str, Any] | None = None,
                  request_params: dict[str, Any] | None = None) -> None:
         super().__init__(fp, headers, params)
-        if self.default_content_type == "":
-            # A body without a Content-Type is form data in practice, as browsers send it.
-            self.default_content_type = "application/x-www-form-urlencoded"
+        # With no Content-Type the body is not parsed (default_content_type ''): the handler
+        # reads it raw from request.body, as the reference does.
         self.request_params = {} if request_params is None else request_params
 
     def process(self) -> None:
