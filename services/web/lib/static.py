@@ -289,15 +289,16 @@ def _multipart(fileobj: IO[bytes], ranges: list[tuple[int, int]], length: int,
         head += f"Content-range: bytes {start}-{stop - 1}/{length}\r\n\r\n"
         heads.append(head.encode("ascii"))
     tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+    # Every part, the first too, opens with CRLF--boundary (RFC 2046's delimiter), as the
+    # reference writes it.
     total = sum(len(h) for h in heads) + sum(stop - start for start, stop in ranges) + \
-        2 * (len(ranges) - 1) + len(tail)
+        2 * len(ranges) + len(tail)
     response.headers["Content-Length"] = str(total)
 
     def parts() -> Iterator[bytes]:
         try:
-            for index, ((start, stop), head) in enumerate(zip(ranges, heads, strict=True)):
-                if index:
-                    yield b"\r\n"
+            for (start, stop), head in zip(ranges, heads, strict=True):
+                yield b"\r\n"
                 yield head
                 yield from _slice(fileobj, offset + start, stop - start, False)
             yield tail
