@@ -448,14 +448,29 @@ class CPProcess:
                 return int(handle.read().strip())
         return int(self._proc.pid)
 
+    join_timeout = 30.0
+    """Seconds ``join`` waits before it kills the process (a test must not leave it behind)."""
+
     def join(self) -> None:
-        """Wait for the process to end."""
-        if not self.daemonize:
-            self.exit_code = self._proc.wait(60)
-            return
-        pid = self.get_pid()
-        self._proc.wait(60)
-        _wait_for(lambda: not _alive(pid), 60, f"process {pid} to end")
+        """Wait for the process to end; kill it and raise TimeoutError if it does not."""
+        import subprocess
+
+        pid = self.get_pid() if self.daemonize else self._proc.pid
+        try:
+            code = self._proc.wait(self.join_timeout)
+            if self.daemonize:
+                _wait_for(lambda: not _alive(pid), self.join_timeout, f"process {pid} to end")
+            else:
+                self.exit_code = code
+        except (subprocess.TimeoutExpired, TimeoutError):
+            for victim in {pid, self._proc.pid}:
+                try:
+                    os.kill(victim, 9)
+                except ProcessLookupError:
+                    pass
+            self._proc.wait()
+            raise TimeoutError(f"process {pid} did not end within {self.join_timeout} s; "
+                               "killed") from None
 
 
 def _listening(host: str, port: int) -> bool:
