@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,14 +73,23 @@ def run_file(test_file: Path, on_web: bool, workdir: Path, timeout: float) -> Ou
     argv = [sys.executable, "-m", "pytest", "-c", str(workdir / "pytest.ini"),
             "--rootdir", str(workdir), "-p", "no:cacheprovider", "-q",
             f"--junitxml={report}", str(test_file)]
+    # A session of its own, so a timeout ends the test run and every process it started.
+    proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(argv, cwd=workdir, env=env, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return Outcome(note=f"timed out after {timeout:.0f} s")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # what the tests left running
+        except ProcessLookupError:
+            pass
     outcome = Outcome()
     if not report.exists():
-        outcome.note = f"no report (exit {proc.returncode}): {proc.stdout[-300:]!r}"
+        outcome.note = f"no report (exit {proc.returncode}): {output[-300:]!r}"
         return outcome
     for case in ET.parse(report).iter("testcase"):
         name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
