@@ -55,6 +55,9 @@ class TreeEntry(NamedTuple):
     target: Any
     config: Any = None
     host: str | None = None
+    own_path: bool = False
+    """True for ``tree.<name> = app``: an application goes at its own script name (as the
+    reference mounts it), anything else at ``/<name>``."""
 
 
 def parse_entry(name: str, value: Any) -> TreeEntry:
@@ -72,7 +75,7 @@ def parse_entry(name: str, value: Any) -> TreeEntry:
     elif isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str):
         entry = TreeEntry(key, value[0], value[1], None, value[2] if len(value) == 3 else None)
     elif isinstance(value, str) or callable(value) or not isinstance(value, (tuple, list)):
-        entry = TreeEntry(key, "/" + name, value)
+        entry = TreeEntry(key, "/" + name, value, own_path=True)
     else:
         raise ConfigError('expected "module:attr", ("/prefix", "module:attr"[, "host"]) or '
                           '{"path": ..., "app": ..., "config": ..., "host": ...}',

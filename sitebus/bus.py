@@ -9,9 +9,11 @@ States and the transitions the methods make::
 
           start()                        stop()               exit()
     STOPPED ──────▶ STARTING ──▶ STARTED ──────▶ STOPPING ──▶ STOPPED ──────▶ EXITING
-       ▲               │                                                       │
-       │               └─ a start listener failed: stop(), then exit() ────────┘
-       └── (stop() from STOPPED publishes 'stop' again, as exit() always stops first)
+       ▲               │ ▲           │                                         │   │
+       │               │ └───────────┘ start() again publishes 'start' again   │   │
+       │               └─ a start listener failed: stop(), then exit() ────────┘   │
+       ├── (stop() from STOPPED publishes 'stop' again, as exit() always stops first)
+       └── start() after exit() starts afresh (EXITING ─▶ STARTING) ───────────────┘
 
 Rules:
 
@@ -58,6 +60,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback as _traceback
 import warnings
 import weakref
@@ -103,9 +106,9 @@ states = State  # the reference's name
 TRANSITIONS: dict[State, frozenset[State]] = {
     states.STOPPED: frozenset({states.STARTING, states.STOPPING, states.EXITING}),
     states.STARTING: frozenset({states.STARTED, states.STOPPING}),
-    states.STARTED: frozenset({states.STOPPING}),
+    states.STARTED: frozenset({states.STOPPING, states.STARTING}),  # start() publishes again
     states.STOPPING: frozenset({states.STOPPED}),
-    states.EXITING: frozenset(),
+    states.EXITING: frozenset({states.STARTING}),  # start() again, as the reference allows
 }
 
 
@@ -190,7 +193,6 @@ class Bus:
         self._atexit_registered = False
         self.inherit_fds: dict[int, str] = {}
         self._abandoned: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
-        self.subscribe("log", self._log_to_logging)
         _live_buses.add(self)
 
     # -- state ------------------------------------------------------------------------------
@@ -292,12 +294,19 @@ class Bus:
         if traceback and sys.exc_info()[0] is not None:
             msg = f"{msg}\n{_traceback.format_exc().rstrip()}"
         try:
+            self.log_sink(msg, level)
             self.publish("log", msg, level)
         except ChannelFailures as failures:
             try:
                 sys.stderr.write(f"sitebus: a log listener failed ({failures}): {msg}\n")
             except (AttributeError, ValueError, OSError):
                 pass
+
+    def log_sink(self, msg: str, level: int) -> None:
+        """Write a ``log()`` message to the ``sitebus`` logger, before the log channel's
+        listeners. Not a listener itself, so a fresh bus's ``log`` channel is empty, as the
+        reference's is; replace it on an instance to log elsewhere."""
+        self._log_to_logging(msg, level)
 
     @staticmethod
     def _log_to_logging(msg: str, level: int) -> None:
@@ -308,10 +317,8 @@ class Bus:
     def start(self) -> None:
         """Start all services."""
         with self._lifecycle_lock:
-            if self._state is states.STARTED:
-                self.log("Bus already STARTED")
-                return
             self._register_atexit()
+            self._exit_done.clear()
             with self._requests_lock:
                 self._starting_thread = threading.get_ident()
                 self._exit_after_start = False
@@ -486,18 +493,25 @@ class Bus:
     ) -> None:
         poller = select.poll()
         poller.register(self._wakeup_r, select.POLLIN)
+        # Ticks keep their pace: a wake-up between two ticks (a signal, a subscription, a
+        # state on the way) does not push the next one back.
+        next_tick = time.monotonic() + interval
         while True:
             self._run_main_calls()
             if self._state in wanted:
                 return
             publishing = channel is not None and bool(self._ordered.get(channel))
-            timeout_ms = max(0, int(interval * 1000)) if publishing else None
+            timeout_ms = None
+            if publishing:
+                timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
             if poller.poll(timeout_ms):
                 received = _drain(self._wakeup_r)
                 if self.wakeup_signals is not None and received.strip(b"\0"):
                     self.wakeup_signals(received.replace(b"\0", b""))
-            elif channel is not None and self._state not in wanted:
+            if publishing and time.monotonic() >= next_tick and self._state not in wanted:
+                assert channel is not None
                 self.publish(channel)
+                next_tick = max(next_tick + interval, time.monotonic())
 
     @property
     def main_thread_waits(self) -> bool:

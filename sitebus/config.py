@@ -181,8 +181,9 @@ def _evaluate(node: ast.AST) -> Any:
         return _UNARY[type(node.op)](_evaluate(node.operand))
     if isinstance(node, (ast.Name, ast.Attribute)):
         name = _dotted_name(node)
-        if name is None:
-            raise ValueError("only dotted names can be looked up")
+        if name is None:  # an attribute of something computed: f(x).attr
+            assert isinstance(node, ast.Attribute)
+            return getattr(_evaluate(node.value), node.attr)
         if "." not in name and hasattr(builtins, name):
             return getattr(builtins, name)
         return attributes(name)
@@ -195,12 +196,19 @@ def _evaluate(node: ast.AST) -> Any:
             else:
                 args.append(_evaluate(arg))
         kwargs: dict[str, Any] = {}
-        for keyword in node.keywords:
+        # ``**mapping`` first, so a keyword written out wins over the same key in a mapping
+        # (where Python would refuse the call), as the reference's config reader has it.
+        for keyword in sorted(node.keywords, key=lambda k: k.arg is not None):
             if keyword.arg is None:
                 kwargs.update(_evaluate(keyword.value))
             else:
                 kwargs[keyword.arg] = _evaluate(keyword.value)
         return func(*args, **kwargs)
+    if isinstance(node, ast.Subscript):  # httputil.response_codes[404], argv[1:]
+        return _evaluate(node.value)[_evaluate(node.slice)]
+    if isinstance(node, ast.Slice):
+        bounds = (node.lower, node.upper, node.step)
+        return slice(*(None if part is None else _evaluate(part) for part in bounds))
     raise ValueError(f"{type(node).__name__} is not allowed in a config value")
 
 

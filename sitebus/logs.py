@@ -97,6 +97,24 @@ def access_fields(
     return {key: _escape(value) for key, value in fields.items()}
 
 
+class _ScreenHandler(ReportingStreamHandler):
+    """A StreamHandler on whatever ``sys.stderr`` (or ``sys.stdout``) is when a record comes,
+    so replacing the stream (a test's capture, a daemon's redirect) never leaves it writing to
+    a closed one."""
+
+    def __init__(self, name: str) -> None:
+        self._stream_name = name
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys stream
+
+
 class LogManager:
     """The error and access logs of the site (``appid`` None) or of one application."""
 
@@ -162,7 +180,7 @@ class LogManager:
         """Return True when an access line would be written anywhere."""
         log: logging.Logger | None = self.access_log
         while log is not None:
-            if log.handlers:
+            if any(type(h) is not logging.NullHandler for h in log.handlers):
                 return log.isEnabledFor(logging.INFO)
             log = log.parent if log.propagate else None
         return False
@@ -247,13 +265,17 @@ class LogManager:
 
     def _set_streams(self) -> None:
         """Write the error log to stderr and the access log to stdout: with ``screen``, or
-        where the file is '-' (``--error-log -``, ``--access-log -``); one copy each."""
-        error_handler = access_handler = None
+        where the file is '-' (``--error-log -``, ``--access-log -``); one copy each.
+
+        Off, a NullHandler stands in: with no handler at all, Python's last-resort handler
+        would still print warnings and errors to stderr."""
+        error_handler: logging.Handler = logging.NullHandler()
+        access_handler: logging.Handler = logging.NullHandler()
         if self._screen or self._error_file == "-":
-            error_handler = ReportingStreamHandler(sys.stderr)
+            error_handler = _ScreenHandler("stderr")
             error_handler.setFormatter(self._error_formatter())
         if self._screen or self._access_file == "-":
-            access_handler = ReportingStreamHandler(sys.stdout)
+            access_handler = _ScreenHandler("stdout")
             access_handler.setFormatter(logging.Formatter("%(message)s"))
         self._set_handler(self.error_log, "screen", error_handler)
         self._set_handler(self.access_log, "screen", access_handler)

@@ -77,6 +77,12 @@ class Server(ServerAdapter):
     ``Server(bus, name=None, **settings)``; the default server has no name.
     """
 
+    using_wsgi = True
+    """The reference's flag: this server speaks WSGI (every sitebus HTTP server does)."""
+
+    using_apache = False
+    """The reference's flag: served behind mod_python (never, here)."""
+
     type: str = "cheroot"
     """The kind of server, a key of ``server_types``."""
 
@@ -163,6 +169,10 @@ class Server(ServerAdapter):
     """Whether ``listener`` is this site's own (handed over by its restart): then stop closes
     it and removes its socket file, as for a socket the server bound itself."""
 
+    instance: Any = None
+    """The reference's ``server.instance``: an HTTP server object to run instead of building
+    one, or the dotted name of a class that is called with this adapter to make it."""
+
     listen_only: bool = False
     """Bind (or take) the listening socket on start, close it on stop, serve nothing: the
     master of pre-fork workers holds the sockets and its workers serve them (``take_over``)."""
@@ -189,7 +199,7 @@ class Server(ServerAdapter):
     def configure(self, **settings: Any) -> None:
         """Set settings by name; an unknown name is a ConfigError."""
         for setting, value in settings.items():
-            if setting not in SETTINGS and setting != "listener":
+            if setting not in SETTINGS and setting not in ("listener", "instance"):
                 close = difflib.get_close_matches(setting, SETTINGS, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(
@@ -322,6 +332,8 @@ class Server(ServerAdapter):
                 self._bind()
                 self.bus.log(f"Listening on {self.description} for the workers")
             return
+        if self.httpserver is None and self.instance is not None:
+            self.httpserver = self._from_instance()
         if self.httpserver is None:
             self.validate()
             self._build()
@@ -332,6 +344,17 @@ class Server(ServerAdapter):
             raise
 
     start.priority = 75  # type: ignore[attr-defined]
+
+    def _from_instance(self) -> Any:
+        if not isinstance(self.instance, str):
+            return self.instance
+        from sitebus.config import attributes
+
+        try:
+            return attributes(self.instance)(self)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(f"cannot load the server class: {error}",
+                              key=self.key("instance"), value=self.instance) from None
 
     def _build(self) -> None:
         kind = server_types[self.type]

@@ -185,8 +185,7 @@ class Engine(Bus):
 
     def log_as(self, context: str) -> None:
         """Log this bus's messages with ``context`` in place of ENGINE (``WORKER 1234``)."""
-        self.unsubscribe("log", self._log_to_logging)
-        self.subscribe("log", _ContextLog(context))
+        self.log_sink = _ContextLog(context)  # type: ignore[method-assign]
 
 
 class _ContextLog:
@@ -527,7 +526,9 @@ class Site:
             if isinstance(config, (str, os.PathLike)):
                 config = os.path.abspath(os.fspath(config))
                 self.config.files.append(config)  # autoreload watches it
-            mounted = self.tree.mount(app, entry.script_name, config, host=entry.host)
+            is_application = hasattr(app, "script_name") and hasattr(app, "merge")
+            script_name = "" if entry.own_path and is_application else entry.script_name
+            mounted = self.tree.mount(app, script_name, config, host=entry.host)
             if config is not None:
                 self.configured_apps.append(mounted)
             return mounted

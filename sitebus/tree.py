@@ -77,6 +77,8 @@ class Tree:
         self.app_class: type | None = None
         """The framework's application type, registered with ``app_factory``: apps of it take
         app config (``sitebus.apps``); any other WSGI callable never does."""
+        self.current_path: Callable[[], str | None] | None = None
+        """Returns the path of the request being served (the framework registers it)."""
         self.endpoints: dict[str, tuple[Any, bool]] = {}
         """A map of {exact path: (application, access_log)} answered before every app."""
         self._routes: list[tuple[str, Any]] = []
@@ -93,14 +95,27 @@ class Tree:
         """Wrap a framework root object into an application, graft it and return it.
 
         An object that already is an application (or any WSGI callable, given without config)
-        is grafted as it is. With ``host``, it answers that virtual host only.
+        is grafted as it is; an application goes at its own script name, which a
+        ``script_name`` given here must equal (ValueError otherwise). With ``host``, it
+        answers that virtual host only.
         """
+        if script_name is None:
+            raise TypeError("script_name: expected a string such as '' or '/blog', got None")
         script_name = normalize_script_name(script_name)
         if hasattr(root, "script_name") and hasattr(root, "merge"):
             app = root
+            own = getattr(app, "_script_name", app.script_name)
+            if own is None:
+                raise TypeError(f"cannot mount {app!r}: its script_name is None")
+            own = normalize_script_name(own)
+            if script_name and script_name != own:
+                raise ValueError(f"cannot mount {app!r} at {script_name!r}: its script_name "
+                                 f"is {own!r}")
+            script_name = own
             if config is not None:
                 app.merge(config)
-        elif callable(root) and config is None and not hasattr(root, "_cp_config"):
+        elif (callable(root) and config is None and not hasattr(root, "_cp_config")
+              and not getattr(root, "exposed", False)):  # an exposed function is a root
             app = root
         else:
             app = self._factory()(root, script_name, config)
@@ -156,7 +171,12 @@ class Tree:
         self._vhost_routes = {host: ordered(table) for host, table in self.vhosts.items()}
 
     def script_name(self, path: str | None = None) -> str | None:
-        """Return the script name of the app that would answer ``path``, or None."""
+        """Return the script name of the app that would answer ``path``, or None.
+
+        Without a path, the current request's (as ``current_path`` gives it), if any.
+        """
+        if path is None and self.current_path is not None:
+            path = self.current_path()
         if path is None:
             return None
         path = wsgi_path(path)

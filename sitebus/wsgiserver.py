@@ -100,8 +100,13 @@ class CherootServer(wsgi.Server):
         wsgi_version: tuple[Any, int] = (1, 0),
         **kwargs: Any,
     ) -> None:
-        self.wsgi_version = wsgi_version  # read by wsgi.Server.__init__ to pick the gateway
+        # wsgi.Server.__init__ picks the gateway by wsgi_version from a map that (cheroot 11)
+        # lacks ('u', 0), though its Gateway_u0 exists: build with 1.0, then put it in.
+        self.wsgi_version = (1, 0)
         super().__init__(listener_address(listener), wsgi_app, **kwargs)
+        if tuple(wsgi_version) == ("u", 0):
+            self.gateway = wsgi.Gateway_u0
+        self.wsgi_version = wsgi_version
         self.listener = listener
         self.gateway = strict_gateway(self.gateway)
         self.connection_tracker = ConnectionTracker()

@@ -90,7 +90,7 @@ def test_kinds(make: Any, kind: str | None) -> None:
 
 
 @pytest.mark.parametrize(("value", "entry"), [
-    ("m:app", TreeEntry("tree.blog", "/blog", "m:app")),
+    ("m:app", TreeEntry("tree.blog", "/blog", "m:app", own_path=True)),
     (("/b", "m:app"), TreeEntry("tree.blog", "/b", "m:app")),
     (("/b", "m:app", "example.com"), TreeEntry("tree.blog", "/b", "m:app", None, "example.com")),
     ({"app": "m:app"}, TreeEntry("tree.blog", "/blog", "m:app")),

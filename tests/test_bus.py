@@ -76,23 +76,35 @@ def test_graceful_publishes_and_logs(bus: Bus, log: LogRecorder) -> None:
     assert "Bus graceful" in log.messages
 
 
-def test_starting_twice_is_harmless_and_starting_after_exit_is_refused(
+def test_starting_again_publishes_start_again_even_after_exit(
     bus: Bus, log: LogRecorder
 ) -> None:
     starts = []
     bus.subscribe("start", lambda: starts.append(1))
     bus.start()
-    bus.start()
-    assert starts == [1]
-    assert "Bus already STARTED" in log.messages
+    bus.start()  # as the reference: a plugin subscribed since the first start starts now
+    assert starts == [1, 1]
+    assert bus.state is states.STARTED
     bus.exit()
-    with pytest.raises(RuntimeError, match="cannot go from states.EXITING to states.STARTING"):
-        bus.start()
+    bus.start()
+    assert starts == [1, 1, 1]
+    assert bus.state is states.STARTED
+    bus.exit()
+    assert bus.state is states.EXITING
+
+
+def test_a_fresh_bus_has_no_log_listener_and_still_logs(caplog: pytest.LogCaptureFixture) -> None:
+    fresh = Bus()
+    assert fresh.listeners["log"] == set()
+    assert fresh.publish("log") == []  # nothing to call, so nothing to fail
+    with caplog.at_level("INFO", logger="sitebus"):
+        fresh.log("to the sitebus logger")
+    assert [r.getMessage() for r in caplog.records] == ["to the sitebus logger"]
 
 
 def test_transition_table_matches_the_docstring_diagram() -> None:
     assert TRANSITIONS[states.STARTING] == {states.STARTED, states.STOPPING}
-    assert TRANSITIONS[states.EXITING] == frozenset()
+    assert TRANSITIONS[states.EXITING] == {states.STARTING}
     assert states.EXITING in TRANSITIONS[states.STOPPED]
 
 

@@ -98,7 +98,21 @@ def test_screen_adds_and_removes_handlers(manager: LogManager) -> None:
     manager.screen = True
     assert len(manager.error_log.handlers) == 1  # not doubled
     manager.screen = False
-    assert manager.error_log.handlers == [] and manager.access_log.handlers == []
+    # Off leaves a NullHandler, so Python's last-resort handler stays quiet too.
+    assert [type(h) for h in manager.error_log.handlers] == [logging.NullHandler]
+    assert [type(h) for h in manager.access_log.handlers] == [logging.NullHandler]
+
+
+def test_screen_off_keeps_the_last_resort_handler_quiet(
+    manager: LogManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager.screen = False
+    manager.error_log.propagate = False  # as if nothing else were configured
+    try:
+        manager.error("a warning nobody asked to see", severity=logging.WARNING)
+    finally:
+        manager.error_log.propagate = True
+    assert capsys.readouterr().err == ""
 
 
 def test_access_fields_use_request_uri_when_the_server_gives_it() -> None:

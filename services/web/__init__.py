@@ -31,6 +31,7 @@ from services.web import (
     _cpconfig,
     _cpdispatch,
     _cperror,
+    _cplogging,
     _cpreqbody,
     _cprequest,
     _cptimeout,
@@ -129,6 +130,8 @@ Serving.response = _cprequest.Response()
 
 tree.app_factory = _cptree.make_application
 tree.app_class = Application
+_cplogging.install(log)
+tree.current_path = _cptree.current_path
 _cpconfig.register_site_namespaces(config)
 _cpchecker.register(engine, config)
 _cptimeout.register(engine)

@@ -111,6 +111,8 @@ class Dispatcher:
         root_conf = getattr(root, "_cp_config", None)
         if root_conf:
             root_sources.append(root_conf)
+            if "tools.staticdir.dir" in root_conf:
+                root_sources.append(_staticdir_section("/"))
         section = appconf.get("/")
         if section:
             root_sources.append(section)
@@ -135,6 +137,10 @@ class Dispatcher:
                     names.pop(0)
             else:
                 names.pop(0)
+            if len(names) == pre_len:
+                # _cp_dispatch took the current segment without popping it (as in
+                # ``return getattr(self, vpath[0], None)``): it counts as consumed.
+                names.pop(0)
             segleft = len(names)
             if segleft > pre_len:
                 # _cp_dispatch added segments: give up on this branch.
@@ -146,6 +152,9 @@ class Dispatcher:
                 conf = getattr(node, "_cp_config", None)
                 if conf:
                     sources.append(conf)
+                    if "tools.staticdir.dir" in conf:  # its section is this node's path
+                        consumed_now = fullpath[:fullpath_len - len(names)]
+                        sources.append(_staticdir_section("/" + "/".join(consumed_now)))
             # The app config sections of the segments consumed at this step.
             consumed = fullpath_len - pre_len
             curpath = "/" + "/".join(fullpath[:consumed]) if consumed else ""

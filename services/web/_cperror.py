@@ -8,8 +8,10 @@ headers and body onto the current response, and is callable (``request.handler =
 NotFound()`` raises it), as the reference's are.
 
 Error pages: ``request.error_page`` maps a code (or ``'default'``) to a template file or a
-callable; otherwise the built-in page below is used. Message and traceback are HTML-escaped;
-the traceback is shown only where ``request.show_tracebacks`` is on.
+callable; otherwise the built-in page below is used. Message and traceback are HTML-escaped
+as text (``<``, ``>``, ``&``; quotes stay, as the reference has them: the values go between
+tags, never into attributes); the traceback is shown only where ``request.show_tracebacks``
+is on.
 
 Redirect targets are made absolute against the current URL. Characters that may not appear
 in a URL (controls, spaces, non-ASCII) are percent-encoded, so a redirect can never inject a
@@ -287,7 +289,7 @@ def _page_fields(status: int | str, kwargs: dict[str, Any]) -> tuple[int, dict[s
     if kwargs.get("version") is None:
         kwargs["version"] = VERSION
     for key, value in kwargs.items():
-        kwargs[key] = "" if value is None else html.escape(str(value), quote=True)
+        kwargs[key] = "" if value is None else html.escape(str(value), quote=False)
     return code, kwargs
 
 

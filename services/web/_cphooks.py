@@ -37,7 +37,7 @@ def current_log() -> Any:
     """Return the current application's LogManager, or the site's outside a request."""
     log = getattr(serving.request.app, "log", None)
     if log is None:
-        from sitebus.site import log
+        from services.web._cplogging import site_log as log
     return log
 
 

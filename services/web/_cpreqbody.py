@@ -114,6 +114,16 @@ def process_multipart_form_data(entity: Entity) -> None:
     entity.parts = kept_parts
 
 
+def process_multipart_params(entity: Entity) -> None:
+    """Read a multipart body (multipart/mixed...) into entity.parts, and also into params as
+    the reference does: a named part under its name, unnamed ones in the list ``parts``
+    (text parts as their text, file parts whole)."""
+    process_multipart(entity)
+    for part in entity.parts:
+        value = part.fullvalue() if part.filename is None else part
+        _merge_param(entity.params, part.name or "parts", value)
+
+
 class Entity:
     """An HTTP request body, or a part of a multipart body."""
 
@@ -134,7 +144,7 @@ class Entity:
     processors: dict[str, Callable[[Any], None]] = {
         "application/x-www-form-urlencoded": process_urlencoded,
         "multipart/form-data": process_multipart_form_data,
-        "multipart": process_multipart,
+        "multipart": process_multipart_params,
     }
     part_class: type[Part]
 
@@ -495,9 +505,8 @@ class RequestBody(Entity):
                  params: dict[str, Any] | None = None,
                  request_params: dict[str, Any] | None = None) -> None:
         super().__init__(fp, headers, params)
-        if self.default_content_type == "":
-            # A body without a Content-Type is form data in practice, as browsers send it.
-            self.default_content_type = "application/x-www-form-urlencoded"
+        # With no Content-Type the body is not parsed (default_content_type ''): the handler
+        # reads it raw from request.body, as the reference does.
         self.request_params = {} if request_params is None else request_params
 
     def process(self) -> None:

@@ -141,7 +141,7 @@ class Response:
             else:
                 length = len(self.collapse_body())
             dict.__setitem__(headers, "Content-Length", str(length))
-        self.header_list = header_list = headers.output()
+        self.header_list = header_list = headers.native_output()
         cookie = self.__dict__.get("cookie")
         if cookie:
             for line in cookie.output().split("\r\n"):

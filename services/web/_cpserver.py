@@ -1,16 +1,34 @@
-"""The default HTTP server of the site, under the reference's name (``services.web.server``).
+"""HTTP servers under the reference's names: ``services.web.server`` and ``_cpserver.Server``.
 
 The site container owns the servers; ``services.web.server`` is ``sitebus.site.server`` (a
-``sitebus.servers.Server`` on cheroot, subscribed to the site's bus).
+``sitebus.servers.Server`` on cheroot, subscribed to the site's bus). ``Server()`` makes one
+more, as the reference's does, on the site's bus and serving the site tree unless told
+otherwise::
+
+    extra = Server()
+    extra.socket_port = 8081
+    extra.subscribe()
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sitebus.servers import Server
+from sitebus.bus import Bus
+from sitebus.servers import Server as _SiteServer
 
 __all__ = ["Server", "default_base", "default_server"]
+
+
+class Server(_SiteServer):
+    """An HTTP server on the site's bus (or the given one), serving the site tree."""
+
+    def __init__(self, bus: Bus | None = None, name: str | None = None, **settings: Any) -> None:
+        from sitebus.site import site
+
+        super().__init__(bus if bus is not None else site.bus, name, **settings)
+        if self.wsgi_app is None:
+            self.wsgi_app = site.tree
 
 
 def default_server() -> Any:

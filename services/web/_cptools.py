@@ -23,6 +23,7 @@ machinery needs nothing else.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -149,8 +150,11 @@ class HandlerTool(Tool):
         return handle_func
 
     def _wrapper(self, **kwargs: Any) -> None:
+        request = serving.request
+        if request.handler is None:
+            return  # an earlier tool answered already (the cache, say): leave its body alone
         if self.callable(**kwargs):
-            serving.request.handler = None
+            request.handler = None
 
     def _setup(self) -> None:
         conf = self._merged_args()
@@ -177,12 +181,10 @@ class HandlerWrapperTool(Tool):
         self.__doc__ = newhandler.__doc__
 
     def callable(self, *args: Any, **kwargs: Any) -> None:
+        # The tool's own config arguments stay in request.config; the wrapper gets the
+        # arguments the handler is called with.
         innerfunc = serving.request.handler
-
-        def wrap(*a: Any, **kw: Any) -> Any:
-            return self.newhandler(innerfunc, *args, **kwargs)
-
-        serving.request.handler = wrap
+        serving.request.handler = functools.partial(self.newhandler, innerfunc)
 
 
 class ErrorTool(Tool):

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.web import _cpwsgi
+from services.web import _cplogging, _cpwsgi
 from services.web._cpconfig import ConfigCache, RequestNamespaces, validate_section
 from services.web._cprequest import Request, Response
 from services.web._cptools import default_toolbox
@@ -29,8 +29,9 @@ from sitebus.config import merge as merge_config
 from sitebus.errors import ConfigError
 from sitebus.logs import LogManager
 from sitebus.site import bus, site
+from sitebus.tree import Tree as SiteTree
 
-__all__ = ["FAVICON", "Application", "Favicon", "make_application"]
+__all__ = ["FAVICON", "Application", "Favicon", "Tree", "make_application"]
 
 
 class Application:
@@ -50,7 +51,7 @@ class Application:
 
     def __init__(self, root: Any, script_name: str | None = "",
                  config: Any = None) -> None:
-        self.log = LogManager(appid=str(id(self)), logger_root=site.log.logger_root)
+        self.log = _cplogging.LogManager(appid=str(id(self)))
         # The tree logs every request of the site; the app's own access log, if one is
         # configured, must not repeat its lines there.
         self.log.access_log.propagate = False
@@ -59,8 +60,7 @@ class Application:
         self.config: dict[str, Any] = {}
         self.toolboxes: dict[str, Any] = {"tools": default_toolbox}
         self.namespaces = NamespaceSet(log=self._log_namespace, wsgi=self._wsgi_namespace)
-        self.pipeline: list[tuple[str, Callable[..., Any]]] = []
-        self.wsgi_config: dict[str, dict[str, Any]] = {}
+        self.wsgiapp = _cpwsgi.CPWSGIApp(self)
         self._config_cache = ConfigCache()
         self._dispatch_in_config = False
         self._namespaces_key: tuple[Any, ...] | None = None
@@ -94,8 +94,7 @@ class Application:
         for section, entries in self.config.items():
             if isinstance(section, str) and section.startswith("/"):
                 validate_section(section, entries)
-        self.pipeline = []
-        self.wsgi_config = {}
+        self.wsgiapp.reset()
         self.namespaces(self.config.get("/", {}))
         self._dispatch_in_config = any(
             isinstance(entries, Mapping) and "request.dispatch" in entries
@@ -128,17 +127,14 @@ class Application:
         setattr(self.log, key, value)
 
     def _wsgi_namespace(self, key: str, value: Any) -> None:
-        if key == "pipeline":
-            self.pipeline.extend(value)
-        elif key == "response_class":
+        if key == "response_class":
             self.response_class = value
+        elif key != "pipeline" and "." not in key:
+            raise ConfigError("expected wsgi.pipeline, wsgi.response_class or "
+                              "wsgi.<name>.<arg>", key=f"wsgi.{key}", value=value,
+                              section="/")
         else:
-            name, dot, arg = key.partition(".")
-            if not dot:
-                raise ConfigError("expected wsgi.pipeline, wsgi.response_class or "
-                                  "wsgi.<name>.<arg>", key=f"wsgi.{key}", value=value,
-                                  section="/")
-            self.wsgi_config.setdefault(name, {})[arg] = value
+            self.wsgiapp.configure(key, value)
 
     def set_request_config(self, request: Any, sources: list[Mapping[str, Any]]) -> None:
         """Set ``request.config`` to the merge of the site config and ``sources``."""
@@ -191,17 +187,31 @@ class Application:
             if serving.__dict__.get("request") is request:
                 serving.clear()
 
-    def _build_wsgiapp(self) -> None:
-        inner = self._respond
-        for name, factory in reversed(self.pipeline):
-            inner = factory(inner, **self.wsgi_config.get(name, {}))
-        self._inner = inner
+    @property
+    def pipeline(self) -> list[tuple[str, Callable[..., Any]]]:
+        """The WSGI middleware around this app (``wsgiapp.pipeline``)."""
+        return self.wsgiapp.pipeline
 
-    def _respond(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        return _cpwsgi.respond(self, environ, start_response)
+    @property
+    def wsgi_config(self) -> dict[str, dict[str, Any]]:
+        """Each middleware's keyword arguments, by name (``wsgiapp.config``)."""
+        return self.wsgiapp.config
+
+    def _build_wsgiapp(self) -> None:
+        self.wsgiapp.head = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        return _cpwsgi.serve(self, self._inner, environ, start_response)
+        return self.wsgiapp(environ, start_response)
+
+
+def current_path() -> str | None:
+    """The full path (script name and path info) of the request being served, or None."""
+    request = serving.__dict__.get("request")
+    if request is None:
+        return None
+    from services.web.lib.httputil import urljoin
+
+    return urljoin(request.script_name, request.path_info)
 
 
 def make_application(root: Any, script_name: str, config: Any) -> Application:
@@ -238,3 +248,14 @@ class Favicon:
         cptools.validate_since()
         with open(FAVICON, "rb") as handle:
             return handle.read()
+
+
+class Tree(SiteTree):
+    """A tree of applications of its own (the reference's ``_cptree.Tree()``): ``mount`` makes
+    framework Applications, ``graft`` takes any WSGI app. The site serves ``services.web.tree``;
+    a Tree made here serves wherever it is grafted or handed to a server."""
+
+    def __init__(self, log: Any = None) -> None:
+        super().__init__(log)
+        self.app_factory = make_application
+        self.current_path = current_path

@@ -29,8 +29,9 @@ from services.web._cperror import InternalRedirect
 from services.web._cprequest import current_log
 from services.web._serving import serving
 from services.web.lib.httputil import HeaderMap, Host, decode_TEXT_maybe
+from sitebus.site import log as _site_log
 
-__all__ = ["AppResponse", "serve", "translate_headers"]
+__all__ = ["AppResponse", "CPWSGIApp", "VirtualHost", "serve", "translate_headers"]
 
 # WSGI environ keys to header names; filled as keys are met (None: not a header).
 _header_names: dict[str, str | None] = {
@@ -60,7 +61,8 @@ def translate_headers(environ: dict[str, Any]) -> HeaderMap:
                 names[key] = name
         if name is not None:
             if "=?" in value:
-                value = decode_TEXT_maybe(value)
+                # A decoded word must not smuggle in a line break (header injection).
+                value = decode_TEXT_maybe(value).replace("\r", "").replace("\n", "")
             dict.__setitem__(headers, name, value)
     return headers
 
@@ -135,6 +137,26 @@ def _streamed(body: Any, start_response: Callable[..., Any], request: Any) -> It
             yield from content
 
 
+def _native_headers(header_list: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """Return ``header_list`` as text pairs; code may have added byte-string pairs to it
+    (the reference's form), which are decoded as ISO-8859-1."""
+    for name, value in header_list:
+        if type(name) is not str or type(value) is not str:
+            break
+    else:
+        return header_list
+    return [(_native_text(name, "key"), _native_text(value, "value"))
+            for name, value in header_list]
+
+
+def _native_text(part: Any, what: str) -> str:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, bytes):
+        return part.decode("ISO-8859-1")
+    raise TypeError(f"response.header_list {what} {part!r} is not a byte string.")
+
+
 def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
     """Serve one request of ``app`` (a WSGI call that may raise InternalRedirect)."""
     request, response = app.get_serving(
@@ -149,6 +171,7 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         request.multithread = environ.get("wsgi.multithread", True)
         request.multiprocess = environ.get("wsgi.multiprocess", False)
         request.wsgi_environ = environ
+        environ["cherrypy.request"] = request  # for the access line, written after the body
         request.prev = environ.get("cherrypy.previous_request")
         method = request.method = environ["REQUEST_METHOD"]
         script_name = request.script_name = _recode(environ.get("SCRIPT_NAME", ""))
@@ -166,7 +189,12 @@ def respond(app: Any, environ: dict[str, Any], start_response: Callable[..., Any
         body = response.body
         if response.stream and request.method != "HEAD":
             body = _streamed(body, start_response, request)
-        start_response(response.output_status, response.header_list)
+        start_response(response.output_status, _native_headers(response.header_list))
+        if not response.stream and _site_log.wants_access():
+            # Known length: the line is written now, before the body goes out (as the
+            # reference writes it), so it is in the log when the client has the response.
+            _site_log.access()  # type: ignore[call-arg]  # (a SiteLog: see _cplogging)
+            environ["cherrypy.access_logged"] = True
     except BaseException:
         try:
             response.close_body()
@@ -219,3 +247,80 @@ def _redirected_environ(environ: dict[str, Any], ir: InternalRedirect,
     environ.pop("CONTENT_TYPE", None)
     environ["cherrypy.previous_request"] = ir.request
     return environ
+
+
+class CPWSGIApp:
+    """An Application's WSGI interface: its middleware ``pipeline`` around its requests.
+
+    ``pipeline`` is a list of ``(name, factory)``; each factory is called as
+    ``factory(next_app, **config[name])``, outermost first. The chain is built at the first
+    request after a change of config (``Application.merge``), so entries added before the
+    app serves (``app.wsgiapp.pipeline.append(...)``) take part.
+    """
+
+    def __init__(self, cpapp: Any, pipeline: list[tuple[str, Callable[..., Any]]] | None = None
+                 ) -> None:
+        self.cpapp = cpapp
+        self.pipeline: list[tuple[str, Callable[..., Any]]] = list(pipeline or [])
+        self.config: dict[str, dict[str, Any]] = {}
+        self.head: Callable[..., Any] | None = None
+        self._configured: list[tuple[str, Callable[..., Any]]] = []
+        self._configured_args: list[tuple[str, str]] = []
+
+    def tail(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """The innermost WSGI callable: run the request on the application."""
+        return respond(self.cpapp, environ, start_response)
+
+    def reset(self) -> None:
+        """Forget what the app's config put in the pipeline (its config is read again);
+        what code added stays."""
+        self.pipeline[:] = [entry for entry in self.pipeline if entry not in self._configured]
+        for name, arg in self._configured_args:
+            self.config.get(name, {}).pop(arg, None)
+        self._configured = []
+        self._configured_args = []
+        self.head = None
+
+    def configure(self, key: str, value: Any) -> None:
+        """Apply one ``wsgi.*`` key of the app's config: ``pipeline`` or ``<name>.<arg>``."""
+        if key == "pipeline":
+            self.pipeline.extend(value)
+            self._configured.extend(value)
+            return
+        name, _, arg = key.partition(".")
+        self.config.setdefault(name, {})[arg] = value
+        self._configured_args.append((name, arg))
+
+    def _build(self) -> Callable[..., Any]:
+        head: Callable[..., Any] = self.tail
+        for name, factory in reversed(self.pipeline):
+            head = factory(head, **self.config.get(name, {}))
+        self.head = head
+        return head
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        head = self.head or self._build()
+        return serve(self.cpapp, head, environ, start_response)
+
+
+class VirtualHost:
+    """WSGI middleware that picks an application by the request's Host header.
+
+    ``domains`` maps host names (with a port where the clients send one) to WSGI apps;
+    requests for other hosts go to ``default``. With ``use_x_forwarded_host`` (the default)
+    a proxy's X-Forwarded-Host wins over Host.
+    """
+
+    def __init__(self, default: Callable[..., Any],
+                 domains: dict[str, Callable[..., Any]] | None = None,
+                 use_x_forwarded_host: bool = True) -> None:
+        self.default = default
+        self.domains = dict(domains or {})
+        self.use_x_forwarded_host = use_x_forwarded_host
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        host = environ.get("HTTP_HOST", "")
+        if self.use_x_forwarded_host:
+            host = environ.get("HTTP_X_FORWARDED_HOST", host)
+        app = self.domains.get(host, self.default)
+        return app(environ, start_response)

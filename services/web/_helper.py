@@ -2,8 +2,11 @@
 
 ``expose`` marks a callable (or a class, for the method dispatcher) as reachable. Aliases
 (``@expose(['generer', 'generar'])``) are added to the class being defined when Python calls
-``__set_name__`` at the end of the class body, rather than by reaching into the caller's
-frame; outside a class body aliases have nothing to attach to and are ignored.
+``__set_name__`` at the end of the class body. The reference's statement form,
+``expose(method, 'alias')`` on a line of its own in a class body, returns nothing that gets
+a name, so there the aliases go straight into the namespace of the class being defined (the
+calling frame's locals, which for a class body is that namespace). Outside a class body
+aliases have nothing to attach to and are ignored.
 
 ``url()`` builds absolute URLs from the current request (its base, script name and path),
 or from the default server's address outside a request.
@@ -12,6 +15,7 @@ or from the default server's address outside a request.
 from __future__ import annotations
 
 import inspect
+import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -64,6 +68,13 @@ def expose(func: Any = None, alias: str | Sequence[str] | None = None) -> Any:
 
     if func is None:
         return expose_
+    if alias is not None and not isinstance(func, type):
+        namespace = sys._getframe(1).f_locals
+        if "__qualname__" in namespace and "__module__" in namespace:  # a class body
+            func.exposed = True
+            for name in [alias] if isinstance(alias, str) else alias:
+                namespace[name.replace(".", "_")] = func
+            return func
     return expose_(func)
 
 

@@ -112,7 +112,7 @@ def test_http_error_refuses_statuses_outside_4xx_5xx() -> None:
 def test_not_found_names_the_path(app: Any) -> None:
     app.getPage("/notfound")
     app.assertStatus(404)
-    app.assertInBody("The path &#x27;/notfound&#x27; was not found.")
+    app.assertInBody("The path '/notfound' was not found.")
 
 
 def test_http_error_handle_translates_exceptions(app: Any) -> None:

@@ -104,7 +104,8 @@ def test_header_map_output_encodes_values_for_the_wire() -> None:
     headers["X-Number"] = 5
     headers["X-Latin"] = "café"
     headers["X-Greek"] = "Ελλάδα"
-    output = dict(headers.output())
+    output = dict(headers.native_output())
+    assert dict(headers.output())[b"X-Latin"] == "café".encode("latin-1")  # the reference's form
     assert output["X-Number"] == "5"
     assert output["X-Latin"] == "café"
     assert output["X-Greek"].startswith("=?utf-8?b?")

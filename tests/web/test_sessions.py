@@ -217,7 +217,7 @@ def test_an_unknown_locking_mode_is_a_clear_error(web: Any) -> None:
                                     "tools.sessions.locking": "sometimes"}})
     web.getPage("/")
     web.assertStatus(500)
-    web.assertInBody("tools.sessions.locking: expected &#x27;implicit&#x27;, &#x27;early&#x27;")
+    web.assertInBody("tools.sessions.locking: expected 'implicit', 'early'")
 
 
 def test_the_lock_is_released_when_the_handler_fails(web: Any, store: dict[str, Any]) -> None:

@@ -463,7 +463,7 @@ def test_serve_download_and_disposition(web: Any, tree: Path) -> None:
     web.getPage("/download")
     web.assertHeader("Content-Type", "application/x-download")
     web.assertHeader("Content-Disposition",
-                     "attachment; filename=\"rapport _t_.html\"; "
+                     "attachment; filename=\"rapport ete.html\"; "
                      "filename*=UTF-8''rapport%20%C3%A9t%C3%A9.html")
     web.assertBody("<p>hi</p>")
     web.getPage("/attached")

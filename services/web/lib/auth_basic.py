@@ -90,7 +90,9 @@ def basic_auth(realm: str, checkpassword: Callable[[str, str, str], bool],
         if checkpassword(realm, username, password):
             request.login = username
             return
-    charset = f', charset="{accept_charset.upper()}"' if accept_charset else ""
+    # ISO-8859-1 is what a client assumes without a charset: announce only another one.
+    announce = accept_charset and accept_charset.upper() not in ("ISO-8859-1", "LATIN-1")
+    charset = f', charset="{accept_charset.upper()}"' if announce else ""
     serving.response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"{charset}'
     raise HTTPError(401, "You are not authorized to access that resource")
 

@@ -208,7 +208,9 @@ def header_elements(fieldname: str, fieldvalue: str | None) -> list[HeaderElemen
     cls = AcceptElement if accept else HeaderElement
     result = [cls.from_str(part) for part in fieldvalue.split(",") if part.strip()]
     if accept:
-        result.sort()  # stable: equal qvalues keep the client's order
+        # Most preferred first; equal qvalues in descending text order, as the reference
+        # sorts them (which puts text/html;level=1 before text/html before text/*).
+        result.sort(key=lambda e: (e.qvalue, str(e)), reverse=True)  # type: ignore[attr-defined]
     return result
 
 
@@ -231,7 +233,7 @@ def decode_TEXT_maybe(value: str) -> str:
 
 def valid_status(status: Any) -> tuple[int, str, str]:
     """Return a legal (code, reason phrase, message) from an int or 'int reason' string."""
-    cached = _valid_status_cache.get(status)
+    cached = _valid_status_cache.get(status) if isinstance(status, (int, str)) else None
     if cached is not None:
         return cached
     result = _valid_status(status)
@@ -359,7 +361,13 @@ class HeaderMap(CaseInsensitiveDict):
             return dict.values(self)
         return [e.value for e in self.elements(key)]
 
-    def output(self) -> list[tuple[str, str]]:
+    def output(self) -> list[tuple[bytes, bytes]]:
+        """Transform self into a list of (name, value) byte-string pairs, as sent (the
+        reference's form; ``native_output`` gives the text pairs start_response takes)."""
+        return [(name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in self.native_output()]
+
+    def native_output(self) -> list[tuple[str, str]]:
         """Transform self into a list of (name, value) pairs for WSGI's start_response."""
         encode = self.encode
         out = []

@@ -21,15 +21,17 @@ _cleaners_lock = threading.Lock()
 def start_cleanup(session: Any) -> None:
     """Start the cleanup Monitor of ``session``'s store, if it has none yet."""
     key = session.cleanup_key()
-    if key in _cleaners:
+    from sitebus.site import bus
+
+    if key in _cleaners and _cleaners[key].start in bus.listeners["start"]:
         return
     from sitebus.bus import states
     from sitebus.plugins import Monitor
-    from sitebus.site import bus
 
     with _cleaners_lock:
-        if key in _cleaners:
-            return
+        known = _cleaners.get(key)
+        if known is not None and known.start in bus.listeners["start"]:
+            return  # (one that code unsubscribed, as the reference's tests do, is replaced)
         monitor = Monitor(bus, session.cleaner().clean_up, session.clean_freq * 60,
                           name="Session cleanup")
         _cleaners[key] = monitor

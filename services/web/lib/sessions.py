@@ -323,6 +323,17 @@ def known_settings() -> set[str]:
     return names
 
 
+def _restore_proxy() -> None:
+    """Put ``services.web.session`` back if code deleted it (``del cherrypy.session``), as
+    the reference's session tool does."""
+    import services.web
+
+    if "session" not in vars(services.web):
+        from services.web._serving import ThreadLocalProxy
+
+        services.web.session = ThreadLocalProxy("session")
+
+
 def init(storage_type: Any = None, path: str | None = None, path_header: str | None = None,
          name: str = "session_id", timeout: float = 60, domain: str | None = None,
          secure: bool = False, clean_freq: float = 5, persistent: bool = True,
@@ -353,6 +364,7 @@ def init(storage_type: Any = None, path: str | None = None, path_header: str | N
     session = storage_class(session_id, **kwargs)
     session.debug = debug
     serving.session = session
+    _restore_proxy()
 
     def update_cookie(new_id: str | None) -> None:
         serving.response.cookie[name] = new_id

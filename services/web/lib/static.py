@@ -32,6 +32,7 @@ import mimetypes
 import os
 import re
 import stat
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -135,7 +136,9 @@ def range_applies(headers: Any, etag: str | None, last_modified: float | None) -
 
 def _disposition(disposition: str, name: str) -> str:
     """Return a Content-Disposition value (RFC 6266) that any filename is safe in."""
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    # The ASCII fallback keeps what survives decomposition (é -> e) and drops the rest.
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in ascii_name)
     value = f'{disposition}; filename="{fallback}"'
     if fallback != name:
         from urllib.parse import quote
@@ -316,15 +319,16 @@ def _multipart(fileobj: IO[bytes], ranges: list[tuple[int, int]], length: int,
         head += f"Content-range: bytes {start}-{stop - 1}/{length}\r\n\r\n"
         heads.append(head.encode("ascii"))
     tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+    # Every part, the first too, opens with CRLF--boundary (RFC 2046's delimiter), as the
+    # reference writes it.
     total = sum(len(h) for h in heads) + sum(stop - start for start, stop in ranges) + \
-        2 * (len(ranges) - 1) + len(tail)
+        2 * len(ranges) + len(tail)
     response.headers["Content-Length"] = str(total)
 
     def parts() -> Iterator[bytes]:
         try:
-            for index, ((start, stop), head) in enumerate(zip(ranges, heads, strict=True)):
-                if index:
-                    yield b"\r\n"
+            for (start, stop), head in zip(ranges, heads, strict=True):
+                yield b"\r\n"
                 yield head
                 yield from _slice(fileobj, offset + start, stop - start, False)
             yield tail

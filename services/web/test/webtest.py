@@ -18,12 +18,16 @@ from __future__ import annotations
 import datetime
 import http.client
 import re
+import sys
 import time
+import traceback
 import unittest
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["WebCase", "WebClient", "cleanHeaders", "interface", "openURL", "shb"]
+__all__ = ["ServerError", "WebCase", "WebClient", "cleanHeaders", "interface", "openURL",
+           "server_error", "shb", "strip_netloc"]
 
 
 def interface(host: str) -> str:
@@ -35,18 +39,27 @@ def interface(host: str) -> str:
     return host
 
 
+methods_with_bodies = ("POST", "PUT", "PATCH")
+"""The methods ``cleanHeaders`` gives a default Content-Type (a test may add more)."""
+
+
 def cleanHeaders(headers: Iterable[tuple[str, str]] | None, method: str, body: Any,
                  host: str, port: int) -> list[tuple[str, str]]:
-    """Return request headers with Host and, for a body, Content-Type and Content-Length."""
+    """Return request headers with Host, and the body's Content-Length when a body is given.
+
+    For POST, PUT and PATCH without a Content-Type, a form Content-Type is added, with a
+    Content-Length (0 with no body); a body method given a Content-Type but no body gets no
+    Content-Length, so that a server's 411 can be tested.
+    """
     headers = list(headers or [])
     names = {k.lower() for k, _ in headers}
     if "host" not in names:
         headers.append(("Host", host if port == 80 else f"{host}:{port}"))
-    if body is not None:
-        if "content-type" not in names:
-            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
-        if "content-length" not in names:
-            headers.append(("Content-Length", str(len(body))))
+    needs_type = method.upper() in methods_with_bodies and "content-type" not in names
+    if needs_type:
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+    if "content-length" not in names and (body is not None or needs_type):
+        headers.append(("Content-Length", str(len(body or b""))))
     return headers
 
 
@@ -56,20 +69,27 @@ def shb(response: http.client.HTTPResponse) -> tuple[str, list[tuple[str, str]],
     return status, response.getheaders(), response.read()
 
 
-def openURL(url: str, headers: Iterable[tuple[str, str]] | None = None, method: str = "GET",
-            body: Any = None, host: str = "127.0.0.1", port: int = 8000,
-            http_conn: type[http.client.HTTPConnection] = http.client.HTTPConnection,
-            protocol: str = "HTTP/1.1", timeout: float = 30.0,
-            conn: http.client.HTTPConnection | None = None
-            ) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Open ``url`` on host:port and return (status, headers, body)."""
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    own = conn is None
-    if conn is None:
-        conn = http_conn(interface(host), port, timeout=timeout)
-    conn._http_vsn_str = protocol  # type: ignore[attr-defined]
-    conn._http_vsn = int(protocol[5]) * 10 + int(protocol[7])  # type: ignore[attr-defined]
+def strip_netloc(url: str) -> str:
+    """Return the server-absolute part of ``url`` (path, params and query)."""
+    parts = urllib.parse.urlparse(url)
+    return urllib.parse.urlunparse(("", "", parts.path, parts.params, parts.query, ""))
+
+
+def _open_once(url: Any, headers: Any, method: str, body: Any, host: str, port: int,
+               http_conn: Any, protocol: str, ssl_context: Any = None,
+               timeout: float | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+    is_instance = hasattr(http_conn, "host")
+    if is_instance:
+        conn = http_conn
+    else:
+        options: dict[str, Any] = {"timeout": timeout}
+        if ssl_context is not None:
+            options["context"] = ssl_context
+        conn = http_conn(interface(host), port, **options)
+    conn._http_vsn_str = protocol
+    conn._http_vsn = int("".join(ch for ch in protocol if ch.isdigit()))
+    if isinstance(url, bytes):
+        url = url.decode("utf-8")
     try:
         conn.putrequest(method.upper(), url, skip_host=True, skip_accept_encoding=True)
         for key, value in cleanHeaders(headers, method, body, host, port):
@@ -79,27 +99,79 @@ def openURL(url: str, headers: Iterable[tuple[str, str]] | None = None, method: 
             conn.send(body)
         return shb(conn.getresponse())
     finally:
-        if own:
+        if not is_instance:
             conn.close()
 
 
+def openURL(url: Any, headers: Iterable[tuple[str, str]] | None = None, method: str = "GET",
+            body: Any = None, host: str = "127.0.0.1", port: int = 8000,
+            http_conn: Any = http.client.HTTPConnection, protocol: str = "HTTP/1.1",
+            raise_subcls: Any = (), ssl_context: Any = None, timeout: float | None = None,
+            attempts: int = 10) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Open ``url`` on host:port and return (status, headers, body).
+
+    ``http_conn`` is a connection class (a connection per request) or an open connection.
+    A socket error is retried (the server may be restarting), up to ``attempts`` times,
+    half a second apart, except the OSError subclasses in ``raise_subcls``.
+    """
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    for attempt in range(attempts):
+        try:
+            return _open_once(url, headers, method, body, host, port, http_conn, protocol,
+                              ssl_context, timeout)
+        except OSError as error:
+            if (raise_subcls and isinstance(error, raise_subcls)) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+ignored_exceptions: list[type[BaseException]] = []
+"""Exception types that ``server_error`` leaves to the framework."""
+
+ignore_all = False
+"""When True, ``server_error`` leaves every exception to the framework."""
+
+
+class ServerError(Exception):
+    """Raised by getPage when the server reported an error through ``server_error``."""
+
+    on = False
+
+
+def server_error(exc: Any = None) -> bool:
+    """Note a server-side exception (for getPage to raise ServerError); True if noted."""
+    kind, value, tb = exc if exc is not None else sys.exc_info()
+    if ignore_all or kind in ignored_exceptions:
+        return False
+    ServerError.on = True
+    sys.stderr.write("".join(traceback.format_exception(kind, value, tb)) + "\n")
+    return True
+
+
 class WebClient:
-    """A client for one server with the reference's WebCase assertions."""
+    """A client for one server with the reference's WebCase assertions.
+
+    ``HTTP_CONN`` is the connection class, or while ``persistent`` is on, the open connection
+    every request goes through.
+    """
 
     HOST = "127.0.0.1"
     PORT = 8000
     PROTOCOL = "HTTP/1.1"
+    HTTP_CONN: Any = http.client.HTTPConnection
     scheme = "http"
     encoding = "utf-8"
-    timeout = 30.0
+    ssl_context: Any = None
+    timeout: float | None = None
 
     status: str = ""
     headers: list[tuple[str, str]] = []
     body: bytes = b""
+    cookies: list[tuple[str, str]] = []
     url: str = ""
     time: float = 0.0
-
-    _conn: http.client.HTTPConnection | None = None
 
     def __init__(self, host: str | None = None, port: int | None = None) -> None:
         if host is not None:
@@ -109,26 +181,35 @@ class WebClient:
 
     # -- connections ------------------------------------------------------------------------
 
-    def get_conn(self, auto_open: bool = False) -> http.client.HTTPConnection:
-        """Return a connection to our HTTP server."""
-        cls = http.client.HTTPSConnection if self.scheme == "https" else \
+    @property
+    def _Conn(self) -> type[http.client.HTTPConnection]:  # noqa: N802
+        return http.client.HTTPSConnection if self.scheme == "https" else \
             http.client.HTTPConnection
-        conn = cls(interface(self.HOST), self.PORT, timeout=self.timeout)
+
+    def interface(self) -> str:
+        """Return the address a client connects to for our HOST."""
+        return interface(self.HOST)
+
+    def get_conn(self, auto_open: bool = False) -> http.client.HTTPConnection:
+        """Return a new, connected connection to our HTTP server."""
+        options: dict[str, Any] = {"timeout": self.timeout}
+        if self.scheme == "https" and self.ssl_context is not None:
+            options["context"] = self.ssl_context
+        conn = self._Conn(self.interface(), self.PORT, **options)
         conn.auto_open = auto_open
         conn.connect()
         return conn
 
     def set_persistent(self, on: bool = True, auto_open: bool = False) -> None:
-        """Make our HTTP connection persistent (or not)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if on:
-            self._conn = self.get_conn(auto_open=auto_open)
+        """Send the following requests over one open connection (or, off, one each)."""
+        if hasattr(self.HTTP_CONN, "host"):
+            self.HTTP_CONN.close()
+        self.HTTP_CONN = self.get_conn(auto_open=auto_open) if on else self._Conn
 
     @property
     def persistent(self) -> bool:
-        return self._conn is not None
+        """True while requests share one open connection."""
+        return hasattr(self.HTTP_CONN, "host")
 
     @persistent.setter
     def persistent(self, on: bool) -> None:
@@ -136,33 +217,50 @@ class WebClient:
 
     def close(self) -> None:
         """Close the persistent connection, if any."""
-        self.set_persistent(False)
+        if self.persistent:
+            self.set_persistent(False)
 
     def base(self) -> str:
         port = "" if (self.scheme, self.PORT) in (("http", 80), ("https", 443)) else \
             f":{self.PORT}"
         return f"{self.scheme}://{interface(self.HOST)}{port}"
 
-    def getPage(self, url: str, headers: Iterable[tuple[str, str]] | None = None,  # noqa: N802
-                method: str = "GET", body: Any = None, protocol: str | None = None
-                ) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Open the url and remember status, headers and body; return them."""
-        if url.startswith(("http://", "https://")):
-            url = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
+    def getPage(self, url: Any, headers: Iterable[tuple[str, str]] | None = None,  # noqa: N802
+                method: str = "GET", body: Any = None, protocol: str | None = None,
+                raise_subcls: Any = ()) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Open the url; remember status, headers, body and the cookies to send back."""
+        ServerError.on = False
+        if isinstance(url, bytes):
+            url = url.decode("utf-8")
+        if url.startswith(("http://", "https://")) and not self.persistent:
+            url = strip_netloc(url) or "/"
         self.url = url
         start = time.monotonic()
         self.status, self.headers, self.body = openURL(
-            url, headers, method, body, self.HOST, self.PORT,
-            protocol=protocol or self.PROTOCOL, timeout=self.timeout, conn=self._conn)
+            url, headers, method, body, self.HOST, self.PORT, self.HTTP_CONN,
+            protocol or self.PROTOCOL, raise_subcls=raise_subcls or (),
+            ssl_context=self.ssl_context, timeout=self.timeout)
         self.time = time.monotonic() - start
+        self.cookies = [("Cookie", v) for k, v in self.headers if k.lower() == "set-cookie"]
+        if ServerError.on:
+            raise ServerError()
         return self.status, self.headers, self.body
+
+    @property
+    def status_code(self) -> int:
+        """The status code of the last response, as an int."""
+        return int(self.status[:3])
 
     # -- assertions -------------------------------------------------------------------------
 
     def _fail(self, msg: str) -> None:
-        excerpt = self.body[:1000].decode(self.encoding, "replace")
+        excerpt = self.body[:4000].decode(self.encoding, "replace")
         raise AssertionError(f"{msg}\n  for {self.url}: {self.status}\n  headers: "
                              f"{self.headers!r}\n  body: {excerpt!r}")
+
+    def _handlewebError(self, msg: str) -> None:  # noqa: N802
+        """Fail with ``msg`` and the response (the reference's name)."""
+        self._fail(msg)
 
     def assertStatus(self, status: Any, msg: str | None = None) -> None:  # noqa: N802
         """Fail if self.status != status (an int, a 'code reason' string, or a list of them)."""

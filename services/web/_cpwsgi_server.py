@@ -1,0 +1,49 @@
+"""The reference's WSGI server class, ``CPWSGIServer``: cheroot set up from a Server's settings.
+
+``CPWSGIServer(server)`` builds a cheroot WSGI server that binds ``server.bind_addr`` and
+serves ``server.wsgi_app`` (the site tree when unset) with the server's thread pool, timeouts,
+sizes and protocol. It is what ``server.instance = 'cherrypy._cpwsgi_server.CPWSGIServer'``
+names, and what code that assigns ``server.httpserver`` itself constructs. A site normally
+needs neither: its servers build their cheroot server on start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cheroot import wsgi
+
+__all__ = ["CPWSGIServer"]
+
+
+class CPWSGIServer(wsgi.Server):
+    """A cheroot WSGI server configured from a Server adapter (the default server if none)."""
+
+    def __init__(self, server_adapter: Any = None) -> None:
+        if server_adapter is None:
+            from sitebus.site import site
+
+            server_adapter = site.server
+        from sitebus.site import site
+
+        self.server_adapter = server_adapter
+        adapter = server_adapter
+        self.wsgi_version = (1, 0)  # cheroot's gateway map lacks ('u', 0): set it below
+        super().__init__(
+            adapter.bind_addr,
+            adapter.wsgi_app or site.tree,
+            numthreads=adapter.thread_pool,
+            max=adapter.thread_pool_max,
+            request_queue_size=adapter.socket_queue_size,
+            timeout=adapter.socket_timeout,
+            shutdown_timeout=adapter.shutdown_timeout,
+            accepted_queue_size=adapter.accepted_queue_size,
+            accepted_queue_timeout=adapter.accepted_queue_timeout,
+        )
+        if tuple(adapter.wsgi_version) == ("u", 0):
+            self.gateway = wsgi.Gateway_u0
+        self.wsgi_version = adapter.wsgi_version
+        self.protocol = adapter.protocol_version
+        self.max_request_header_size = adapter.max_request_header_size
+        self.max_request_body_size = adapter.max_request_body_size
+        self.nodelay = adapter.nodelay

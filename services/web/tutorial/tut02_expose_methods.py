@@ -1,0 +1,22 @@
+"""Package tutorial 2: every exposed method is a page; ``index`` links to another one."""
+
+import services.web as cherrypy
+from services.web.tutorial._tutconf import TUTCONF as tutconf
+
+
+class HelloWorld:
+    """``/`` links to ``/show_msg``, which answers the greeting."""
+
+    @cherrypy.expose
+    def show_msg(self):
+        """Answer ``/show_msg``."""
+        return "Hello world!"
+
+    @cherrypy.expose
+    def index(self):
+        """Answer ``/`` with a link."""
+        return 'We have an <a href="show_msg">important message</a> for you!'
+
+
+if __name__ == "__main__":
+    cherrypy.quickstart(HelloWorld(), config=tutconf)

@@ -1,0 +1,61 @@
+"""Package tutorial 9: upload a file (its size, name and type are shown) and download one.
+
+The upload arrives as a ``Part`` whose ``file`` is read in chunks here, so a big upload is
+never held twice. The download is ``pdf_file.pdf`` from this package, sent as an attachment.
+"""
+
+import os
+
+import services.web as cherrypy
+from services.web.lib import static
+from services.web.tutorial._tutconf import TUTCONF as tutconf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FORM = """
+<html><body>
+    <h2>Upload a file</h2>
+    <form action="upload" method="post" enctype="multipart/form-data">
+    filename: <input type="file" name="myFile" /><br />
+    <input type="submit" />
+    </form>
+    <h2>Download a file</h2>
+    <a href='download'>This one</a>
+</body></html>
+"""
+
+REPORT = """<html>
+        <body>
+            myFile length: {size}<br />
+            myFile filename: {name}<br />
+            myFile mime-type: {kind}
+        </body>
+        </html>"""
+
+
+class FileDemo:
+    """``/`` has the forms, ``/upload`` reports on a file, ``/download`` sends one."""
+
+    @cherrypy.expose
+    def index(self):
+        """Show the upload form and the download link."""
+        return FORM
+
+    @cherrypy.expose
+    def upload(self, myFile):  # noqa: N803 - the form's field name
+        """Count the uploaded bytes and describe the file."""
+        size = 0
+        for chunk in iter(lambda: myFile.file.read(8192), b""):
+            size += len(chunk)
+        return REPORT.format(size=size, name=myFile.filename, kind=myFile.content_type)
+
+    @cherrypy.expose
+    def download(self):
+        """Send pdf_file.pdf as an attachment."""
+        path = os.path.join(HERE, "pdf_file.pdf")
+        return static.serve_file(path, "application/x-download", "attachment",
+                                 os.path.basename(path))
+
+
+if __name__ == "__main__":
+    cherrypy.quickstart(FileDemo(), config=tutconf)
