@@ -19,7 +19,11 @@ def manager() -> Iterator[LogManager]:
     log = LogManager(appid="failtest")
     log.error_log.setLevel(logging.INFO)
     log.access_log.setLevel(logging.INFO)
+    # Not also to the site's screen, which writes to whatever sys.stderr is (pytest's capture).
+    propagate = log.error_log.propagate, log.access_log.propagate
+    log.error_log.propagate = log.access_log.propagate = False
     yield log
+    log.error_log.propagate, log.access_log.propagate = propagate
     log.screen = False
     log.error_file = ""
     log.access_file = ""
