@@ -344,8 +344,8 @@ class HeadReader:
                 if when is not None and when > now:  # a past one was dealt with by _expire
                     wake_at = min(wake_at, when)
         self._sleep_until = wake_at
-        if self._returned:  # given back meanwhile: account for it before sleeping
-            wake_at = now
+        if self._returned or self._ready:  # given back, or a head already in (an adopted
+            wake_at = now                    # connection's): deal with it before sleeping
         timeout = None if wake_at == float("inf") else max(0.0, wake_at - now)
         try:
             events = self._selector.select(timeout)

@@ -25,15 +25,6 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 # The children run without a NOTIFY_SOCKET (notify=False): the test would not read one, and
 # a full datagram queue blocks the site's notifications.
 
-ZERO_FAILURES_AFTER_DRAIN = False
-"""Set to True once the keep-alive drain (issue 14 item 2) is merged: then the quickstart
-reload test asserts that no request failed at all. Until then it asserts that every failure
-is a keep-alive connection the old process closed under a request (the kind the drain fixes):
-never a refused connection, a timeout or a 5xx."""
-
-DRAIN_KINDS = ("RemoteDisconnected", "ConnectionResetError", "BrokenPipeError",
-               "ConnectionAbortedError")
-
 QUICKSTART_APP = '''\
 import services.web as cherrypy
 
@@ -173,10 +164,7 @@ def test_quickstart_reloads_three_times_under_keep_alive_clients(
     failures = [failure for client in clients for failure in client.failures]
     print(f"keep-alive: {answered} answered, {len(failures)} failed: {sorted(set(failures))}")
     assert answered > 100
-    if ZERO_FAILURES_AFTER_DRAIN:
-        assert failures == []
-    else:
-        assert all(failure in DRAIN_KINDS for failure in failures), failures
+    assert failures == []  # the restart hands kept-alive connections over (sitebus.drain)
     child.send_signal(signal.SIGTERM)
     assert child.wait(30) == 0
 
