@@ -3,10 +3,12 @@
 import services.web as cherrypy
 from services.web.tutorial._tutconf import TUTCONF as tutconf
 
-MESSAGE = """
-            During your current session, you've viewed this
-            page {} times! Your life is a patio of fun!
-        """
+
+def visits_message(visits: int) -> str:
+    """The page's text for the ``visits``-th view (the reference's words and layout)."""
+    said = ("During your current session, you've viewed this",
+            f"page {visits} times! Your life is a patio of fun!")
+    return "".join("\n" + " " * 12 + line for line in said) + "\n" + " " * 8
 
 
 class HitCounter:
@@ -19,7 +21,7 @@ class HitCounter:
         """Count this visit and say how many there were."""
         visits = cherrypy.session.get("count", 0) + 1
         cherrypy.session["count"] = visits
-        return MESSAGE.format(visits)
+        return visits_message(visits)
 
 
 if __name__ == "__main__":

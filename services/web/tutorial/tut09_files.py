@@ -12,25 +12,23 @@ from services.web.tutorial._tutconf import TUTCONF as tutconf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-FORM = """
-<html><body>
-    <h2>Upload a file</h2>
-    <form action="upload" method="post" enctype="multipart/form-data">
-    filename: <input type="file" name="myFile" /><br />
-    <input type="submit" />
-    </form>
-    <h2>Download a file</h2>
-    <a href='download'>This one</a>
-</body></html>
-"""
+FORM = (
+    "<html><body>"
+    "<h2>Send a file</h2>"
+    '<form action="upload" method="post" enctype="multipart/form-data">'
+    'Pick one: <input type="file" name="myFile" /> <input type="submit" value="Send" />'
+    "</form>"
+    '<h2>Get a file</h2><p><a href="download">pdf_file.pdf</a></p>'
+    "</body></html>"
+)
 
-REPORT = """<html>
-        <body>
-            myFile length: {size}<br />
-            myFile filename: {name}<br />
-            myFile mime-type: {kind}
-        </body>
-        </html>"""
+
+def report(size: int, name: str, kind: str) -> str:
+    """Describe an uploaded file, laid out as the reference's tutorial lays it out."""
+    rows = (f"myFile length: {size}<br />", f"myFile filename: {name}<br />",
+            f"myFile mime-type: {kind}")
+    inner = "".join("\n" + " " * 12 + row for row in rows)
+    return f"<html>\n{' ' * 8}<body>{inner}\n{' ' * 8}</body>\n{' ' * 8}</html>"
 
 
 class FileDemo:
@@ -47,7 +45,7 @@ class FileDemo:
         size = 0
         for chunk in iter(lambda: myFile.file.read(8192), b""):
             size += len(chunk)
-        return REPORT.format(size=size, name=myFile.filename, kind=myFile.content_type)
+        return report(size, myFile.filename, myFile.content_type)
 
     @cherrypy.expose
     def download(self):

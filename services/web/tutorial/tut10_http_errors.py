@@ -7,22 +7,22 @@ from services.web.tutorial._tutconf import TUTCONF as tutconf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-INDEX = """
-<html><body>
-    <p>Toggle tracebacks <a href="toggleTracebacks">{switch}</a></p>
-    <p><a href="/doesNotExist">Click me; I'm a broken link!</a></p>
-    <p><a href="/error?code=403">Use a custom error page from a file.</a></p>
-    <p>These errors are explicitly raised by the application:</p>
-    <ul>
-        <li><a href="/error?code=400">400</a></li>
-        <li><a href="/error?code=401">401</a></li>
-        <li><a href="/error?code=402">402</a></li>
-        <li><a href="/error?code=500">500</a></li>
-    </ul>
-    <p><a href="/messageArg">You can also set the response body
-    when you raise an error.</a></p>
-</body></html>
-"""
+RAISED = (400, 401, 402, 500)
+"""The statuses the index offers to raise on purpose."""
+
+
+def index_page(tracebacks_shown: bool) -> str:
+    """The index: one link per kind of error, and the switch for tracebacks."""
+    raised = "".join(f'<li><a href="/error?code={code}">{code}</a></li>' for code in RAISED)
+    links = [
+        f'Tracebacks are {"shown" if tracebacks_shown else "hidden"}: '
+        f'<a href="toggleTracebacks">turn them {"off" if tracebacks_shown else "on"}</a>',
+        '<a href="/doesNotExist">A link to nowhere (404)</a>',
+        '<a href="/error?code=403">403, answered with a page of our own</a>',
+        f"Raised by the handler itself: <ul>{raised}</ul>",
+        '<a href="/messageArg">An error with a message of our own</a>',
+    ]
+    return "<html><body>" + "".join(f"<p>{link}</p>" for link in links) + "</body></html>"
 
 
 class HTTPErrorDemo:
@@ -33,8 +33,7 @@ class HTTPErrorDemo:
     @cherrypy.expose
     def index(self):
         """Link each kind of error; say whether tracebacks are shown."""
-        shown = cherrypy.request.show_tracebacks
-        return INDEX.format(switch="off" if shown else "on")
+        return index_page(bool(cherrypy.request.show_tracebacks))
 
     @cherrypy.expose
     def toggleTracebacks(self):  # noqa: N802 - the tutorial's URL
