@@ -13,7 +13,9 @@ serving ASGI (``sitebus.asgiserver``) builds an ``AsgiSite`` from it: one ASGI a
 - runs each app's lifespan: startup before the server accepts, shutdown after it has drained;
   an app that raises before it receives anything (Django's ``asgi.py``) has no lifespan;
 - writes access lines for ASGI requests in the site's access-log format;
-- closes open websockets with 1001 (going away) when the server begins to stop.
+- when the server begins to stop, closes open websockets with 1001 (going away) and answers
+  every request with ``Connection: close``, so keep-alive clients move to another process
+  before the server closes the connections left idle.
 """
 
 from __future__ import annotations
@@ -175,6 +177,8 @@ class AsgiSite:
         self.log_error = log_error
         self.executor: ThreadPoolExecutor | None = None
         self.websockets: set[Send] = set()
+        self.draining = False
+        """Set when the server begins to stop: every response then closes its connection."""
 
     # -- lifespan --------------------------------------------------------------------------
 
@@ -216,6 +220,8 @@ class AsgiSite:
         kind = scope["type"]
         if kind == "lifespan":
             return  # the server runs the lifespans itself (startup/shutdown above)
+        if self.draining and kind == "http":
+            send = _closing(send)
         path = scope.get("path", "")
         if path not in self.endpoints:
             for index, mount in enumerate(self.mounts):
@@ -345,6 +351,20 @@ class AsgiSite:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
+
+
+def _closing(send: Send) -> Send:
+    """Wrap ``send`` so the response says ``Connection: close`` (the client reconnects
+    elsewhere instead of finding its keep-alive connection closed under its next request)."""
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(name, value) for name, value in message.get("headers", ())
+                       if name.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing_send
 
 
 async def _awaited(awaitable: Awaitable[None]) -> None:

@@ -16,9 +16,10 @@ main thread, and sitebus owns signals. uvicorn's own lifespan is off (``lifespan
 one line naming the app.
 
 ``stop()`` drains in the bus's order: the listener stops accepting at once (uvicorn's asyncio
-servers are closed), open websockets are closed with 1001, then uvicorn's shutdown closes idle
-keep-alive connections and lets requests in flight finish within ``server.shutdown_timeout``;
-the apps' lifespan shutdown runs last.
+servers are closed), open websockets are closed with 1001, every response then says
+``Connection: close`` for up to ``KEEP_ALIVE_GRACE`` (or until no connection is left), then
+uvicorn's shutdown closes idle keep-alive connections and lets requests in flight finish
+within ``server.shutdown_timeout``; the apps' lifespan shutdown runs last.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["UvicornServer", "require_uvicorn"]
 
 TYPE = "uvicorn"
+
+KEEP_ALIVE_GRACE = 1.0
+"""Seconds a stopping server keeps answering (with ``Connection: close``) on keep-alive
+connections before it closes those left idle: a client between two requests then leaves on
+an answer instead of finding its connection closed under its next request."""
 
 
 def require_uvicorn(what: str) -> Any:
@@ -145,11 +151,24 @@ class UvicornServer:
             await self.site.shutdown()
 
     def _begin_drain(self) -> None:
-        """In the loop: stop accepting, close websockets with 1001, start uvicorn's shutdown."""
+        """In the loop: stop accepting, close websockets with 1001, let keep-alive clients
+        leave (every response says ``Connection: close``), then start uvicorn's shutdown."""
         self.listener.stop_accepting()
         for server in getattr(self.server, "servers", ()):
             server.close()
+        self.site.draining = True
         asyncio.ensure_future(self.site.close_websockets(1001))
+        asyncio.ensure_future(self._shut_down_after_grace())
+
+    async def _shut_down_after_grace(self) -> None:
+        """Wait up to KEEP_ALIVE_GRACE for the clients to leave, then shut down."""
+        deadline = asyncio.get_running_loop().time() + min(KEEP_ALIVE_GRACE,
+                                                           self.shutdown_timeout)
+        state = getattr(self.server, "server_state", None)
+        while asyncio.get_running_loop().time() < deadline:
+            if state is not None and not state.connections:
+                break
+            await asyncio.sleep(0.01)
         self.server.should_exit = True
 
     def stop(self) -> None:
