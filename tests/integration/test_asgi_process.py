@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -226,3 +227,19 @@ def test_an_in_place_restart_keeps_the_socket_and_reruns_the_lifespan(
     events = [e[:2] for e in lifespan_events(tmp_path)]
     assert events == [["startup", "raw"], ["shutdown", "raw"], ["startup", "raw"],
                       ["shutdown", "raw"]]
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed")
+def test_an_asgi_site_serves_the_socket_systemd_passes(spawn: Any, tmp_path: Path) -> None:
+    write_apps(tmp_path)
+    passed = free_port()
+    child = spawn(["systemd-socket-activate", "-E", "PYTHONPATH", "-E", "PYTHONUNBUFFERED",
+                   "-l", f"127.0.0.1:{passed}",
+                   *python("-m", "sitebus", "run", "rawapp:app", "--no-reload")], notify=False)
+    child.wait_for_output(rf"Listening on 127\.0\.0\.1:{passed}")
+    status, body, _headers = get(passed, "/x")  # the first connection starts the site
+    assert status == 200 and body.endswith(b" raw  /x hi from raw")
+    assert echo(passed, "/ws") == "echo hello"
+    assert f"Serving on http://127.0.0.1:{passed}" in child.output
+    stop(child)
