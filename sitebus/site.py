@@ -353,6 +353,12 @@ class Site:
             seen[address] = key.rsplit(".", 1)[0]
         if self._workers is not None:
             self._workers.validate()
+        for server in self.active_servers() if self.asgi else ():
+            if server.type != ASGI_SERVER_TYPE:
+                mount = self.asgi.mounts[0]
+                raise ConfigError(f"{mount.name} is an ASGI app, which the {server.type!r} "
+                                  f"server type cannot serve; expected {ASGI_SERVER_TYPE!r}",
+                                  key=server.key("type"), value=server.type)
 
     # -- running -------------------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def test_a_failed_lifespan_startup_is_one_line_and_exit_70(tmp_path: Path, worke
     assert done.returncode == 70, done.stderr
     assert errors == ["sitebus: error: APP 'failapp:app': the ASGI app's lifespan startup "
                       "failed: RuntimeError: no database"], done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
     assert [event[:2] for event in lifespan_events(tmp_path)][0] == ["startup", "failing"]
 
 
