@@ -177,6 +177,8 @@ class AsgiSite:
         self.log_error = log_error
         self.executor: ThreadPoolExecutor | None = None
         self.websockets: set[Send] = set()
+        self.direct: ASGIApp | None = None
+        """The one app, when a root ASGI app is all there is: requests skip the routing."""
         self.draining = False
         """Set when the server begins to stop: every response then closes its connection."""
 
@@ -195,6 +197,11 @@ class AsgiSite:
                 await lifespan.shutdown()
             self.executor.shutdown(wait=False)
             raise
+        tree = self.tree
+        alone = (len(self.mounts) == 1 and not self.mounts[0].script_name and not self.states[0]
+                 and not self.endpoints and not getattr(tree, "apps", None)
+                 and not getattr(tree, "vhosts", None))
+        self.direct = self.mounts[0].app if alone else None
 
     async def shutdown(self) -> None:
         """Shut every app's lifespan down in reverse order; log what fails."""
@@ -218,6 +225,11 @@ class AsgiSite:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        direct = self.direct
+        if (direct is not None and kind == "http" and not self.draining
+                and (self.log is None or not self.log.wants_access())):
+            await direct(scope, receive, send)
+            return
         if kind == "lifespan":
             return  # the server runs the lifespans itself (startup/shutdown above)
         if self.draining and kind == "http":

@@ -135,3 +135,27 @@ def test_a_draining_site_closes_each_connection_after_its_answer() -> None:
 
     for _status, _body, headers in asyncio.run(scenario()):
         assert (b"connection", b"close") in headers
+
+
+def test_a_lone_root_app_is_called_directly_and_still_drains() -> None:
+    async def hello(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError("no lifespan here")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    site = site_of(("", hello))
+
+    async def scenario() -> list[Any]:
+        await site.startup()
+        try:
+            answers = [await request(site, "/a")]
+            site.draining = True
+            return [*answers, await request(site, "/b")]
+        finally:
+            await site.shutdown()
+
+    before, after = asyncio.run(scenario())
+    assert site.direct is hello
+    assert before[:2] == (200, b"/a") and (b"connection", b"close") not in before[2]
+    assert after[:2] == (200, b"/b") and (b"connection", b"close") in after[2]
