@@ -33,12 +33,11 @@ from sitebus import __version__
 from sitebus.asgi import AsgiMounts, AsgiSite
 from sitebus.errors import UnavailableError
 from sitebus.listeners import Listener
-from sitebus.servertypes import ServerType, server_types
 
 if TYPE_CHECKING:
     from sitebus.servers import Server
 
-__all__ = ["UvicornServer", "require_uvicorn"]
+__all__ = ["UvicornServer", "build", "require_uvicorn"]
 
 TYPE = "uvicorn"
 
@@ -183,7 +182,8 @@ class UvicornServer:
                 pass  # the loop has just closed: nothing left to stop
 
 
-def _build(server: Server, listener: Listener | None) -> UvicornServer:
+def build(server: Server, listener: Listener | None) -> UvicornServer:
+    """Build the uvicorn server of a Server (``server_types['uvicorn']``) on ``listener``."""
     assert listener is not None
     mounts = getattr(server, "asgi", None) or AsgiMounts()
     _log_to_bus(server.bus)
@@ -193,7 +193,3 @@ def _build(server: Server, listener: Listener | None) -> UvicornServer:
                          shutdown_timeout=server.shutdown_timeout,
                          max_header=server.max_request_header_size)
 
-
-server_types[TYPE] = ServerType(
-    TYPE, "HTTP/1.1 and websockets for ASGI apps (and WSGI apps beside them) on uvicorn "
-    "(pip install 'sitebus[asgi]')", "http", listens=True, tls=False, build=_build)

@@ -43,6 +43,7 @@ from sitebus.apps import (
 )
 from sitebus.asgi import AsgiMounts
 from sitebus.asgiserver import TYPE as ASGI_SERVER_TYPE
+from sitebus.asgiserver import require_uvicorn
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
@@ -359,6 +360,7 @@ class Site:
                 raise ConfigError(f"{mount.name} is an ASGI app, which the {server.type!r} "
                                   f"server type cannot serve; expected {ASGI_SERVER_TYPE!r}",
                                   key=server.key("type"), value=server.type)
+            require_uvicorn(self.asgi.mounts[0].name)
 
     # -- running -------------------------------------------------------------------------------
 
