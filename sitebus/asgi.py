@@ -1,4 +1,4 @@
-"""The ASGI side of a site: its ASGI apps by prefix, their lifespans, and the WSGI bridge.
+"""The ASGI side of a site: its ASGI apps by prefix, their lifespans, the drain.
 
 ``AsgiMounts`` is what the site records as ``tree.<name>`` entries name ASGI apps. A server
 serving ASGI (``sitebus.asgiserver``) builds an ``AsgiSite`` from it: one ASGI app that
@@ -7,7 +7,8 @@ serving ASGI (``sitebus.asgiserver``) builds an ``AsgiSite`` from it: one ASGI a
   prefix, with ``root_path`` extended by the prefix and ``path`` left whole (as the ASGI spec,
   Starlette and Django read them);
 - sends everything else (the health endpoint, WSGI apps, services.web apps, the 404 page)
-  through the site's WSGI tree on a thread pool, with ``SCRIPT_NAME`` and ``PATH_INFO`` set as
+  through the site's WSGI tree on a thread pool (``sitebus.wsgibridge``), with ``SCRIPT_NAME``
+  and ``PATH_INFO`` set as
   a WSGI server sets them: so one socket serves both kinds. (The other way round, ASGI apps
   under a WSGI server, would lose websockets and streaming, and hold a thread per request.)
 - runs each app's lifespan: startup before the server accepts, shutdown after it has drained;
@@ -22,14 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import http
-import io
-import sys
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from sitebus import __version__
 from sitebus.errors import SitebusError
+from sitebus.wsgibridge import environ_of, serve_wsgi
 
 __all__ = ["AsgiMounts", "AsgiSite", "LifespanError", "Mount"]
 
@@ -290,79 +289,14 @@ class AsgiSite:
         try:
             await app(scope, receive, counting_send)
         finally:
-            self.log.access(_environ(scope, b""), _status_line(status[0]), size[0])
+            self.log.access(environ_of(scope, b""), _status_line(status[0]), size[0])
 
     # -- the WSGI bridge -------------------------------------------------------------------
 
     async def _wsgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if self.max_body and len(body) > self.max_body:
-                await _answer(send, 413, b"Request Entity Too Large\n")
-                return
-        loop = asyncio.get_running_loop()
-        environ = _environ(scope, bytes(body))
-        assert self.executor is not None
-        await loop.run_in_executor(self.executor, self._run_wsgi, environ, send, loop)
-
-    def _run_wsgi(self, environ: dict[str, Any], send: Send,
-                  loop: asyncio.AbstractEventLoop) -> None:
-        """Run the WSGI app in a pool thread; each message goes to the loop and is awaited."""
-        started: list[Any] = []
-        headers_sent = [False]
-
-        def deliver(message: Message) -> None:
-            asyncio.run_coroutine_threadsafe(_awaited(send(message)), loop).result()
-
-        def start_response(status: str, headers: list[tuple[str, str]],
-                           exc_info: Any = None) -> Callable[[bytes], None]:
-            if exc_info and headers_sent[0]:
-                raise exc_info[1].with_traceback(exc_info[2])
-            started[:] = [status, headers]
-            return write
-
-        def send_start() -> None:
-            if not headers_sent[0]:
-                status, headers = started
-                deliver({"type": "http.response.start", "status": int(status[:3]),
-                         "headers": [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                                     for name, value in headers]})
-                headers_sent[0] = True
-
-        def write(data: bytes) -> None:
-            send_start()
-            if data:
-                deliver({"type": "http.response.body", "body": data, "more_body": True})
-
-        try:
-            result: Iterable[bytes] = self.wsgi_app(environ, start_response)  # type: ignore[misc]
-        except Exception:
-            self.log_error("Error in a WSGI app", 40, True)
-            if not headers_sent[0]:
-                _deliver_error(deliver)
-            return
-        try:
-            for chunk in result:
-                if chunk:
-                    write(chunk)
-            if not started:
-                raise RuntimeError("the WSGI app returned without calling start_response")
-            send_start()
-            deliver({"type": "http.response.body", "body": b"", "more_body": False})
-        except Exception:
-            self.log_error("Error in a WSGI app's response", 40, True)
-            if not headers_sent[0]:
-                _deliver_error(deliver)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+        assert self.executor is not None and self.wsgi_app is not None
+        await serve_wsgi(self.wsgi_app, self.executor, scope, receive, send, self.max_body,
+                         self.log_error)
 
 
 def _closing(send: Send) -> Send:
@@ -379,69 +313,8 @@ def _closing(send: Send) -> Send:
     return closing_send
 
 
-async def _awaited(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
-def _deliver_error(deliver: Callable[[Message], None]) -> None:
-    body = b"Internal Server Error\n"
-    deliver({"type": "http.response.start", "status": 500,
-             "headers": [(b"content-type", b"text/plain"),
-                         (b"content-length", str(len(body)).encode())]})
-    deliver({"type": "http.response.body", "body": body})
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
 def _status_line(status: int) -> str:
     try:
         return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:
         return str(status)
-
-
-def _environ(scope: Scope, body: bytes) -> dict[str, Any]:
-    """Return the WSGI environ of an ASGI http scope (PEP 3333's native strings)."""
-    root_path = scope.get("root_path", "")
-    path = scope.get("path", "")
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
-    server = scope.get("server") or ("localhost", 80)
-    client = scope.get("client") or ("", 0)
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope.get("method", "GET"),
-        "SCRIPT_NAME": root_path.encode("utf-8").decode("latin-1"),
-        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_NAME": str(server[0]),
-        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
-        "SERVER_SOFTWARE": f"sitebus/{__version__} uvicorn",
-        "REMOTE_ADDR": str(client[0]),
-        "REMOTE_PORT": str(client[1]),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").upper().replace("-", "_")
-        value = raw_value.decode("latin-1")
-        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
-            environ[name] = value
-            continue
-        key = f"HTTP_{name}"
-        environ[key] = f"{environ[key]},{value}" if key in environ else value
-    if body and "CONTENT_LENGTH" not in environ:
-        environ["CONTENT_LENGTH"] = str(len(body))
-    return environ
-
