@@ -8,9 +8,9 @@ serving ASGI (``sitebus.asgiserver``) builds an ``AsgiSite`` from it: one ASGI a
   Starlette and Django read them);
 - sends everything else (the health endpoint, WSGI apps, services.web apps, the 404 page)
   through the site's WSGI tree on a thread pool (``sitebus.wsgibridge``), with ``SCRIPT_NAME``
-  and ``PATH_INFO`` set as
-  a WSGI server sets them: so one socket serves both kinds. (The other way round, ASGI apps
-  under a WSGI server, would lose websockets and streaming, and hold a thread per request.)
+  and ``PATH_INFO`` set as a WSGI server sets them: so one socket serves both kinds. (The
+  other way round, ASGI apps under a WSGI server, would lose websockets and streaming, and
+  hold a thread per request.)
 - runs each app's lifespan: startup before the server accepts, shutdown after it has drained;
   an app that raises before it receives anything (Django's ``asgi.py``) has no lifespan;
 - writes access lines for ASGI requests in the site's access-log format;
