@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "bench" / ".venv"
 PEERS = ["cherrypy==18.10.0", "gunicorn==27.0.1", "inotify", "psutil", "flask",
-         "prometheus-client"]
+         "prometheus-client", "uvicorn[standard]", "uvicorn-worker==0.4.0"]
 
 
 def venv_python() -> Path:

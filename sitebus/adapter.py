@@ -221,6 +221,10 @@ class ServerAdapter(SimplePlugin):
                     return
             thread = self._thread
             if thread is None or not thread.is_alive():
+                with self._lock:  # it may have failed between the check above and its end
+                    if self.interrupt is not None:
+                        self._starting = False
+                        raise self.interrupt
                 raise RuntimeError(f"HTTP Server {self.description} ended before it was ready")
             remaining = deadline - time.monotonic()
             if remaining <= 0:

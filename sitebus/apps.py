@@ -7,9 +7,12 @@ bare function) is grafted as it is and never receives services.web config: a Bot
 ``merge`` method of its own, so duck typing on ``merge`` is not enough; the kind comes from
 the type the framework registered (``Tree.app_class``) and from the exposed handlers of a root.
 
+An **ASGI app** (``async def __call__(scope, receive, send)``: FastAPI, Starlette, Django's
+``asgi.py``) is mounted beside them and served by uvicorn (``sitebus.asgi``).
+
 Refused, each with one line naming the tree entry, the module and the cause (exit 78): an app
-that fails to import (whatever it raises), an object that is neither, and an **ASGI app**
-(``async def __call__(scope, receive, send)``), which no server of the site serves yet.
+that fails to import (whatever it raises), an object that is none of these, and config or a
+virtual host given to an app that takes neither.
 
 Entry forms (``tree.<name> = ...`` in ``[global]``)::
 
@@ -177,8 +180,8 @@ def refuse(entry: TreeEntry, app: Any, kind: str | None) -> ConfigError:
     key = entry.name
     if kind == ASGI:
         return ConfigError(f"{entry.target!r} is an ASGI app ({describe(app)}: async "
-                           "__call__(scope, receive, send)), and no server of this site serves "
-                           "ASGI; mount a WSGI app, or serve this one with an ASGI server",
+                           "__call__(scope, receive, send)), which takes no services.web config "
+                           "and no virtual host; remove 'config' and 'host' from this entry",
                            key=key, value=entry.target)
     if isinstance(app, type):
         return ConfigError(f"{entry.target!r} is a class ({describe(app)}); expected a WSGI "

@@ -188,7 +188,7 @@ def command_check(args: argparse.Namespace) -> int:
     except (SitebusError, ValueError) as error:
         code = _report(error)
         return code if code != EX_SOFTWARE else EX_CONFIG
-    mounted = ", ".join(repr(name or "/") for name in sorted(site.tree.apps)) or "nothing"
+    mounted = ", ".join(f"{name!r} ({kind})" for name, kind in site.app_kinds()) or "nothing"
     workers = f" from {site.workers.workers} workers" if site.has_workers else ""
     print(f"{PROG}: config is valid; apps mounted at {mounted}; "
           f"serving on {', '.join(site.descriptions())}{workers}")

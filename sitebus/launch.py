@@ -235,7 +235,7 @@ def _load_apps(site: Any, options: Options, entries: list[TreeEntry],
     for entry in entries:
         site.mount_entry(entry)
     app_sections(site, files)
-    if not site.tree.apps and not site.tree.vhosts:
+    if not site.tree.apps and not site.tree.vhosts and not site.asgi:
         from sitebus.welcome import welcome_app
 
         site.tree.graft(welcome_app(site), "")

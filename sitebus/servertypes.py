@@ -92,6 +92,12 @@ def _cgi(server: Server, listener: Listener | None) -> CGIServer:
     return CGIServer(server.wsgi_app)
 
 
+def _uvicorn(server: Server, listener: Listener | None) -> Any:
+    from sitebus.asgiserver import build  # imports uvicorn only for a site that serves ASGI
+
+    return build(server, listener)
+
+
 server_types: dict[str, ServerType] = {
     kind.name: kind
     for kind in (
@@ -103,6 +109,9 @@ server_types: dict[str, ServerType] = {
                    "scgi", listens=True, tls=False, build=_scgi, requires="flup"),
         ServerType("cgi", "one CGI request from the environment, then exit (cherryd -x)",
                    "cgi", listens=False, tls=False, build=_cgi),
+        ServerType("uvicorn", "HTTP/1.1 and websockets for ASGI apps (and WSGI apps beside "
+                   "them) on uvicorn (pip install 'sitebus[asgi]')",
+                   "http", listens=True, tls=False, build=_uvicorn),
     )
 }
 """The server types by name; ``server.type`` picks one. The CLI and README read this too."""

@@ -31,7 +31,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sitebus.accesslog import flush_access_logs
-from sitebus.apps import SERVICES_WEB, WSGI, TreeEntry, app_kind, load_app, parse_entry, refuse
+from sitebus.apps import (
+    ASGI,
+    SERVICES_WEB,
+    WSGI,
+    TreeEntry,
+    app_kind,
+    describe,
+    load_app,
+    parse_entry,
+    refuse,
+)
+from sitebus.asgi import AsgiMounts
+from sitebus.asgiserver import TYPE as ASGI_SERVER_TYPE
+from sitebus.asgiserver import require_uvicorn
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
@@ -224,8 +237,11 @@ class Site:
         self.bus.health = Health(self.bus, self.tree)  # off until engine.health.on = True
         self.bus.proxy = ProxyHeaders(self.bus, self.tree)  # off until engine.proxy.on = True
         self.bus.metrics = Metrics(self.bus, self.tree)  # off until engine.metrics.on = True
+        self.asgi = AsgiMounts(self.log, self.tree)
+        """The ASGI apps mounted, by prefix; a site with any is served by uvicorn."""
         self.server = Server(self.bus)
         self.server.wsgi_app = self.tree
+        self.server.asgi = self.asgi  # type: ignore[attr-defined]
         self.server.subscribe()
         self.servers: dict[str, Server] = {}
         """The extra servers, by name (``server.<name>.*``)."""
@@ -325,6 +341,9 @@ class Site:
         if server is None:
             server = self.servers[name] = Server(self.bus, name=name)
             server.wsgi_app = self.tree
+            server.asgi = self.asgi  # type: ignore[attr-defined]
+            if self.asgi:
+                server.type = ASGI_SERVER_TYPE
             server.subscribe()
         server.configure(**{setting: value})
 
@@ -352,6 +371,13 @@ class Site:
             seen[address] = key.rsplit(".", 1)[0]
         if self._workers is not None:
             self._workers.validate()
+        for server in self.active_servers() if self.asgi else ():
+            if server.type != ASGI_SERVER_TYPE:
+                mount = self.asgi.mounts[0]
+                raise ConfigError(f"{mount.name} is an ASGI app, which the {server.type!r} "
+                                  f"server type cannot serve; expected {ASGI_SERVER_TYPE!r}",
+                                  key=server.key("type"), value=server.type)
+            require_uvicorn(self.asgi.mounts[0].name)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -532,10 +558,26 @@ class Site:
             if config is not None:
                 self.configured_apps.append(mounted)
             return mounted
+        if kind == ASGI and entry.config is None and entry.host is None:
+            target = entry.target if isinstance(entry.target, str) else describe(app)
+            name = entry.name if target in entry.name else f"{entry.name} ({target!r})"
+            self.asgi.mount(entry.script_name, app, name)
+            for server in (self.server, *self.servers.values()):
+                if server.type == "cheroot":
+                    server.type = ASGI_SERVER_TYPE
+            return app
         if kind != WSGI or entry.config is not None:
             raise refuse(entry, app, kind)
         self.tree.graft(app, entry.script_name, host=entry.host)
         return app
+
+    def app_kinds(self) -> list[tuple[str, str]]:
+        """Return (mount point, kind) for every app mounted, sorted: services.web, wsgi, asgi."""
+        found = {(name or "/", app_kind(app, self.tree.app_class) or "?")
+                 for table in (self.tree.apps, *self.tree.vhosts.values())
+                 for name, app in table.items()}
+        found |= {(mount.script_name or "/", ASGI) for mount in self.asgi.mounts}
+        return sorted(found)
 
     def framework_apps(self) -> list[Any]:
         """Return the mounted services.web apps, every host's, each once."""

@@ -423,6 +423,8 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
             server.take_over()
             server.wsgi_app = tracker.wrap(server.wsgi_app)
             tracker.servers.append(server)
+        if bus.state is states.EXITING:
+            return EX_OK  # SIGTERM while the apps loaded: the master stops it, nothing to start
         bus.start()
     except Exception as error:
         return heartbeat.report_failure(error)

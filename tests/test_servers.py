@@ -152,7 +152,7 @@ def _values(**changes: Any) -> dict[str, Any]:
         ({"ssl_module": "pyopenssl"}, "ssl_module", "'builtin'"),
         ({"ssl_private_key": "k.pem"}, "ssl_certificate", "a certificate file to go with"),
         ({"ssl_context": "ctx"}, "ssl_context", "None or an SSLContext"),
-        ({"type": "twisted"}, "type", "one of 'cheroot', 'fastcgi', 'scgi', 'cgi'"),
+        ({"type": "twisted"}, "type", "one of 'cheroot', 'fastcgi', 'scgi', 'cgi', 'uvicorn'"),
         ({"type": "fastcgi", "ssl_certificate": "c.pem"}, "ssl_certificate",
          "the 'fastcgi' server type has no TLS"),
     ],
@@ -235,7 +235,7 @@ def test_a_listener_that_does_not_listen_is_refused(bus: Bus) -> None:
 
 
 def test_the_registry_describes_each_type() -> None:
-    assert list(server_types) == ["cheroot", "fastcgi", "scgi", "cgi"]
+    assert list(server_types) == ["cheroot", "fastcgi", "scgi", "cgi", "uvicorn"]
     assert all(kind.summary and kind.scheme for kind in server_types.values())
 
 

@@ -2,9 +2,9 @@
 
 Flask, Django, Bottle, Falcon, Pyramid, a bare callable and two services.web apps, each with
 its own app config, from one config file; each framework alone; apps that cannot be served
-(an import that raises, an ASGI app) end `run` (one process and workers) and `check` with one
-line and exit 78. Then `sitebus run module:attr -b ...`, SITEBUS_* variables, --access-log,
---chdir, and explicit keys over an environment's defaults.
+(an import that raises, an ASGI app with a virtual host) end `run` (one process and workers)
+and `check` with one line and exit 78. Then `sitebus run module:attr -b ...`, SITEBUS_*
+variables, --access-log, --chdir, and explicit keys over an environment's defaults.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ tools.gzip.on = True
 BROKEN = {
     "raises": ("tree.x = '/x', 'explodes:app'",
                r"tree\.x: cannot import module 'explodes': RuntimeError: boom at import"),
-    "asgi": ("tree.x = '/x', 'fw:asgi'",
-             r"tree\.x: 'fw:asgi' is an ASGI app .* no server of this site serves ASGI"),
+    "asgi-vhost": ("tree.x = '/x', 'fw:asgi', 'www.example.com'",
+                   r"tree\.x: 'fw:asgi' is an ASGI app .* no virtual host"),
     "not-callable": ("tree.x = '/x', 'fw:KINDS'",
                      r"tree\.x: 'fw:KINDS' \(builtins\.dict\) is not callable"),
     "orphan-section": ("tree.x = '/x', 'fw:bare'\n[/static]\ntools.staticdir.on = True",
