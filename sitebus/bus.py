@@ -320,8 +320,9 @@ class Bus:
             self._register_atexit()
             self._exit_done.clear()
             with self._requests_lock:
+                if self._starting_thread != threading.get_ident():  # else a subclass's
+                    self._exit_after_start = False  # preparation began the start already
                 self._starting_thread = threading.get_ident()
-                self._exit_after_start = False
             try:
                 self._set_state(states.STARTING)
                 self.publish("start")

@@ -149,9 +149,16 @@ class Engine(Bus):
         the same way. Preparing is not a start listener, because it subscribes some.
         """
         if self.preparation is not None and self.state is states.STOPPED:
+            # Preparing installs the signal handlers: a stop signal from now on must wait for
+            # the start to finish, as one during the start listeners does (Bus.exit).
+            with self._requests_lock:
+                self._starting_thread = threading.get_ident()
+                self._exit_after_start = False
             try:
                 self.preparation()
             except Exception as error:
+                with self._requests_lock:
+                    self._starting_thread = None
                 self.log(f"Cannot start the site: {error}", 40,
                          traceback=not isinstance(getattr(error, "exit_code", None), int))
                 raise
