@@ -267,10 +267,12 @@ class LogManager:
         """Write the error log to stderr and the access log to stdout: with ``screen``, or
         where the file is '-' (``--error-log -``, ``--access-log -``); one copy each.
 
-        Off, a NullHandler stands in: with no handler at all, Python's last-resort handler
-        would still print warnings and errors to stderr."""
+        Off, a NullHandler stands in for the error log: with no handler at all, Python's
+        last-resort handler would still print its warnings and errors to stderr. The access
+        log needs none (its lines are INFO), and a second handler there would cost every line
+        the slow path of ``access()``."""
         error_handler: logging.Handler = logging.NullHandler()
-        access_handler: logging.Handler = logging.NullHandler()
+        access_handler: logging.Handler | None = None  # INFO lines: the last resort skips them
         if self._screen or self._error_file == "-":
             error_handler = _ScreenHandler("stderr")
             error_handler.setFormatter(self._error_formatter())
