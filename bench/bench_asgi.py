@@ -31,9 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import Result, free_port, load_python, load_wrk  # noqa: E402
-from bench.bench_workers import tree_cpu_seconds, wait_for_port  # noqa: E402
+from bench.bench_servers import Result, load_python, load_wrk  # noqa: E402
+from bench.bench_workers import tree_cpu_seconds  # noqa: E402
 from bench.env import median, reexec_in_venv, table  # noqa: E402
+from bench.harness import free_port, launched  # noqa: E402
 
 HELLO = '''\
 import os
@@ -91,19 +92,8 @@ def running(server: Server, workdir: str | None = None
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         where = workdir or tmp
-        process = subprocess.Popen(server.argv(port, where), cwd=where,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(port, process, server.label)
-            time.sleep(1)  # let every worker come up, not just the first
+        with launched(server.argv(port, where), port, server.label, cwd=where) as process:
             yield ("127.0.0.1", port), process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def throughput(rounds: int, seconds: float) -> None:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import Result, free_port, load_python, load_wrk  # noqa: E402
-from bench.bench_workers import wait_for_port  # noqa: E402
+from bench.bench_servers import Result, load_python, load_wrk  # noqa: E402
 from bench.env import ROOT, median, table  # noqa: E402
+from bench.harness import free_port, reap, stop, wait_for_port  # noqa: E402
 
 APP = '''\
 import subprocess
@@ -67,13 +67,9 @@ def running(as_pid1: bool) -> Iterator[tuple[tuple[str, int], int]]:
         finally:
             if as_pid1:
                 os.kill(_children(process.pid)[0], signal.SIGTERM)
+                reap(process)
             else:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                stop(process)
 
 
 def _children(pid: int) -> list[int]:

@@ -35,19 +35,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.env import median, reexec_in_venv, table  # noqa: E402
+from bench.harness import free_port, stop  # noqa: E402
 
 APP = '''\
 def app(environ, start_response):
@@ -76,12 +76,6 @@ server.socket_port = {port}
 log.screen = False
 tree.app = "", "app:app"
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def argv_for(name: str, port: int, workdir: str) -> list[str]:
@@ -115,12 +109,15 @@ def save(path: Path, version: int) -> None:
 
 
 @contextmanager
-def serving(name: str) -> Iterator[tuple[int, Path]]:
+def launched(name: str, argv: Callable[[str, int, str], list[str]],
+             env: dict[str, str] | None = None
+             ) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """Run server ``name`` (``argv(name, port, workdir)``) on app.py; yield once it answers."""
     with tempfile.TemporaryDirectory() as workdir:
         app = Path(workdir, "app.py")
         app.write_text(APP.format(version=0))
         port = free_port()
-        process = subprocess.Popen(argv_for(name, port, workdir), cwd=workdir,
+        process = subprocess.Popen(argv(name, port, workdir), cwd=workdir, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 30
@@ -135,15 +132,16 @@ def serving(name: str) -> Iterator[tuple[int, Path]]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not answer")
                 time.sleep(0.05)
-            time.sleep(1.5)  # past the polling reloaders' first look, so a save is a change
-            yield port, app
+            yield process, port, app
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, 15)
+
+
+@contextmanager
+def serving(name: str) -> Iterator[tuple[int, Path]]:
+    with launched(name, argv_for) as (_process, port, app):
+        time.sleep(1.5)  # past the polling reloaders' first look, so a save is a change
+        yield port, app
 
 
 class SteadyClient(threading.Thread):
@@ -222,36 +220,9 @@ def keepalive_argv(name: str, port: int, workdir: str) -> list[str]:
             "-b", f"127.0.0.1:{port}", "--log-level", "warning", "app:app"]
 
 
-@contextmanager
-def started(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
-    with tempfile.TemporaryDirectory() as workdir:
-        app = Path(workdir, "app.py")
-        app.write_text(APP.format(version=0))
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        process = subprocess.Popen(keepalive_argv(name, port, workdir), cwd=workdir, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while True:  # a benchmark harness: polling for the first answer is fine here
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}")
-                try:
-                    if fetch(port, 1) == (200, b"version 0"):
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not answer")
-                time.sleep(0.05)
-            yield process, port, app
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def started(name: str) -> AbstractContextManager[tuple[subprocess.Popen[bytes], int, Path]]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return launched(name, keepalive_argv, env)
 
 
 class KeptAliveClient(threading.Thread):

@@ -24,7 +24,6 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.env import median, reexec_in_venv, table  # noqa: E402
+from bench.harness import free_port, launched  # noqa: E402
 
 HELLO_APP = (
     "import time\n"
@@ -47,6 +47,18 @@ HELLO_APP = (
     "    start_response('200 OK', [('Content-Type', 'text/plain'),\n"
     "                              ('Content-Length', '12')])\n"
     "    return [b'Hello world!']\n"
+)
+
+# CherryPy 18's quickstart with its production settings, serving 'Hello world!' on {port}.
+CHERRYPY_APP = (
+    "import cherrypy\n"
+    "class Root:\n"
+    "    @cherrypy.expose\n"
+    "    def index(self):\n"
+    "        return 'Hello world!'\n"
+    "cherrypy.config.update({{'server.socket_port': {port}, 'log.screen': False,\n"
+    "                        'environment': 'production'}})\n"
+    "cherrypy.quickstart(Root())\n"
 )
 
 # Programs that serve HELLO_APP on {port}; {threads} and {backlog} are filled in when given.
@@ -70,16 +82,7 @@ SERVERS = {
         "bus.start()\n"
         "bus.block()\n"
     ),
-    "cherrypy": (
-        "import cherrypy\n"
-        "class Root:\n"
-        "    @cherrypy.expose\n"
-        "    def index(self):\n"
-        "        return 'Hello world!'\n"
-        "cherrypy.config.update({{'server.socket_port': {port}, 'log.screen': False,\n"
-        "                        'environment': 'production'}})\n"
-        "cherrypy.quickstart(Root())\n"
-    ),
+    "cherrypy": CHERRYPY_APP,
     "gunicorn": None,  # run as a command: see server_argv
     "site": None,  # the whole site through `sitebus run`: see server_argv
 }
@@ -93,12 +96,6 @@ SITE_CONFIG = (
     "{threads_line}"
     "tree.hello = '', 'hello:app'\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_argv(name: str, port: int, threads: int, backlog: int, workdir: str) -> list[str]:
@@ -124,27 +121,8 @@ def running(name: str, threads: int = 0, backlog: int = 0) -> Iterator[tuple[tup
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         argv = server_argv(name, port, threads, backlog, workdir)
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while True:  # a benchmark harness, not a test: polling for the port is fine here
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name} did not answer on port {port}") from None
-                    time.sleep(0.05)
+        with launched(argv, port, name, settle=0, timeout=10) as process:
             yield ("127.0.0.1", port), process.pid
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @dataclass

@@ -25,7 +25,6 @@ import argparse
 import os
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,25 +39,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import HELLO_APP, free_port, load_python, load_wrk  # noqa: E402
-from bench.bench_workers import tree_cpu_seconds, wait_for_port  # noqa: E402
+from bench.bench_servers import CHERRYPY_APP, HELLO_APP, load_python, load_wrk  # noqa: E402
+from bench.bench_workers import tree_cpu_seconds  # noqa: E402
 from bench.env import median, reexec_in_venv, table  # noqa: E402
+from bench.harness import free_port, launched  # noqa: E402
 
 PROBES = 10
 PROBE_TIMEOUT = 1.0
 DRIP_INTERVAL = 2.0
-
-CHERRYPY_APP = (
-    "import cherrypy\n"
-    "class Root:\n"
-    "    @cherrypy.expose\n"
-    "    def index(self):\n"
-    "        return 'Hello world!'\n"
-    "cherrypy.config.update({{'server.socket_port': {port}, 'log.screen': False,\n"
-    "                        'environment': 'production'}})\n"
-    "cherrypy.quickstart(Root())\n"
-)
-
 
 @dataclass(frozen=True)
 class Target:
@@ -100,19 +88,9 @@ def running(target: Target) -> Iterator[tuple[tuple[str, int], int]]:
         if LOGS:
             name = "".join(c if c.isalnum() else "-" for c in target.label)
             output = files.enter_context(open(Path(LOGS, f"{name}-{port}.log"), "w"))
-        process = subprocess.Popen(target.argv(port, workdir), cwd=workdir, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, process, target.label)
-            time.sleep(1)  # let every worker come up, not just the first
+        with launched(target.argv(port, workdir), port, target.label, cwd=workdir, env=env,
+                      output=output) as process:
             yield ("127.0.0.1", port), process.pid
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 class Attack:

@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.env import median, reexec_in_venv, table  # noqa: E402
+from bench.harness import free_port, stop, wait_for_port  # noqa: E402
 
 THREADS = 10
 
@@ -91,23 +90,6 @@ server.serve()
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answers on port {port}")
-
-
 def cpu_seconds(pid: int) -> float:
     """Return the CPU time (user and system) of every thread of ``pid`` so far."""
     import os
@@ -135,7 +117,7 @@ def measure(name: str, seconds: float, connections: int) -> tuple[float, float]:
         if child.stdout.readline().strip() != "ready":
             errors = child.stderr.read() if child.stderr else ""
             raise RuntimeError(f"{name} did not start: {errors}")
-        wait_for_port(port)
+        wait_for_port(port, child, name)
         check = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True,
                                timeout=10) if shutil.which("curl") else None
         if check is not None and check.stdout != b"Hello world!":
@@ -155,12 +137,7 @@ def measure(name: str, seconds: float, connections: int) -> tuple[float, float]:
             raise RuntimeError(f"wrk against {name}:\n{result.stdout}")
         return float(match.group(1)), cpu_used / int(count.group(1)) * 1e6
     finally:
-        child.terminate()
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(5)
+        stop(child, 15)
 
 
 def main() -> None:

@@ -38,14 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import (  # noqa: E402
-    HELLO_APP,
-    Result,
-    free_port,
-    load_python,
-    load_wrk,
-)
+from bench.bench_servers import HELLO_APP, Result, load_python, load_wrk  # noqa: E402
 from bench.env import ROOT, median, reexec_in_venv, table  # noqa: E402
+from bench.harness import free_port, launched, wait_for_port  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -99,38 +94,13 @@ ACCESS_SERVERS = [
 """How production runs: access logs to files on both sides (``--only access``)."""
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:  # a benchmark harness: polling for the port is fine here
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not answer on port {port}") from None
-            time.sleep(0.05)
-
-
 @contextmanager
 def running(server: Server) -> Iterator[tuple[tuple[str, int], int]]:
     """Run a server; yield ((host, port), pid of its master) once it answers."""
     port = free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(server.argv(port, workdir), cwd=workdir,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(port, process, server.label)
-            time.sleep(1)  # let every worker come up, not just the first
-            yield ("127.0.0.1", port), process.pid
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with tempfile.TemporaryDirectory() as workdir, \
+            launched(server.argv(port, workdir), port, server.label, cwd=workdir) as process:
+        yield ("127.0.0.1", port), process.pid
 
 
 def tree_cpu_seconds(pid: int) -> float:
