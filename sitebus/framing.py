@@ -196,7 +196,35 @@ def parse_chunk_size(line: bytes) -> int:
     return int(match.group(1), 16)
 
 
-class ChunkedInput:
+class LineReader:
+    """The line-by-line half of a body reader (``readlines``, iteration), built on its
+    ``readline``: one copy for the chunked and the length-bound readers and their wrappers."""
+
+    def readline(self, size: int | None = None) -> bytes:
+        raise NotImplementedError
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        """Read the body's lines (until their total passes ``hint`` when positive)."""
+        lines: list[bytes] = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> LineReader:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class ChunkedInput(LineReader):
     """``wsgi.input`` for a chunked body: decoded strictly from ``rfile``, size held to a limit."""
 
     def __init__(self, rfile: BinaryIO | Any, max_size: int = 0) -> None:
@@ -293,34 +321,14 @@ class ChunkedInput:
                 break
         return b"".join(parts)
 
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        """Read the body's lines (until their total passes ``hint`` when positive)."""
-        lines: list[bytes] = []
-        total = 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
     def read_trailer_lines(self) -> Iterator[bytes]:
         """Read the rest of the body; yield its trailer lines (cheroot's ChunkedRFile has this)."""
         while self.read(65536):
             pass
         yield from self.trailers
 
-    def __iter__(self) -> ChunkedInput:
-        return self
 
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
-
-
-class LengthInput:
+class LengthInput(LineReader):
     """``wsgi.input`` for a body of known length: a body cut short is a FramingError."""
 
     def __init__(self, rfile: Any, length: int) -> None:
@@ -351,22 +359,3 @@ class LengthInput:
             raise self._cut_short()
         return data
 
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        """Read the body's lines."""
-        lines: list[bytes] = []
-        total = 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> LengthInput:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sitebus.framing import ChunkedInput, FramingError, LengthInput, Refusal
+from sitebus.framing import ChunkedInput, FramingError, LengthInput, LineReader, Refusal
 
 __all__ = ["strict_gateway"]
 
@@ -92,7 +92,7 @@ class _StrictBody:
             self.req.conn.wfile.write(refusal.response())
 
 
-class _Recording:
+class _Recording(LineReader):
     """Passes reads to the body reader; notes a FramingError for the gateway to answer."""
 
     def __init__(self, gateway: _StrictBody, body: ChunkedInput | LengthInput) -> None:
@@ -113,20 +113,8 @@ class _Recording:
     def readline(self, size: int | None = -1) -> bytes:
         return self._call(self._body.readline, size)
 
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        return self._call(self._body.readlines, hint)
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._body, name)
-
-    def __iter__(self) -> _Recording:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
 
 
 def strict_gateway(base: type) -> type:
