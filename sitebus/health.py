@@ -63,6 +63,7 @@ from sitebus import __version__
 from sitebus.bus import Bus, states
 from sitebus.errors import ConfigError
 from sitebus.plugins import SimplePlugin
+from sitebus.tree import endpoint_path
 
 __all__ = ["Health", "health_answer"]
 
@@ -127,10 +128,7 @@ class Health(SimplePlugin):
 
     @path.setter
     def path(self, value: str) -> None:
-        if (not isinstance(value, str) or not value.startswith("/") or len(value) < 2
-                or any(c in value for c in "?# \t\r\n")):
-            raise ConfigError(f"expected a path such as '/health' (a '/', then no '?', '#' or "
-                              f"space), got {value!r}", key="engine.health.path", value=value)
+        endpoint_path(value, "engine.health.path", "/health")
         self._place(value, self._access_log)
         self._path = value
 

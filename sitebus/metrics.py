@@ -45,6 +45,7 @@ from typing import Any
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError
 from sitebus.plugins import SimplePlugin
+from sitebus.tree import endpoint_path
 
 __all__ = ["BUCKETS", "Metrics", "Recorder", "collect_files"]
 
@@ -329,11 +330,7 @@ class Metrics(SimplePlugin):
 
     @path.setter
     def path(self, value: str) -> None:
-        if (not isinstance(value, str) or not value.startswith("/") or len(value) < 2
-                or any(c in value for c in "?# \t\r\n")):
-            raise ConfigError(f"expected a path such as '/metrics' (a '/', then no '?', '#' "
-                              f"or space), got {value!r}", key="engine.metrics.path",
-                              value=value)
+        endpoint_path(value, "engine.metrics.path", "/metrics")
         if self._on and self.tree is not None:
             self.tree.remove_endpoint(self._path)
             self.tree.add_endpoint(value, self.app)

@@ -31,6 +31,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sitebus.errors import ConfigError
 from sitebus.logs import LogManager
 from sitebus.observe import Observer
 
@@ -55,6 +56,19 @@ def normalize_script_name(script_name: str | None) -> str:
     if script_name and not script_name.startswith("/"):
         raise ValueError(f"a script name must start with '/' (or be ''), got {script_name!r}")
     return script_name
+
+
+def endpoint_path(value: Any, key: str, example: str) -> str:
+    """Return ``value`` if an endpoint can answer it exactly; else raise ConfigError on ``key``.
+
+    Such a path is a '/' and more, with no query, fragment or space (the health and metrics
+    endpoints' ``path`` settings).
+    """
+    if (not isinstance(value, str) or not value.startswith("/") or len(value) < 2
+            or any(c in value for c in "?# \t\r\n")):
+        raise ConfigError(f"expected a path such as {example!r} (a '/', then no '?', '#' or "
+                          f"space), got {value!r}", key=key, value=value)
+    return value
 
 
 def _host_of(environ: dict[str, Any]) -> str:
