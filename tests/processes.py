@@ -197,6 +197,17 @@ class Child:
         )
 
 
+def socket_fds() -> int:
+    """Count this process's open socket descriptors (to check a restart leaks none)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
 def python(*args: str) -> list[str]:
     """Return an argv that runs this interpreter."""
     return [sys.executable, *args]

@@ -18,7 +18,7 @@ from sitebus.errors import ConfigError, UnavailableError, exit_code_of, root_cau
 from sitebus.listeners import default_backlog
 from sitebus.servers import Server, ServerAdapter, describe, server_types, setting_problems
 from tests.httpclients import GatedApp, connection, fetch, hello_app, refuses
-from tests.processes import wait_until
+from tests.processes import socket_fds, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,16 +44,6 @@ def tls(tmp_path: Path) -> tuple[str, str, ssl.SSLContext]:
     client = ssl.create_default_context()
     ca.configure_trust(client)
     return str(cert_path), str(key_path), client
-
-
-def socket_fds() -> int:
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
-        except OSError:
-            pass
-    return count
 
 
 def server_threads() -> list[str]:

@@ -19,6 +19,7 @@ from sitebus.logs import log_to_screen
 from sitebus.servers import Server
 from sitebus.signals import SignalHandler
 from tests.httpclients import hello_app
+from tests.processes import socket_fds
 
 
 def notify(message: str) -> None:
@@ -26,16 +27,6 @@ def notify(message: str) -> None:
     if path:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.sendto(message.encode(), path)
-
-
-def socket_fds() -> int:
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
-        except OSError:
-            pass
-    return count
 
 
 def main() -> None:
