@@ -8,6 +8,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.validate import validator
 
 TIMEOUT = 15.0
 
@@ -65,6 +66,23 @@ def refuses(address: Any) -> bool:
 
 
 StartResponse = Callable[..., Any]
+
+
+def call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Call ``app`` in this process through ``wsgiref.validate``; return status, headers, body."""
+    captured: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        captured.append((status, headers))
+        return lambda data: None
+
+    result = validator(app)(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    return captured[-1][0], captured[-1][1], body
 
 
 def hello_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

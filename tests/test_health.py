@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 from wsgiref.util import setup_testing_defaults
-from wsgiref.validate import validator
 
 import pytest
 
@@ -22,6 +21,7 @@ from sitebus.health import DEFAULT_DRAIN_DELAY, Health, health_answer
 from sitebus.logs import LogManager
 from sitebus.site import Site
 from sitebus.tree import Tree
+from tests.httpclients import call_wsgi
 
 
 def echo(name: str) -> Any:
@@ -40,18 +40,8 @@ def call(app: Any, path: str, method: str = "GET", host: str = "localhost"
     setup_testing_defaults(environ)
     environ.update(PATH_INFO=path, SCRIPT_NAME="", QUERY_STRING="", REQUEST_METHOD=method,
                    HTTP_HOST=host, REMOTE_ADDR="127.0.0.1")
-    captured: list[Any] = []
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        captured.append((status, dict(headers)))
-        return lambda data: None
-
-    result = validator(app)(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        result.close()
-    return captured[0][0], captured[0][1], body
+    status, headers, body = call_wsgi(app, environ)
+    return status, dict(headers), body
 
 
 FIELDS = {"state": "STARTED", "pid": 42, "uptime": 1.5, "version": "9.9"}

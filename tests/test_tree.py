@@ -8,12 +8,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 from wsgiref.util import setup_testing_defaults
-from wsgiref.validate import validator
 
 import pytest
 
 from sitebus.logs import LogManager
 from sitebus.tree import Tree, wsgi_path
+from tests.httpclients import call_wsgi
 
 
 def echo(name: str) -> Any:
@@ -33,18 +33,8 @@ def call(app: Any, path: str, host: str = "localhost") -> tuple[str, bytes]:
     environ["SCRIPT_NAME"] = ""
     environ["QUERY_STRING"] = ""
     environ["REMOTE_ADDR"] = "127.0.0.1"
-    captured: list[str] = []
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        captured.append(status)
-        return lambda data: None
-
-    result = validator(app)(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        result.close()
-    return captured[0], body
+    status, _headers, body = call_wsgi(app, environ)
+    return status, body
 
 
 @pytest.fixture

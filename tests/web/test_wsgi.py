@@ -8,12 +8,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.util import setup_testing_defaults
-from wsgiref.validate import validator
 
 import pytest
 
 import services.web as cherrypy
 from services.web._serving import serving
+from tests.httpclients import call_wsgi
 
 
 def call(app: Any, path: str, method: str = "GET", body: bytes = b"", query: str = "",
@@ -29,20 +29,7 @@ def call(app: Any, path: str, method: str = "GET", body: bytes = b"", query: str
         environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
     for name, value in (headers or {}).items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
-    captured: dict[str, Any] = {}
-
-    def start_response(status: str, response_headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Any:
-        captured["status"] = status
-        captured["headers"] = response_headers
-        return lambda data: None
-
-    result = validator(app)(environ, start_response)
-    try:
-        content = b"".join(result)
-    finally:
-        result.close()
-    return captured["status"], captured["headers"], content
+    return call_wsgi(app, environ)
 
 
 class Root:
