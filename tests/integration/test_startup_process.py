@@ -7,17 +7,17 @@ SIGTERM; ``engine.SIGTERM = cleanup`` runs cleanup and exits.
 
 from __future__ import annotations
 
-import http.client
 import re
 import shutil
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration import sites
 from tests.integration.frontends import free_port
+from tests.integration.sites import ClientCrowd
 from tests.processes import Child, python, wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -93,44 +93,8 @@ def serving_port(child: Child, after: int = 0) -> int:
 
 
 def get(port: int, path: str = "/") -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-class KeepAliveClient(threading.Thread):
-    """One HTTP connection reused for request after request until the server closes it.
-
-    Every connection error and every 5xx is a failure (by exception name or status).
-    """
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.stop = threading.Event()
-        self.bodies: list[bytes] = []
-        self.failures: list[str] = []
-
-    def run(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        while not self.stop.is_set():
-            try:
-                connection.request("GET", "/")
-                response = connection.getresponse()
-                body = response.read()
-                if response.status >= 500:
-                    self.failures.append(f"{response.status}")
-                else:
-                    self.bodies.append(body)
-                # http.client reconnects by itself after a "Connection: close" response.
-            except (OSError, http.client.HTTPException) as error:
-                self.failures.append(type(error).__name__)
-                connection.close()
-        connection.close()
+    status, body, _headers = sites.get(port, path)
+    return status, body
 
 
 @pytest.mark.timeout(180)
@@ -141,27 +105,23 @@ def test_quickstart_reloads_three_times_under_keep_alive_clients(
     script.write_text(QUICKSTART_APP.format(version=0, port=0))
     child = spawn(python(str(script)), notify=False)
     port = serving_port(child)
-    clients = [KeepAliveClient(port) for _ in range(8)]
-    for client in clients:
-        client.start()
+    crowd = ClientCrowd(port, "/", clients=8)
+    crowd.start()
     try:
         for version in (1, 2, 3):
             starts = child.output.count("Bus STARTED")
             script.write_text(QUICKSTART_APP.format(version=version, port=0))
             assert serving_port(child, after=starts) == port  # the same socket, re-executed
             wanted = f"v{version}".encode()
-            wait_until(lambda w=wanted: all(c.bodies and c.bodies[-1] == w for c in clients),
+            wait_until(lambda w=wanted: all(c.answers and c.answers[-1] == w
+                                            for c in crowd.clients),
                        30, f"every client to get {wanted!r}")
             assert child.popen.poll() is None
     finally:
-        for client in clients:
-            client.stop.set()
-        for client in clients:
-            client.join(15)
+        crowd.finish()
     assert child.output.count("Re-spawning") == 3
     assert "already in use" not in child.output
-    answered = sum(len(client.bodies) for client in clients)
-    failures = [failure for client in clients for failure in client.failures]
+    answered, failures = crowd.answered, crowd.failures
     print(f"keep-alive: {answered} answered, {len(failures)} failed: {sorted(set(failures))}")
     assert answered > 100
     assert failures == []  # the restart hands kept-alive connections over (sitebus.drain)

@@ -4,7 +4,6 @@ a handler or of every request, browsed), covercp (coverage of a real running sit
 from __future__ import annotations
 
 import gc
-import http.client
 import os
 import signal
 import threading
@@ -15,6 +14,7 @@ import pytest
 
 import services.web as cherrypy
 from services.web.lib import covercp, gctools, profiler
+from tests.httpclients import fetch
 from tests.processes import python
 
 leaked: list[Any] = []
@@ -33,13 +33,8 @@ class Hello:
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, body, _response = fetch(("127.0.0.1", port), path, timeout=20)
+    return status, body
 
 
 # -- gctools --------------------------------------------------------------------------------

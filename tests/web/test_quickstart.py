@@ -3,13 +3,13 @@ signal handlers subscribed, the default server serving, SIGTERM ending with 0.""
 
 from __future__ import annotations
 
-import http.client
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.httpclients import fetch
 from tests.processes import python
 
 APP = '''
@@ -38,13 +38,8 @@ greeting = "hi"
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, body, _response = fetch(("127.0.0.1", port), path, timeout=10)
+    return status, body
 
 
 @pytest.mark.slow
