@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.processes import child_env, python
+from tests.integration import sites
+from tests.processes import python
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 
@@ -80,8 +81,7 @@ def app(environ, start_response):
 
 
 def sitebus(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(python("-m", "sitebus", *args), cwd=cwd, env=child_env(),
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return sites.sitebus(*args, cwd=cwd, timeout=60)
 
 
 def alive(pid: int) -> bool:

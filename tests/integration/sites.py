@@ -5,13 +5,14 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.processes import Child, python
+from tests.processes import Child, child_env, python
 
 APPS = '''\
 """Apps of three frameworks and a bare WSGI callable, for one site."""
@@ -38,6 +39,21 @@ def ready_addresses(child: Child, after: int = 0) -> list[str]:
     status = message.get("STATUS", "")
     found = re.search(r"listening on (.*)$", status)
     return found.group(1).split(", ") if found else []
+
+
+def sitebus(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``sitebus ARGS`` in ``cwd`` to its end; return its exit code and output."""
+    return subprocess.run(python("-m", "sitebus", *args), cwd=cwd, env=child_env(),
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def reloaded(child: Child, signum: int) -> list[str]:
+    """Send ``signum``; wait for RELOADING=1, then READY=1; return the addresses served then."""
+    seen = len(child.notify.messages)  # type: ignore[union-attr]
+    child.send_signal(signum)
+    child.notify.wait_for("RELOADING", "1", after=seen)  # type: ignore[union-attr]
+    return ready_addresses(child, after=seen + 1)
 
 
 def tcp_port(addresses: list[str]) -> int:
@@ -109,13 +125,17 @@ class SteadyClient(threading.Thread):
                 outcome = None if status == 200 else f"{status} {body[:200]!r}"
             except OSError as error:
                 body, outcome = b"", repr(error)
-            with self._changed:
-                if outcome is None:
-                    self.answers.append(body)
-                else:
-                    self.failures.append(outcome)
-                self._changed.notify_all()
+            self._record(body, outcome)
             self.stop.wait(0.003)
+
+    def _record(self, body: bytes, failure: str | None) -> None:
+        """Keep an answer's body, or the failure; wake those waiting for either."""
+        with self._changed:
+            if failure is None:
+                self.answers.append(body)
+            else:
+                self.failures.append(failure)
+            self._changed.notify_all()
 
     @property
     def pids(self) -> list[int]:
@@ -204,12 +224,7 @@ class PersistentClient(SteadyClient):
                     outcome = None if status == 200 else f"{status} {body[:200]!r}"
                 except (OSError, http.client.HTTPException) as error:
                     body, outcome = b"", repr(error)
-                with self._changed:
-                    if outcome is None:
-                        self.answers.append(body)
-                    else:
-                        self.failures.append(outcome)
-                    self._changed.notify_all()
+                self._record(body, outcome)
                 if self.pause:
                     self.stop.wait(self.pause)
         finally:

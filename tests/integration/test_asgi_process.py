@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,19 @@ import pytest
 
 from tests.integration.asgi_sites import lifespan_events, write_apps
 from tests.integration.frontends import free_port
-from tests.integration.sites import get, ready_addresses, tcp_port
-from tests.integration.worker_sites import WorkerRecorder, wait_for_workers
+from tests.integration.sites import (
+    PersistentClient,
+    get,
+    ready_addresses,
+    reloaded,
+    sitebus,
+    tcp_port,
+)
+from tests.integration.worker_sites import (
+    WorkerRecorder,
+    recorder_fixture,  # noqa: F401 (the fixture recorder, autouse)
+    wait_for_workers,
+)
 from tests.processes import child_env, python, wait_until
 
 pytest.importorskip("uvicorn")
@@ -43,19 +53,6 @@ tree.web = "/web", "wsgiapp:app"
 tree.dj = "/dj", "djsite.asgi:application"
 tree.raw = "", "rawapp:app"
 """
-
-
-@pytest.fixture(autouse=True)
-def recorder() -> Iterator[WorkerRecorder]:
-    recorder = WorkerRecorder()
-    yield recorder
-    left = recorder.close()
-    assert left == [], f"workers outlived the test: {left}"
-
-
-def sitebus(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(python("-m", "sitebus", *args), cwd=cwd, env=child_env(),
-                          capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
 
 
 def echo(port: int, path: str) -> str:
@@ -128,45 +125,6 @@ def test_a_failed_lifespan_startup_is_one_line_and_exit_70(tmp_path: Path, worke
     assert [event[:2] for event in lifespan_events(tmp_path)][0] == ["startup", "failing"]
 
 
-class KeepAliveClient(threading.Thread):
-    """GETs ``path`` over one keep-alive connection, opening a new one only after the server
-    answered ``Connection: close``; every error is a failure."""
-
-    def __init__(self, port: int, path: str = "/") -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.path = path
-        self.stop = threading.Event()
-        self.pids: list[int] = []
-        self.failures: list[str] = []
-        self.connections = 0
-
-    def run(self) -> None:
-        connection = None
-        while not self.stop.is_set():
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                self.connections += 1
-            try:
-                connection.request("GET", self.path)
-                response = connection.getresponse()
-                body = response.read()
-                if response.status == 200:
-                    self.pids.append(int(body.split()[0]))
-                else:
-                    self.failures.append(f"{response.status} {body[:100]!r}")
-                if response.getheader("connection", "").lower() == "close":
-                    connection.close()
-                    connection = None
-            except OSError as error:
-                self.failures.append(repr(error))
-                connection.close()
-                connection = None
-            self.stop.wait(0.002)
-        if connection is not None:
-            connection.close()
-
-
 def test_workers_run_lifespans_and_reload_without_failing_a_keep_alive_request(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
     write_apps(tmp_path)
@@ -177,17 +135,15 @@ def test_workers_run_lifespans_and_reload_without_failing_a_keep_alive_request(
     current = wait_for_workers(tmp_path, 2)
     startups = {int(e[-1]) for e in lifespan_events(tmp_path) if e[0] == "startup"}
     assert startups == current and child.pid not in startups
-    client = KeepAliveClient(port)
+    # One keep-alive connection, reopened only after a Connection: close; every error fails.
+    client = PersistentClient(port, pause=0.002, timeout=30)
     client.start()
     try:
         with websockets_client.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
             ws.send("before")
             assert ws.recv(timeout=10) == "echo before"
             for _reload in range(4):
-                seen = len(child.notify.messages)
-                child.send_signal(signal.SIGUSR1)
-                child.notify.wait_for("RELOADING", "1", after=seen)
-                ready_addresses(child, after=seen + 1)
+                reloaded(child, signal.SIGUSR1)
                 current = wait_for_workers(tmp_path, 2, not_among=current)
                 wait_until(lambda now=current: set(client.pids[-10:]) <= now, 30,  # type: ignore[misc]
                            "answers from the new workers")
@@ -195,8 +151,7 @@ def test_workers_run_lifespans_and_reload_without_failing_a_keep_alive_request(
                 ws.recv(timeout=30)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     finally:
-        client.stop.set()
-        client.join(60)
+        client.finish()
     assert client.failures == []
     assert len(client.pids) > 20 and client.connections < len(client.pids)
     stop(child)

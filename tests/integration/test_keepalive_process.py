@@ -11,17 +11,18 @@ from __future__ import annotations
 import http.client
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.sites import ClientCrowd, ready_addresses, run_site, tcp_port
+from tests.integration.sites import ClientCrowd, ready_addresses, reloaded, run_site, tcp_port
 from tests.integration.worker_sites import (
     APP,
     WorkerRecorder,
+    recorder_fixture,  # noqa: F401 (the fixture recorder, autouse)
     site_config,
+    start_site,
     wait_for_workers,
     write_app,
 )
@@ -30,35 +31,16 @@ from tests.processes import wait_until
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
-@pytest.fixture(autouse=True)  # autouse: set up before spawn, so torn down after it
-def recorder() -> Iterator[WorkerRecorder]:
-    recorder = WorkerRecorder()
-    yield recorder
-    left = recorder.close()
-    assert left == [], f"workers outlived the test: {left}"
-
-
-def start(spawn: Any, recorder: WorkerRecorder, workdir: Path, *lines: str,
-          workers: int = 2) -> tuple[Any, int]:
-    write_app(workdir, APP)
-    child = recorder.watch(run_site(spawn, workdir, site_config(*lines, workers=workers),
-                                    "-p", "site.pid"))
-    return child, tcp_port(ready_addresses(child))
-
-
 def test_rolling_reloads_lose_no_request_of_kept_alive_clients(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path)
+    child, port = start_site(spawn, recorder, tmp_path)
     current = wait_for_workers(tmp_path, 2)
     crowd = ClientCrowd(port, "/", clients=8)
     crowd.start()
     try:
         crowd.more_answers(20, "answers before the reloads")
         for _reload in range(4):
-            seen = len(child.notify.messages)
-            child.send_signal(signal.SIGUSR1)
-            child.notify.wait_for("RELOADING", "1", after=seen)
-            ready_addresses(child, after=seen + 1)
+            reloaded(child, signal.SIGUSR1)
             current = wait_for_workers(tmp_path, 2, not_among=current)
             crowd.more_answers(20, "answers from the new workers")
     finally:
@@ -83,10 +65,7 @@ def test_restarts_in_place_lose_no_request_of_kept_alive_clients(
     try:
         crowd.more_answers(20, "answers before the restarts")
         for _restart in range(4):
-            seen = len(child.notify.messages)
-            child.send_signal(signal.SIGUSR2)
-            child.notify.wait_for("RELOADING", "1", after=seen)
-            ready_addresses(child, after=seen + 1)
+            reloaded(child, signal.SIGUSR2)
             crowd.more_answers(20, "answers from the new image")
     finally:
         crowd.finish()
@@ -124,8 +103,8 @@ def test_a_stop_cuts_a_handler_that_never_returns_at_the_shutdown_timeout(
 
 def test_sigwinch_reopens_the_log_files_of_master_and_workers_without_a_reload(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "log.access_file = 'access.log'",
-                        "log.error_file = 'error.log'")
+    child, port = start_site(spawn, recorder, tmp_path, "log.access_file = 'access.log'",
+                             "log.error_file = 'error.log'")
     workers = wait_for_workers(tmp_path, 2)
     crowd = ClientCrowd(port, "/", clients=4)
     crowd.start()

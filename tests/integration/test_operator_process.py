@@ -10,40 +10,23 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.sites import get, ready_addresses, run_site, tcp_port
-from tests.integration.worker_sites import WorkerRecorder, site_config, wait_for_workers, write_app
-from tests.processes import child_env, python, wait_until
+from tests.integration.sites import get, sitebus
+from tests.integration.worker_sites import (
+    WorkerRecorder,
+    recorder_fixture,  # noqa: F401 (the fixture recorder, autouse)
+    start_site,
+    wait_for_workers,
+)
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 ANALYZE = shutil.which("systemd-analyze")
-
-
-@pytest.fixture(autouse=True)
-def recorder() -> Iterator[WorkerRecorder]:
-    recorder = WorkerRecorder()
-    yield recorder
-    left = recorder.close()
-    assert left == [], f"workers outlived the test: {left}"
-
-
-def start(spawn: Any, recorder: WorkerRecorder, workdir: Path, *lines: str,
-          workers: int = 2) -> tuple[Any, int]:
-    write_app(workdir)
-    child = recorder.watch(run_site(spawn, workdir, site_config(*lines, workers=workers),
-                                    "-p", "site.pid"))
-    return child, tcp_port(ready_addresses(child))
-
-
-def sitebus(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(python("-m", "sitebus", *args), cwd=cwd, env=child_env(),
-                          capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
 
 
 def lines(path: Path) -> list[str]:
@@ -53,8 +36,8 @@ def lines(path: Path) -> list[str]:
 def test_access_lines_are_flushed_within_a_second_and_none_is_lost_on_stop(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
     access = tmp_path / "access.log"
-    child, port = start(spawn, recorder, tmp_path, f"log.access_file = {str(access)!r}",
-                        "engine.proxy.on = True")
+    child, port = start_site(spawn, recorder, tmp_path, f"log.access_file = {str(access)!r}",
+                             "engine.proxy.on = True")
     for i in range(20):
         assert get(port, f"/?n={i}", headers={"X-Forwarded-For": "203.0.113.9"})[0] == 200
     sent = time.monotonic()
@@ -86,8 +69,8 @@ def scrape(port: int) -> dict[str, float]:
 
 def test_metrics_add_up_every_worker(spawn: Any, recorder: WorkerRecorder,
                                      tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "engine.metrics.on = True",
-                        f"engine.metrics.directory = {str(tmp_path / 'metrics')!r}")
+    child, port = start_site(spawn, recorder, tmp_path, "engine.metrics.on = True",
+                             f"engine.metrics.directory = {str(tmp_path / 'metrics')!r}")
     pids = wait_for_workers(tmp_path, 2)
     for _ in range(40):
         assert get(port, "/")[0] == 200
@@ -133,7 +116,7 @@ def send_once_delivered(pid: int, signum: int) -> None:
 
 def test_status_counts_are_fresh_and_every_sigttin_counts(spawn: Any, recorder: WorkerRecorder,
                                                           tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "server.worker_timeout = 120")
+    child, port = start_site(spawn, recorder, tmp_path, "server.worker_timeout = 120")
     wait_for_workers(tmp_path, 2)
     for _ in range(10):
         get(port, "/")

@@ -17,6 +17,7 @@ from tests.integration.sites import (
     get,
     get_unix,
     ready_addresses,
+    reloaded,
     run_site,
     tcp_port,
 )
@@ -68,10 +69,7 @@ def test_ten_restarts_under_a_steady_client_fail_no_request(spawn: Any, tmp_path
     crowd.start()
     try:
         for restart in range(10):
-            seen = len(child.notify.messages)
-            child.send_signal(signal.SIGUSR2)
-            child.notify.wait_for("RELOADING", "1", after=seen)
-            assert ready_addresses(child, after=seen + 1)
+            assert reloaded(child, signal.SIGUSR2)
             assert get_unix(str(tmp_path / "site.sock"), "/bare/")[0] == 200, restart
             crowd.more_answers(2, "kept-alive clients answered by the new image")
     finally:

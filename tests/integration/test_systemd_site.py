@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from sitebus.systemd import monotonic_usec
-from tests.integration.sites import APPS, get, get_unix, ready_addresses, run_site, tcp_port
+from tests.integration.sites import (
+    APPS,
+    get,
+    get_unix,
+    ready_addresses,
+    reloaded,
+    run_site,
+    tcp_port,
+)
 from tests.integration.systemd_helpers import (
     BOTH_PATHS,
     JOURNAL_STDERR,
@@ -126,10 +134,7 @@ def test_sitebus_run_serves_tcp_and_unix_sockets_from_systemd_socket_activate(
     assert not (tmp_path / "own.sock").exists()  # server.local bound nothing of its own
 
     # A restart in place hands systemd's sockets on to the new image.
-    seen = len(child.notify.messages)
-    child.send_signal(signal.SIGHUP)
-    child.notify.wait_for("RELOADING", "1", after=seen)
-    assert sorted(ready_addresses(child, after=seen + 1)) == sorted([tcp, str(passed)])
+    assert sorted(reloaded(child, signal.SIGHUP)) == sorted([tcp, str(passed)])
     assert get(port, "/bare/again")[:2] == (200, b"bare wsgi /bare /again")
     assert get_unix(str(passed), "/bare/again") == (200, b"bare wsgi /bare /again")
     assert pid_in_pidfile(tmp_path) == child.pid

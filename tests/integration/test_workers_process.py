@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,43 +24,21 @@ from tests.integration.sites import (
     get,
     get_unix,
     ready_addresses,
-    run_site,
-    tcp_port,
+    reloaded,
+    sitebus,
 )
 from tests.integration.worker_sites import (
-    APP,
     PLUGIN_APP,
     WorkerRecorder,
+    recorder_fixture,  # noqa: F401 (the fixture recorder, autouse)
     serving,
     site_config,
+    start_site,
     wait_for_workers,
-    write_app,
 )
-from tests.processes import child_env, python, wait_until
+from tests.processes import python, wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def recorder() -> Iterator[WorkerRecorder]:
-    recorder = WorkerRecorder()
-    yield recorder
-    left = recorder.close()
-    assert left == [], f"workers outlived the test: {left}"
-
-
-def start(spawn: Any, recorder: WorkerRecorder, workdir: Path, *lines: str, workers: int = 2,
-          app: str = APP) -> tuple[Any, int]:
-    """Write the app and the site, run it with a PID file; return the child and its port."""
-    write_app(workdir, app)
-    child = recorder.watch(run_site(spawn, workdir, site_config(*lines, workers=workers),
-                                    "-p", "site.pid"))
-    return child, tcp_port(ready_addresses(child))
-
-
-def sitebus(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(python("-m", "sitebus", *args), cwd=cwd, env=child_env(),
-                          capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
 
 
 def get_or_error(port: int, path: str, outcome: list[Any]) -> None:
@@ -80,7 +56,7 @@ def stop(child: Any) -> None:
 
 def test_two_workers_serve_and_status_lists_them(spawn: Any, recorder: WorkerRecorder,
                                                  tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path)
+    child, port = start_site(spawn, recorder, tmp_path)
     pids = wait_for_workers(tmp_path, 2)
     answered: set[int] = set()
 
@@ -108,7 +84,7 @@ def test_two_workers_serve_and_status_lists_them(spawn: Any, recorder: WorkerRec
 
 def test_a_worker_killed_under_load_is_replaced(spawn: Any, recorder: WorkerRecorder,
                                                 tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path)
+    child, port = start_site(spawn, recorder, tmp_path)
     first = wait_for_workers(tmp_path, 2)
     clients = [SteadyClient(port) for _ in range(2)]
     for client in clients:
@@ -133,8 +109,8 @@ def test_a_worker_killed_under_load_is_replaced(spawn: Any, recorder: WorkerReco
 
 def test_a_hung_handler_gets_its_worker_replaced(spawn: Any, recorder: WorkerRecorder,
                                                  tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "server.worker_timeout = 2",
-                        "server.shutdown_timeout = 1")
+    child, port = start_site(spawn, recorder, tmp_path, "server.worker_timeout = 2",
+                             "server.shutdown_timeout = 1")
     before = wait_for_workers(tmp_path, 2)
     outcome: list[Any] = []
     spinner = threading.Thread(target=get_or_error, args=(port, "/spin", outcome), daemon=True)
@@ -157,7 +133,7 @@ def test_a_hung_handler_gets_its_worker_replaced(spawn: Any, recorder: WorkerRec
 
 def test_max_requests_recycles_a_worker_without_failing_a_request(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "server.max_requests = 5", workers=1)
+    child, port = start_site(spawn, recorder, tmp_path, "server.max_requests = 5", workers=1)
     (first,) = wait_for_workers(tmp_path, 1)
     pids: list[int] = []
 
@@ -173,8 +149,8 @@ def test_max_requests_recycles_a_worker_without_failing_a_request(
 
 
 def test_max_rss_recycles_a_worker(spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, _port = start(spawn, recorder, tmp_path, "server.max_rss = 1",
-                         "server.worker_timeout = 2", workers=1)
+    child, _port = start_site(spawn, recorder, tmp_path, "server.max_rss = 1",
+                              "server.worker_timeout = 2", workers=1)
     first = int(child.wait_for_output(r"Worker (\d+) is ready").group(1))
     child.wait_for_output(rf"Replacing worker {first}: its memory reached \d+ MiB")
     child.wait_for_output(rf"Worker {first} exited \(exit status 0\)")
@@ -183,7 +159,7 @@ def test_max_rss_recycles_a_worker(spawn: Any, recorder: WorkerRecorder, tmp_pat
 
 def test_a_rolling_reload_under_a_steady_client_fails_no_request(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path)
+    child, port = start_site(spawn, recorder, tmp_path)
     current = wait_for_workers(tmp_path, 2)
     client = SteadyClient(port)
     crowd = ClientCrowd(port, clients=4)  # and clients that keep their connections
@@ -226,8 +202,8 @@ def test_a_negative_worker_count_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_sigterm_under_load_loses_no_accepted_request(spawn: Any, recorder: WorkerRecorder,
                                                       tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "server.thread_pool = 4",
-                        "server.shutdown_timeout = 20")
+    child, port = start_site(spawn, recorder, tmp_path, "server.thread_pool = 4",
+                             "server.shutdown_timeout = 20")
     wait_for_workers(tmp_path, 2)
     outcome: list[Any] = []
     threads = [threading.Thread(target=get_or_error, args=(port, f"/slow?1.{n}", outcome))
@@ -244,7 +220,7 @@ def test_sigterm_under_load_loses_no_accepted_request(spawn: Any, recorder: Work
 
 def test_sigkill_of_the_master_leaves_no_worker(spawn: Any, recorder: WorkerRecorder,
                                                 tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "server.shutdown_timeout = 1")
+    child, port = start_site(spawn, recorder, tmp_path, "server.shutdown_timeout = 1")
     pids = wait_for_workers(tmp_path, 2)
     # One worker has a handler that never returns: a graceful stop would wait for it forever.
     spinner = threading.Thread(target=get_or_error, args=(port, "/spin", []), daemon=True)
@@ -268,7 +244,7 @@ def test_workers_that_cannot_import_the_app_stop_the_site_with_78(
 
 def test_a_reload_of_broken_code_keeps_the_old_workers_serving(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path)
+    child, port = start_site(spawn, recorder, tmp_path)
     old = wait_for_workers(tmp_path, 2)
     app = tmp_path / "workers_app.py"
     app.write_text(app.read_text().replace("VERSION = 1", "VERSION = undefined_name"))
@@ -292,7 +268,7 @@ def test_a_reload_of_broken_code_keeps_the_old_workers_serving(
 
 def test_autoreload_forks_fresh_workers_and_keeps_the_master(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path, "engine.autoreload.on = True", workers=1)
+    child, port = start_site(spawn, recorder, tmp_path, "engine.autoreload.on = True", workers=1)
     (first,) = wait_for_workers(tmp_path, 1)
     app = tmp_path / "workers_app.py"
     child.wait_for_output(r"Autoreloader watching \d+ more files, imported by the workers")
@@ -311,7 +287,7 @@ def test_autoreload_forks_fresh_workers_and_keeps_the_master(
 
 def test_sigttin_and_sigttou_add_and_remove_a_worker(spawn: Any, recorder: WorkerRecorder,
                                                      tmp_path: Path) -> None:
-    child, _port = start(spawn, recorder, tmp_path, workers=1)
+    child, _port = start_site(spawn, recorder, tmp_path, workers=1)
     (first,) = wait_for_workers(tmp_path, 1)
     child.send_signal(signal.SIGTTIN)
     both = wait_for_workers(tmp_path, 2)
@@ -325,7 +301,7 @@ def test_sigttin_and_sigttou_add_and_remove_a_worker(spawn: Any, recorder: Worke
 def test_a_unix_socket_file_survives_worker_restarts(spawn: Any, recorder: WorkerRecorder,
                                                      tmp_path: Path) -> None:
     sock = tmp_path / "site.sock"
-    child, _port = start(spawn, recorder, tmp_path, f"server.unix.socket_file = '{sock}'")
+    child, _port = start_site(spawn, recorder, tmp_path, f"server.unix.socket_file = '{sock}'")
     pids = wait_for_workers(tmp_path, 2)
     os.kill(min(pids), signal.SIGKILL)
     pids = wait_for_workers(tmp_path, 2, not_among={min(pids)})
@@ -340,17 +316,14 @@ def test_a_unix_socket_file_survives_worker_restarts(spawn: Any, recorder: Worke
 
 def test_a_restart_with_workers_refuses_no_connection(spawn: Any, recorder: WorkerRecorder,
                                                       tmp_path: Path) -> None:
-    child, port = start(spawn, recorder, tmp_path)
+    child, port = start_site(spawn, recorder, tmp_path)
     client = SteadyClient(port)
     crowd = ClientCrowd(port, clients=4)  # and clients that keep their connections
     client.start()
     crowd.start()
     try:
         for _restart in range(2):
-            seen = len(child.notify.messages)
-            child.send_signal(signal.SIGUSR2)
-            child.notify.wait_for("RELOADING", "1", after=seen)
-            ready_addresses(child, after=seen + 1)
+            reloaded(child, signal.SIGUSR2)
             client.more_answers(10)
             crowd.more_answers(10)
     finally:
@@ -365,8 +338,8 @@ def test_a_restart_with_workers_refuses_no_connection(spawn: Any, recorder: Work
 @pytest.mark.parametrize("preload", [False, True])
 def test_app_plugins_run_in_each_worker_not_in_the_master(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path, preload: bool) -> None:
-    child, _port = start(spawn, recorder, tmp_path, f"server.preload = {preload}",
-                         app=PLUGIN_APP)
+    child, _port = start_site(spawn, recorder, tmp_path, f"server.preload = {preload}",
+                              app=PLUGIN_APP)
     pids = wait_for_workers(tmp_path, 2)
     stop(child)
     entries = (tmp_path / "pool.log").read_text().splitlines()
@@ -377,8 +350,8 @@ def test_app_plugins_run_in_each_worker_not_in_the_master(
 def test_health_with_workers_answers_503_while_the_master_drains(
     spawn: Any, recorder: WorkerRecorder, tmp_path: Path
 ) -> None:
-    child, port = start(spawn, recorder, tmp_path, "engine.health.on = True",
-                        "engine.health.drain_delay = 8")
+    child, port = start_site(spawn, recorder, tmp_path, "engine.health.on = True",
+                             "engine.health.drain_delay = 8")
     pids = wait_for_workers(tmp_path, 2)
     status, body, _headers = get(port, "/health")
     assert status == 200 and json.loads(body)["pid"] in pids  # a worker answers, not the master

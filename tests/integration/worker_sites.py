@@ -4,13 +4,15 @@ status file, a steady client, and a recorder that makes sure no worker outlives 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from sitebus.status import read_status
-from tests.integration.sites import get
+from tests.integration.sites import get, ready_addresses, run_site, tcp_port
 from tests.processes import Child, wait_until
 
 APP = '''\
@@ -174,3 +176,25 @@ class WorkerRecorder:
             except psutil.Error:
                 pass
         return left
+
+
+@pytest.fixture(name="recorder", autouse=True)
+def recorder_fixture() -> Iterator[WorkerRecorder]:
+    """A WorkerRecorder for the test; fails it if a worker outlived it.
+
+    A module that imports this gets it for every test (autouse: set up before ``spawn``, so
+    torn down after it).
+    """
+    recorder = WorkerRecorder()
+    yield recorder
+    left = recorder.close()
+    assert left == [], f"workers outlived the test: {left}"
+
+
+def start_site(spawn: Any, recorder: WorkerRecorder, workdir: Path, *lines: str,
+               workers: int = 2, app: str = APP) -> tuple[Child, int]:
+    """Write the app and the site, run it with a PID file; return the child and its port."""
+    write_app(workdir, app)
+    child = recorder.watch(run_site(spawn, workdir, site_config(*lines, workers=workers),
+                                    "-p", "site.pid"))
+    return child, tcp_port(ready_addresses(child))
