@@ -197,6 +197,14 @@ class Child:
         )
 
 
+def notify(message: str) -> None:
+    """Send ``message`` to $NOTIFY_SOCKET if set: the test programs' side of NotifySocket."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if path:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), path)
+
+
 def socket_fds() -> int:
     """Count this process's open socket descriptors (to check a restart leaks none)."""
     count = 0

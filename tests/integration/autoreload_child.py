@@ -10,19 +10,12 @@ appends ``gen=N pid=P value=V`` to ``generations.txt`` and, once the bus is STAR
 import argparse
 import logging
 import os
-import socket
 
 from sitebus.autoreload import Autoreloader
 from sitebus.bus import Bus
 from sitebus.logs import log_to_screen
 from sitebus.signals import SignalHandler
-
-
-def notify(message: str) -> None:
-    path = os.environ.get("NOTIFY_SOCKET")
-    if path:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), path)
+from tests.processes import notify
 
 
 def import_lazily() -> None:

@@ -6,22 +6,15 @@ and says READY=1 on NOTIFY_SOCKET once the bus is STARTED.
 """
 
 import os
-import socket
 import sys
 import threading
 
 from sitebus.bus import Bus
 from sitebus.logs import log_to_screen
 from sitebus.signals import SignalHandler
+from tests.processes import notify
 
 HERE = os.getcwd()
-
-
-def notify(message: str) -> None:
-    path = os.environ.get("NOTIFY_SOCKET")
-    if path:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), path)
 
 
 def main() -> None:

@@ -8,8 +8,6 @@ number of socket descriptors still open, then exits with the error's sysexits co
 """
 
 import json
-import os
-import socket
 import sys
 import threading
 
@@ -19,14 +17,7 @@ from sitebus.logs import log_to_screen
 from sitebus.servers import Server
 from sitebus.signals import SignalHandler
 from tests.httpclients import hello_app
-from tests.processes import socket_fds
-
-
-def notify(message: str) -> None:
-    path = os.environ.get("NOTIFY_SOCKET")
-    if path:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), path)
+from tests.processes import notify, socket_fds
 
 
 def main() -> None:
