@@ -154,13 +154,6 @@ def start_instance(spawn: Any, tmp_path: Path, name: str, unix: bool = False,
     return instance
 
 
-def wait_for_notify(child: Child, key: str, value: str, after: int) -> int:
-    """Wait for ``key=value`` after message ``after``; return the index after it."""
-    assert child.notify is not None
-    message = child.notify.wait_for(key, value, after=after, timeout=60)
-    return next(i for i, m in enumerate(child.notify.messages) if m is message) + 1
-
-
 # -- memcached -----------------------------------------------------------------------------------
 
 

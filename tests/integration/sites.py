@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.processes import Child, child_env, python
+from tests.processes import DEFAULT_TIMEOUT, Child, child_env, python
 
 APPS = '''\
 """Apps of three frameworks and a bare WSGI callable, for one site."""
@@ -48,12 +48,15 @@ def sitebus(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedP
                           stdin=subprocess.DEVNULL)
 
 
-def reloaded(child: Child, signum: int) -> list[str]:
-    """Send ``signum``; wait for RELOADING=1, then READY=1; return the addresses served then."""
-    seen = len(child.notify.messages)  # type: ignore[union-attr]
+def reloaded(child: Child, signum: int, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """Send ``signum``; wait for RELOADING=1 (up to ``timeout`` s), then for the READY=1 after
+    it; return the addresses served then."""
+    assert child.notify is not None
+    seen = len(child.notify.messages)
     child.send_signal(signum)
-    child.notify.wait_for("RELOADING", "1", after=seen)  # type: ignore[union-attr]
-    return ready_addresses(child, after=seen + 1)
+    reloading = child.notify.wait_for("RELOADING", "1", after=seen, timeout=timeout)
+    after = next(i for i, m in enumerate(child.notify.messages) if m is reloading) + 1
+    return ready_addresses(child, after=after)
 
 
 def tcp_port(addresses: list[str]) -> int:

@@ -28,9 +28,8 @@ from tests.integration.frontends import (
     start_instance,
     start_memcached,
     start_nginx,
-    wait_for_notify,
 )
-from tests.integration.sites import PersistentClient, SteadyClient, ready_addresses
+from tests.integration.sites import PersistentClient, SteadyClient, ready_addresses, reloaded
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -111,10 +110,7 @@ def test_the_health_endpoint_follows_the_bus_state(spawn: Any, tmp_path: Path) -
 
 def test_a_restart_does_not_wait_the_drain_delay(spawn: Any, tmp_path: Path) -> None:
     instance = start_instance(spawn, tmp_path, "a", extra="engine.health.drain_delay = 120\n")
-    seen = len(instance.child.notify.messages)
-    instance.child.send_signal(signal.SIGUSR2)
-    after = wait_for_notify(instance.child, "RELOADING", "1", seen)
-    ready_addresses(instance.child, after=after)  # within 15 s, where the delay is 120
+    reloaded(instance.child, signal.SIGUSR2, timeout=60)  # within 15 s, where the delay is 120
     assert instance.request("/health")[0] == 200
     assert "Not ready" not in instance.child.output
 
@@ -208,10 +204,7 @@ def test_restarts_behind_nginx_fail_no_request(spawn: Any, tmp_path: Path) -> No
     (a, b), client = steady_start(spawn, tmp_path, unix=False)
     try:
         for _restart in range(3):
-            seen = len(a.child.notify.messages)
-            a.child.send_signal(signal.SIGUSR2)
-            after = wait_for_notify(a.child, "RELOADING", "1", seen)
-            ready_addresses(a.child, after=after)
+            reloaded(a.child, signal.SIGUSR2, timeout=60)
             client.more_from(a.child.pid, 5, "the restarted instance to serve again")
     finally:
         client.finish()
@@ -224,10 +217,7 @@ def test_a_rolling_reload_behind_nginx_fails_no_request(spawn: Any, tmp_path: Pa
     instances, client = steady_start(spawn, tmp_path, unix=True)
     try:
         for instance in instances:  # one at a time: the other serves meanwhile
-            seen = len(instance.child.notify.messages)
-            instance.child.send_signal(signal.SIGUSR1)
-            after = wait_for_notify(instance.child, "RELOADING", "1", seen)
-            ready_addresses(instance.child, after=after)
+            reloaded(instance.child, signal.SIGUSR1, timeout=60)
             client.more_from(instance.child.pid, 5, "the reloaded instance to serve")
     finally:
         client.finish()
@@ -301,10 +291,7 @@ def test_keep_alive_upstreams_lose_no_post_across_a_stop_start_and_a_restart(
         more(10, "answers from b alone")
         a = start_instance(spawn, tmp_path, "a", memcached=memcached, run="-again",
                            extra="engine.health.drain_delay = 0.5\n")
-        seen = len(b.child.notify.messages)
-        b.child.send_signal(signal.SIGUSR2)
-        after = wait_for_notify(b.child, "RELOADING", "1", seen)
-        ready_addresses(b.child, after=after)
+        reloaded(b.child, signal.SIGUSR2, timeout=60)
         more(20, "answers after b's restart")
     finally:
         for client in clients:
