@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import Result, load_python, load_wrk  # noqa: E402
+from bench.bench_servers import rounds_of_load  # noqa: E402
 from bench.bench_workers import tree_cpu_seconds  # noqa: E402
 from bench.env import median, reexec_in_venv, table  # noqa: E402
 from bench.harness import free_port, launched  # noqa: E402
@@ -97,20 +96,11 @@ def running(server: Server, workdir: str | None = None
 
 
 def throughput(rounds: int, seconds: float) -> None:
-    load = load_wrk if shutil.which("wrk") else load_python
-    results: dict[Server, list[Result]] = {server: [] for server in SERVERS}
     with ExitStack() as stack:
         live = {server: stack.enter_context(running(server)) for server in SERVERS}
-        for address, _process in live.values():
-            load(address, 16, 1, False, "/")  # warm up
-        for _ in range(rounds):
-            for server, (address, process) in live.items():
-                before = tree_cpu_seconds(process.pid)
-                result = load(address, 16, seconds, False, "/")
-                if result.requests:
-                    result.cpu_us_per_request = ((tree_cpu_seconds(process.pid) - before)
-                                                 / result.requests * 1e6)
-                results[server].append(result)
+        results = rounds_of_load({server: (address, process.pid)
+                                  for server, (address, process) in live.items()},
+                                 rounds, seconds, 16, cpu=tree_cpu_seconds)
     best_peer = max(median([r.requests_per_second for r in results[s]]) for s in SERVERS[1:])
     rows = []
     for server, found in results.items():

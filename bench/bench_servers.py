@@ -29,10 +29,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -203,6 +204,34 @@ def load_python(address: tuple[str, int], connections: int, seconds: float,
     return Result(len(latencies) / seconds, p99, errors[0], len(latencies))
 
 
+Address = tuple[str, int]
+K = TypeVar("K")
+
+
+def rounds_of_load(live: Mapping[K, tuple[Address, int]], rounds: int, seconds: float,
+                   connections: int, close: bool = False, path: str = "/",
+                   cpu: Callable[[int], float] = cpu_seconds) -> dict[K, list[Result]]:
+    """Load each live server ((address, pid) by key) in turn, ``rounds`` times; return each
+    one's results, with the CPU time ``cpu(pid)`` per request.
+
+    Every server is warmed up for a second first. Every round visits each server in turn, so
+    a change in the machine's background load hits them all alike rather than whichever ran
+    then.
+    """
+    load = load_wrk if shutil.which("wrk") else load_python
+    for address, _pid in live.values():
+        load(address, connections, 1, close, path)  # warm up
+    results: dict[K, list[Result]] = {key: [] for key in live}
+    for _ in range(rounds):
+        for key, (address, pid) in live.items():
+            cpu_before = cpu(pid)
+            result = load(address, connections, seconds, close, path)
+            if result.requests:
+                result.cpu_us_per_request = (cpu(pid) - cpu_before) / result.requests * 1e6
+            results[key].append(result)
+    return results
+
+
 @dataclass(frozen=True)
 class Config:
     """One server process to measure: a SERVERS name and its thread and backlog settings."""
@@ -214,28 +243,12 @@ class Config:
 
 def measure(configs: list[Config], rounds: int, seconds: float, connections: int,
             close: bool, path: str = "/") -> dict[Config, list[Result]]:
-    """Return each config's results, one per round.
-
-    All servers run at once and every round visits each of them in turn, so a change in the
-    machine's background load hits every config alike rather than whichever ran then.
-    """
-    load = load_wrk if shutil.which("wrk") else load_python
-    results: dict[Config, list[Result]] = {config: [] for config in configs}
+    """Return each config's results, one per round; all servers run at once."""
     with ExitStack() as stack:
         servers = {config: stack.enter_context(running(config.name, config.threads,
                                                        config.backlog))
                    for config in configs}
-        for address, _pid in servers.values():
-            load(address, connections, 1, close, path)  # warm up
-        for _ in range(rounds):
-            for config, (address, pid) in servers.items():
-                cpu_before = cpu_seconds(pid)
-                result = load(address, connections, seconds, close, path)
-                cpu = cpu_seconds(pid) - cpu_before
-                if result.requests:
-                    result.cpu_us_per_request = cpu / result.requests * 1e6
-                results[config].append(result)
-    return results
+        return rounds_of_load(servers, rounds, seconds, connections, close, path)
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import CHERRYPY_APP, HELLO_APP, load_python, load_wrk  # noqa: E402
+from bench.bench_servers import CHERRYPY_APP, HELLO_APP, rounds_of_load  # noqa: E402
 from bench.bench_workers import tree_cpu_seconds  # noqa: E402
 from bench.env import median, reexec_in_venv, table  # noqa: E402
 from bench.harness import free_port, launched  # noqa: E402
@@ -226,18 +225,11 @@ def slow_clients(targets: list[Target], rounds: int, limit: int) -> None:
 
 
 def throughput(targets: list[Target], rounds: int, seconds: float) -> None:
-    load = load_wrk if shutil.which("wrk") else load_python
-    results: dict[Target, list[tuple[float, float]]] = {t: [] for t in targets}
     with ExitStack() as stack:
         servers = {t: stack.enter_context(running(t)) for t in targets}
-        for address, _pid in servers.values():
-            load(address, 16, 1, False, "/")  # warm up
-        for _ in range(rounds):
-            for target, (address, pid) in servers.items():
-                before = tree_cpu_seconds(pid)
-                result = load(address, 16, seconds, False, "/")
-                cpu = (tree_cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
-                results[target].append((result.requests_per_second, cpu))
+        results = {target: [(r.requests_per_second, r.cpu_us_per_request) for r in found]
+                   for target, found in rounds_of_load(servers, rounds, seconds, 16,
+                                                       cpu=tree_cpu_seconds).items()}
     rows = []
     for target in targets:
         rates = [r for r, _ in results[target]]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_servers import HELLO_APP, Result, load_python, load_wrk  # noqa: E402
+from bench.bench_servers import HELLO_APP, Result, rounds_of_load  # noqa: E402
 from bench.env import ROOT, median, reexec_in_venv, table  # noqa: E402
 from bench.harness import free_port, launched, wait_for_port  # noqa: E402
 
@@ -120,21 +120,10 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def measure(rounds: int, seconds: float, connections: int, path: str,
             servers: list[Server] = SERVERS) -> dict[Server, list[Result]]:
-    load = load_wrk if shutil.which("wrk") else load_python
-    results: dict[Server, list[Result]] = {server: [] for server in servers}
     with ExitStack() as stack:
         running_servers = {server: stack.enter_context(running(server)) for server in servers}
-        for address, _pid in running_servers.values():
-            load(address, connections, 1, False, path)  # warm up
-        for _ in range(rounds):
-            for server, (address, pid) in running_servers.items():
-                before = tree_cpu_seconds(pid)
-                result = load(address, connections, seconds, False, path)
-                if result.requests:
-                    result.cpu_us_per_request = (tree_cpu_seconds(pid) - before) \
-                        / result.requests * 1e6
-                results[server].append(result)
-    return results
+        return rounds_of_load(running_servers, rounds, seconds, connections, path=path,
+                              cpu=tree_cpu_seconds)
 
 
 def throughput(rounds: int, seconds: float) -> None:
