@@ -25,15 +25,18 @@ def venv_python() -> Path:
 
 
 def ensure_venv() -> None:
-    """Create bench/.venv with sitebus (this checkout) and the peers, once."""
+    """Create bench/.venv with sitebus (this checkout) and the peers; top it up when PEERS grows."""
     marker = VENV / ".ready"
-    if marker.exists():
+    wanted = "\n".join(PEERS) + "\n"
+    if marker.exists() and marker.read_text() == wanted:
         return
-    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     pip = [str(venv_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-e", str(ROOT)], check=True)
+    if not venv_python().exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        subprocess.run([*pip, "-e", str(ROOT)], check=True)
+    # The marker lists the peers it was made with, so a peer added later gets installed.
     subprocess.run([*pip, *PEERS], check=True)
-    marker.write_text("ok\n")
+    marker.write_text(wanted)
 
 
 def reexec_in_venv() -> None:
