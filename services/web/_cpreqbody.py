@@ -108,9 +108,12 @@ def process_multipart_form_data(entity: Entity) -> None:
     for part in entity.parts:
         if part.name is None:
             kept_parts.append(part)
+        elif part.filename is None:
+            _merge_param(entity.params, part.name, part.fullvalue())
+            if part.file is not None:  # a field too large for memory: its text is all we keep
+                part.file.close()
         else:
-            value = part.fullvalue() if part.filename is None else part
-            _merge_param(entity.params, part.name, value)
+            _merge_param(entity.params, part.name, part)
     entity.parts = kept_parts
 
 
