@@ -4,6 +4,7 @@ multipart uploads to temporary files, JSON), size limits, remote/base/path_info.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -306,3 +307,44 @@ def test_cookies_in_and_out(app: Any) -> None:
     assert set_cookies[2].startswith('expired=""; expires=')
     app.getPage("/app/echo")
     app.assertNoHeader("Set-Cookie")  # request cookies are not copied to the response
+
+
+def test_sized_reader_reads_lines_within_the_declared_length() -> None:
+    from services.web._cpreqbody import SizedReader
+
+    stream = b"first\nsecond line\n\nlast" + b"not part of the body"
+    reader = SizedReader(io.BytesIO(stream), length=23, maxbytes=None, bufsize=4)
+    assert reader.readline() == b"first\n"
+    assert reader.readline(3) == b"sec"
+    assert reader.readline() == b"ond line\n"
+    assert reader.bytes_read == 18
+    assert reader.readlines() == [b"\n", b"last"]
+    assert reader.read() == b"" and reader.done
+    assert reader.bytes_read == 23
+
+    reader = SizedReader(io.BytesIO(b"ab\ncd\nef"), length=None, maxbytes=None, bufsize=8)
+    assert reader.readline(1) == b"a"  # the rest of the chunk waits, in order, for the next
+    assert reader.readline() == b"b\n"
+    assert reader.read(3) == b"cd\n"
+    with io.BytesIO() as out:
+        assert reader.read(fp_out=out) is None
+        assert out.getvalue() == b"ef"
+    assert reader.done
+
+
+def test_sized_reader_stops_past_maxbytes_with_a_413() -> None:
+    from services.web._cpreqbody import SizedReader
+
+    reader = SizedReader(io.BytesIO(b"x" * 50), length=None, maxbytes=20, bufsize=8)
+    with pytest.raises(cherrypy.HTTPError) as caught:
+        reader.read()
+    assert caught.value.status == 413
+
+
+def test_sized_reader_keeps_read_ahead_bytes_in_stream_order() -> None:
+    from services.web._cpreqbody import SizedReader
+
+    reader = SizedReader(io.BytesIO(b"a\nb\ncdefgh"), length=None, maxbytes=None, bufsize=8)
+    assert reader.readline() == b"a\n"  # reads 8 bytes ahead
+    assert reader.readline(3) == b"b\n"
+    assert reader.read() == b"cdefgh"
