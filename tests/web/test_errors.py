@@ -282,4 +282,5 @@ def test_the_default_error_page_shape() -> None:
     assert "<h2>404 Not Found</h2>" in text
     assert "<p>gone</p>" in text
     assert '<pre id="traceback">tb</pre>' in text
-    assert '<div id="powered_by">' in text
+    assert '<div id="powered_by">Powered by ' in text
+    assert render_error_page(500, message="<&>").decode().count("<p>&lt;&amp;&gt;</p>") == 1
