@@ -348,3 +348,31 @@ def test_sized_reader_keeps_read_ahead_bytes_in_stream_order() -> None:
     assert reader.readline() == b"a\n"  # reads 8 bytes ahead
     assert reader.readline(3) == b"b\n"
     assert reader.read() == b"cdefgh"
+
+
+def test_the_request_names_its_stage_at_each_hook_point(web: Any) -> None:
+    seen: list[str] = []
+
+    def note() -> None:
+        seen.append(cherrypy.request.stage)
+
+    class Staged:
+        @cherrypy.expose
+        def index(self, fail: str = "") -> str:
+            note()
+            if fail:
+                raise cherrypy.HTTPError(409)
+            return "ok"
+
+    points = ["on_start_resource", "before_request_body", "before_handler", "before_finalize",
+              "on_end_resource"]
+    web.mount(Staged(), "", {"/": {f"hooks.{point}": note for point in points}})
+    web.getPage("/")
+    web.assertBody("ok")
+    assert seen == ["on_start_resource", "before_request_body", "before_handler", "handler",
+                    "before_finalize", "on_end_resource"]
+    seen.clear()
+    web.getPage("/?fail=1")
+    web.assertStatus(409)
+    assert seen == ["on_start_resource", "before_request_body", "before_handler", "handler",
+                    "before_finalize (HTTPError)", "on_end_resource"]
