@@ -11,6 +11,7 @@ class Page:
     """A page with a ``title``: ``render`` wraps a body in the common header and footer."""
 
     title = "Untitled Page"
+    body: tuple[str, ...] = ()  # the rows between header and footer, given by each page
 
     def header(self):
         """The top of the page, down to the title heading."""
