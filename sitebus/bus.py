@@ -562,13 +562,14 @@ class Bus:
     def _block(self, interval: float) -> None:
         try:
             self.wait(states.EXITING, interval=interval, channel="main")
-        except (KeyboardInterrupt, OSError):
-            self.log("Keyboard Interrupt: shutting down bus")
+        except (KeyboardInterrupt, OSError, SystemExit) as stop:
+            # OSError: an interrupted wait on old Pythons. A SystemExit goes on up.
+            leaving = isinstance(stop, SystemExit)
+            self.log(f"{'SystemExit raised' if leaving else 'Keyboard Interrupt'}: "
+                     "shutting down bus")
             self.exit()
-        except SystemExit:
-            self.log("SystemExit raised: shutting down bus")
-            self.exit()
-            raise
+            if leaving:
+                raise
 
         self._exit_done.wait()
         self.log("Waiting for child threads to terminate...")

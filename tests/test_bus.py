@@ -405,6 +405,27 @@ def test_a_failing_main_thread_call_is_logged_and_block_goes_on(
     assert any("Error in main-thread call" in m and "bad call" in m for m in log.messages)
 
 
+
+@pytest.mark.parametrize("raised, logged", [
+    (KeyboardInterrupt, "Keyboard Interrupt: shutting down bus"),
+    (SystemExit, "SystemExit raised: shutting down bus"),
+])
+def test_an_interrupt_in_block_exits_the_bus(bus: Bus, log: LogRecorder,
+                                             raised: type[BaseException], logged: str) -> None:
+    def interrupt() -> None:
+        raise raised
+
+    bus.start()
+    bus.subscribe("main", interrupt)
+    if raised is SystemExit:  # it goes on up, after the bus has exited
+        with pytest.raises(SystemExit):
+            bus.block(interval=0.01)
+    else:
+        bus.block(interval=0.01)
+    assert bus.state is states.EXITING
+    assert logged in log.messages
+
+
 # -- an exit wins over a restart --------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ not fit the handler, the answer is 404 (wrong path or query) or 400 (wrong body)
 
 from __future__ import annotations
 
+import itertools
 import string
 from collections.abc import Callable
 from typing import Any
@@ -94,13 +95,33 @@ class Dispatcher:
         request.app.set_request_config(request, sources)
         return func, vpath
 
+    def _step(self, node: Any, names: list[str]) -> tuple[Any, int]:
+        """Follow the first of ``names`` from ``node``, taking what it consumes off ``names``.
+
+        Return the object reached (None if none) and how many segments are left after it
+        (0 when a ``_cp_dispatch`` added segments: that branch is a dead end).
+        """
+        before = len(names)
+        child = getattr(node, names[0].translate(self.translate), None)
+        hook = None if child is not None else getattr(node, self.dispatch_method_name, None)
+        if (before > 1 and hook is not None and callable(hook)
+                and not getattr(hook, "exposed", False)):
+            implied_index = names.pop()  # _cp_dispatch sees only the segments of the URL
+            child = hook(vpath=names)
+            names.append(implied_index)
+            if len(names) == before:  # it took the segment without popping it off
+                del names[0]
+        else:
+            del names[0]  # followed, or not found (a default method may still take it)
+        if len(names) > before:
+            return None, 0
+        return child, len(names)
+
     def _walk(self, path: str, request: Any) -> tuple[Any, list[str], list[dict[str, Any]],
                                                      bool | None]:
         app = request.app
         root = app.root
         appconf = app.config
-        dispatch_name = self.dispatch_method_name
-        translate = self.translate
 
         fullpath = [x for x in path.strip("/").split("/") if x]
         fullpath.append("index")
@@ -121,42 +142,16 @@ class Dispatcher:
         node = root
         names = fullpath[:]
         while names:
-            name = names[0]
-            objname = name.translate(translate)
-            subnode = getattr(node, objname, None)
-            pre_len = len(names)
-            if subnode is None:
-                dispatch = getattr(node, dispatch_name, None)
-                if (dispatch is not None and callable(dispatch)
-                        and not getattr(dispatch, "exposed", False) and pre_len > 1):
-                    # Give _cp_dispatch the segments without the implied trailing 'index'.
-                    index_name = names.pop()
-                    subnode = dispatch(vpath=names)
-                    names.append(index_name)
-                else:
-                    names.pop(0)
-            else:
-                names.pop(0)
-            if len(names) == pre_len:
-                # _cp_dispatch took the current segment without popping it (as in
-                # ``return getattr(self, vpath[0], None)``): it counts as consumed.
-                names.pop(0)
-            segleft = len(names)
-            if segleft > pre_len:
-                # _cp_dispatch added segments: give up on this branch.
-                subnode = None
-                segleft = 0
-            node = subnode
+            consumed = fullpath_len - len(names)
+            node, segleft = self._step(node, names)
             sources = []
-            if node is not None:
-                conf = getattr(node, "_cp_config", None)
-                if conf:
-                    sources.append(conf)
-                    if "tools.staticdir.dir" in conf:  # its section is this node's path
-                        consumed_now = fullpath[:fullpath_len - len(names)]
-                        sources.append(_staticdir_section("/" + "/".join(consumed_now)))
+            conf = getattr(node, "_cp_config", None)
+            if conf:
+                sources.append(conf)
+                if "tools.staticdir.dir" in conf:  # its section is this node's path
+                    here = fullpath[:fullpath_len - len(names)]
+                    sources.append(_staticdir_section("/" + "/".join(here)))
             # The app config sections of the segments consumed at this step.
-            consumed = fullpath_len - pre_len
             curpath = "/" + "/".join(fullpath[:consumed]) if consumed else ""
             for seg in fullpath[consumed:fullpath_len - segleft]:
                 curpath += "/" + seg
@@ -284,20 +279,38 @@ class RoutesDispatcher:
         request = serving.request
         request.handler = LateParamPageHandler(func) if func else NotFound()
 
+    def _route_target(self, result: dict[str, Any] | None) -> tuple[Any, list[Any]]:
+        """Return the handler a route match names, and the ``_cp_config`` of the controller
+        and of the handler (None where there is none)."""
+        if not result:
+            return None, []
+        name: Any = result.get("controller")
+        controller = self.controllers.get(name, name)
+        if isinstance(controller, type):
+            controller = controller()
+        configs = [getattr(controller, "_cp_config", None)]
+        action = result.get("action")
+        if action is None:
+            return controller, configs
+        handler = getattr(controller, action, None)
+        return handler, [*configs, getattr(handler, "_cp_config", None)]
+
     def find_handler(self, path_info: str) -> Any:
         """Find the page handler for ``path_info``, and set request.config."""
         import routes
 
         request = serving.request
-        config = routes.request_config()
-        config.mapper = self.mapper
+        # Routes' per-thread config, for url_for() and redirect_to() in handlers. The environ
+        # goes first: setting it derives a host and protocol, which ours then replace.
+        settings: dict[str, Any] = {"mapper": self.mapper}
         if request.wsgi_environ:
-            config.environ = request.wsgi_environ
-        config.host = request.headers.get("Host", None)
-        config.protocol = request.scheme
-        config.redirect = self.redirect
-
-        result = self.mapper.match(path_info)
+            settings["environ"] = request.wsgi_environ
+        settings.update(host=request.headers.get("Host"), protocol=request.scheme,
+                        redirect=self.redirect)
+        config = routes.request_config()
+        for name, value in settings.items():
+            setattr(config, name, value)
+        result = self.mapper.match(path_info)  # by the method the config's environ gives
         config.mapper_dict = result
         params = dict(result) if result else {}
         if not self.full_result:
@@ -316,31 +329,14 @@ class RoutesDispatcher:
 
         merge(getattr(app.root, "_cp_config", None))
         merge(app.config.get("/"), "/")
-        atoms = [x for x in path_info.split("/") if x]
-        last = atoms.pop() if atoms else None
-        curpath = ""
-        for atom in atoms:
-            curpath = "/".join((curpath, atom))
+        paths = list(itertools.accumulate(f"/{atom}" for atom in path_info.split("/") if atom))
+        for curpath in paths[:-1]:
             merge(app.config.get(curpath), curpath)
-
-        handler = None
-        if result:
-            controller = result.get("controller")
-            controller = self.controllers.get(controller, controller)
-            if controller:
-                if isinstance(controller, type):
-                    controller = controller()
-                merge(getattr(controller, "_cp_config", None))
-            action = result.get("action")
-            if action is not None:
-                handler = getattr(controller, action, None)
-                merge(getattr(handler, "_cp_config", None))
-            else:
-                handler = controller
-        # The last path atom last, so its section can override the controller's config.
-        if last:
-            curpath = "/".join((curpath, last))
-            merge(app.config.get(curpath), curpath)
+        handler, own_configs = self._route_target(result)
+        for conf in own_configs:
+            merge(conf)
+        if paths:  # the full path's section last: it overrides the controller's config
+            merge(app.config.get(paths[-1]), paths[-1])
         request.is_index = None
         app.set_request_config(request, sources)
         return handler
@@ -374,18 +370,16 @@ def VirtualHost(next_dispatcher: Any = None, use_x_forwarded_host: bool = True, 
     if next_dispatcher is None:
         next_dispatcher = Dispatcher()
 
+    host_headers = ("X-Forwarded-Host", "Host") if use_x_forwarded_host else ("Host",)
+
     def vhost_dispatch(path_info: str) -> Any:
         request = serving.request
-        header = request.headers.get
-        domain = header("Host", "")
-        if use_x_forwarded_host:
-            domain = header("X-Forwarded-Host", domain)
-        prefix = domains.get(domain, "")
-        if prefix:
-            path_info = _urljoin(prefix, path_info)
-        result = next_dispatcher(path_info)
-        # Touch up staticdir config. See https://github.com/cherrypy/cherrypy/issues/614.
-        section = request.config.get("tools.staticdir.section") if request.config else None
+        given = [request.headers[name] for name in host_headers if name in request.headers]
+        prefix = domains.get(given[0] if given else "", "")
+        result = next_dispatcher(_urljoin(prefix, path_info) if prefix else path_info)
+        # staticdir's section names a path of the site's tree, below the prefix: strip it
+        # (https://github.com/cherrypy/cherrypy/issues/614).
+        section = (request.config or {}).get("tools.staticdir.section")
         if section:
             request.config["tools.staticdir.section"] = section[len(prefix):]
         return result

@@ -242,35 +242,28 @@ class NotFound(HTTPError):
         super().__init__(404, f"The path '{path}' was not found.")
 
 
-_HTTPErrorTemplate = """<!DOCTYPE html PUBLIC
-"-//W3C//DTD XHTML 1.0 Transitional//EN"
-"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
-<html>
+# The built-in error page. Its fields (%(status)s, %(message)s, %(traceback)s, %(version)s)
+# are those a custom error_page template file uses; tests find the traceback as the text of
+# the element with id "traceback", and the version line in the one with id "powered_by".
+_HTTPErrorTemplate = """<!DOCTYPE html>
+<html lang="en">
 <head>
-    <meta http-equiv="Content-Type" content="text/html; charset=utf-8"></meta>
-    <title>%(status)s</title>
-    <style type="text/css">
-    #powered_by {
-        margin-top: 20px;
-        border-top: 2px solid black;
-        font-style: italic;
-    }
-
-    #traceback {
-        color: red;
-    }
-    </style>
+<meta charset="utf-8">
+<title>%(status)s</title>
+<style>
+body { font-family: sans-serif; margin: 2em; }
+#traceback { color: #b00; white-space: pre-wrap; }
+#powered_by { margin-top: 2em; padding-top: .5em; border-top: 1px solid #999; font-size: small; }
+</style>
 </head>
-    <body>
-        <h2>%(status)s</h2>
-        <p>%(message)s</p>
-        <pre id="traceback">%(traceback)s</pre>
-    <div id="powered_by">
-      <span>
-        Powered by %(version)s
-      </span>
-    </div>
-    </body>
+<body>
+<main>
+<h2>%(status)s</h2>
+<p>%(message)s</p>
+<pre id="traceback">%(traceback)s</pre>
+</main>
+<div id="powered_by">Powered by %(version)s</div>
+</body>
 </html>
 """
 

@@ -108,9 +108,12 @@ def process_multipart_form_data(entity: Entity) -> None:
     for part in entity.parts:
         if part.name is None:
             kept_parts.append(part)
+        elif part.filename is None:
+            _merge_param(entity.params, part.name, part.fullvalue())
+            if part.file is not None:  # a field too large for memory: its text is all we keep
+                part.file.close()
         else:
-            value = part.fullvalue() if part.filename is None else part
-            _merge_param(entity.params, part.name, value)
+            _merge_param(entity.params, part.name, part)
     entity.parts = kept_parts
 
 
@@ -325,167 +328,167 @@ class Part(Entity):
     def read_lines_to_boundary(self, fp_out: IO[bytes] | None = None) -> Any:
         """Read bytes up to the next boundary: into memory (bytes) or ``fp_out`` (a file).
 
-        Content longer than ``maxrambytes`` goes to a temporary file. The CRLF before a
-        boundary belongs to the boundary, not to the content.
+        Content longer than ``maxrambytes`` goes to a temporary file. The line break before a
+        boundary belongs to the boundary, so each line's break is held back and only written
+        once the next line shows it was content.
         """
-        endmarker = self.boundary + b"--"
-        delim = b""
-        prev_lf = True
-        lines: list[bytes] = []
-        seen = 0
-        while True:
-            line = self.fp.readline(1 << 16)
-            if not line:
-                raise HTTPError(400, "Illegal end of multipart body.")
-            if prev_lf and line.startswith(b"--"):
-                stripped = line.strip()
-                if stripped == self.boundary:
-                    break
-                if stripped == endmarker:
+        spool = _Spool(fp_out, self.maxrambytes, self.make_file)
+        closing = self.boundary + b"--"
+        held = b""
+        starts_line = True
+        for chunk in iter(lambda: self.fp.readline(65536), b""):
+            if starts_line:  # only a whole line can be a boundary
+                marker = chunk.strip() if chunk[:2] == b"--" else None
+                if marker == self.boundary:
+                    return spool.result()
+                if marker == closing:
                     self.fp.finish()
-                    break
-            line = delim + line
-            if line.endswith(b"\r\n"):
-                delim, line, prev_lf = b"\r\n", line[:-2], True
-            elif line.endswith(b"\n"):
-                delim, line, prev_lf = b"\n", line[:-1], True
-            else:
-                delim, prev_lf = b"", False
-            if fp_out is None:
-                lines.append(line)
-                seen += len(line)
-                if seen > self.maxrambytes:
-                    fp_out = self.make_file()
-                    for kept in lines:
-                        fp_out.write(kept)
-                    lines = []
-            else:
-                fp_out.write(line)
-        if fp_out is None:
-            return b"".join(lines)
-        fp_out.seek(0)
-        return fp_out
+                    return spool.result()
+            text, brk = _split_line_break(chunk)
+            spool.write(held + text)
+            held, starts_line = brk, bool(brk)
+        raise HTTPError(400, "Illegal end of multipart body.")
 
     def default_proc(self) -> None:
-        """Read the part: files always into a temporary file, fields into memory if small."""
-        if self.filename:
-            self.file = self.read_into_file()
+        """Read the part: an upload into a temporary file, a field into memory unless it
+        passes maxrambytes (then into a temporary file too)."""
+        content = self.read_lines_to_boundary(self.make_file() if self.filename else None)
+        if isinstance(content, bytes):
+            self.value = content
         else:
-            result = self.read_lines_to_boundary()
-            if isinstance(result, bytes):
-                self.value = result
-            else:
-                self.file = result
+            self.file = content
 
     def read_into_file(self, fp_out: IO[bytes] | None = None) -> IO[bytes]:
-        """Read the part's content into fp_out (or make_file() if None). Return fp_out."""
-        if fp_out is None:
-            fp_out = self.make_file()
-        self.read_lines_to_boundary(fp_out=fp_out)
-        return fp_out
+        """Read the part's content into ``fp_out`` (a new temporary file if None); return it."""
+        return self.read_lines_to_boundary(self.make_file() if fp_out is None else fp_out)
 
 
 Entity.part_class = Part
 
 
+def _split_line_break(chunk: bytes) -> tuple[bytes, bytes]:
+    """Split ``chunk`` into its text and its final line break (CRLF, LF or none)."""
+    for brk in (b"\r\n", b"\n"):
+        if chunk.endswith(brk):
+            return chunk[: -len(brk)], brk
+    return chunk, b""
+
+
+class _Spool:
+    """Where a part's content goes: memory while it is small, then a file."""
+
+    def __init__(self, out: IO[bytes] | None, limit: int, make_file: Callable[[], IO[bytes]]
+                 ) -> None:
+        self.out = out
+        self.limit = limit
+        self.make_file = make_file
+        self.pieces: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self.out is not None:
+            self.out.write(data)
+            return
+        self.pieces.append(data)
+        self.size += len(data)
+        if self.size > self.limit:
+            self.out = self.make_file()
+            self.out.writelines(self.pieces)
+            self.pieces.clear()
+
+    def result(self) -> bytes | IO[bytes]:
+        """Return the content in memory, or the file it went to, rewound."""
+        if self.out is None:
+            return b"".join(self.pieces)
+        self.out.seek(0)
+        return self.out
+
+
 class SizedReader:
-    """Reads a request body from the server's stream, counting bytes against a limit."""
+    """Reads a request body from the server's stream, counting bytes against a limit.
+
+    ``bytes_read`` counts the bytes handed out, never more than the declared length; what a
+    line read takes from the stream past the line's end waits in ``buffer`` for the next call.
+    """
 
     def __init__(self, fp: Any, length: int | None, maxbytes: int | None,
                  bufsize: int = 8192, has_trailers: bool = False) -> None:
-        self.fp = fp
-        self.length = length
-        self.maxbytes = maxbytes
-        self.buffer = b""
-        self.bufsize = bufsize
-        self.bytes_read = 0
-        self.done = False
+        self.fp, self.length, self.maxbytes, self.bufsize = fp, length, maxbytes, bufsize
         self.has_trailers = has_trailers
+        self.buffer = b""
+        self.bytes_read = 0
+        self.done = False  # set at the end of the stream, or by the closing boundary
 
-    def _count(self, size: int) -> None:
-        self.bytes_read += size
+    def _allowance(self, size: int | None) -> int | None:
+        """Return how many bytes a call may hand out (None: up to the end of the stream)."""
+        if self.length is None:
+            return size
+        rest = self.length - self.bytes_read
+        return rest if size is None else min(size, rest)
+
+    def _take(self, most: int) -> bytes:
+        """Return up to ``most`` bytes, from the read-ahead first, and count them."""
+        if self.buffer:
+            data, self.buffer = self.buffer[:most], self.buffer[most:]
+        else:
+            try:
+                data = self.fp.read(most)
+            except Exception as error:
+                if type(error).__name__ != "MaxSizeExceeded":  # cheroot's limit, by name
+                    raise
+                raise HTTPError(413, f"Maximum request length: {error.args[1:]!r}") from None
+        self.bytes_read += len(data)
         if self.maxbytes and self.bytes_read > self.maxbytes:
             raise HTTPError(413)
+        return data
+
+    def _give_back(self, data: bytes) -> None:
+        """Return bytes read past a line's end to the front of the read-ahead."""
+        self.buffer = data + self.buffer
+        self.bytes_read -= len(data)
 
     def read(self, size: int | None = None, fp_out: IO[bytes] | None = None) -> Any:
         """Read bytes (at most ``size``); into ``fp_out`` if given (then return None)."""
-        if self.length is None:
-            remaining = float("inf") if size is None else size
-        else:
-            remaining = self.length - self.bytes_read
-            if size is not None and size < remaining:
-                remaining = size
-        if remaining == 0:
+        allowance = self._allowance(size)
+        if allowance == 0:
             self.finish()
-            return b"" if fp_out is None else None
-        chunks = []
-        if self.buffer:
-            if remaining == float("inf"):
-                data, self.buffer = self.buffer, b""
-            else:
-                cut = int(remaining)
-                data, self.buffer = self.buffer[:cut], self.buffer[cut:]
-            remaining -= len(data)
-            self._count(len(data))
-            if fp_out is None:
-                chunks.append(data)
-            else:
-                fp_out.write(data)
-        while remaining > 0:
-            chunksize = int(min(remaining, self.bufsize))
-            try:
-                data = self.fp.read(chunksize)
-            except Exception as error:
-                if type(error).__name__ == "MaxSizeExceeded":
-                    raise HTTPError(413, f"Maximum request length: {error.args[1:]!r}") from None
-                raise
+        pieces: list[bytes] = []
+        store = pieces.append if fp_out is None else fp_out.write
+        while allowance is None or allowance > 0:
+            data = self._take(self.bufsize if allowance is None else min(allowance, self.bufsize))
             if not data:
                 self.finish()
                 break
-            remaining -= len(data)
-            self._count(len(data))
-            if fp_out is None:
-                chunks.append(data)
-            else:
-                fp_out.write(data)
-        if fp_out is None:
-            return b"".join(chunks)
-        return None
+            store(data)
+            if allowance is not None:
+                allowance -= len(data)
+        return b"".join(pieces) if fp_out is None else None
 
     def readline(self, size: int | None = None) -> bytes:
-        """Read a line from the request body and return it."""
-        chunks = []
-        while size is None or size > 0:
-            chunksize = self.bufsize if size is None else min(size, self.bufsize)
-            data = self.read(chunksize)
+        """Read a line (at most ``size`` bytes) from the request body and return it."""
+        line = bytearray()
+        while size is None or len(line) < size:
+            room = self.bufsize if size is None else min(size - len(line), self.bufsize)
+            data = self.read(room)
+            newline = data.find(b"\n")
+            if newline >= 0:
+                self._give_back(data[newline + 1:])
+                line += data[:newline + 1]
+                break
             if not data:
                 break
-            pos = data.find(b"\n") + 1
-            if pos:
-                chunks.append(data[:pos])
-                remainder = data[pos:]
-                self.buffer += remainder
-                self.bytes_read -= len(remainder)
-                break
-            chunks.append(data)
-            if size is not None:
-                size -= len(data)
-        return b"".join(chunks)
+            line += data
+        return bytes(line)
 
     def readlines(self, sizehint: int | None = None) -> list[bytes]:
-        """Read lines from the request body and return them."""
-        if self.length is not None:
-            sizehint = self.length - self.bytes_read if sizehint is None else \
-                min(sizehint, self.length - self.bytes_read)
-        lines = []
-        seen = 0
-        while True:
-            line = self.readline()
-            if not line:
-                break
+        """Read lines from the request body (about ``sizehint`` bytes of them) and return them."""
+        budget = self._allowance(sizehint)
+        lines: list[bytes] = []
+        total = 0
+        for line in iter(self.readline, b""):
             lines.append(line)
-            seen += len(line)
-            if sizehint is not None and seen >= sizehint:
+            total += len(line)
+            if budget is not None and total >= budget:
                 break
         return lines
 

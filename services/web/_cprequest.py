@@ -37,6 +37,12 @@ __all__ = ["Hook", "HookMap", "Request", "Response", "current_log", "hookpoints"
            "log_traceback", "prepare_iter"]
 
 
+def _stop_if_timed_out(response: Response) -> None:
+    """Raise TimeoutError once the timeout monitor has marked ``response`` as too late."""
+    if response.timed_out:
+        raise _cperror.TimeoutError()
+
+
 class Request:
     """An HTTP request: what the client asked for, and how this application answers it.
 
@@ -183,10 +189,8 @@ class Request:
             sp = int(self.server_protocol[5]), int(self.server_protocol[7])
             self.protocol = rp if rp < sp else sp
             self.respond(self.path_info)
-        except self.throws:
-            raise
-        except Exception:
-            if self.throw_errors:
+        except Exception as error:
+            if self._passes_through(error):
                 raise
             # A failure in setup, in the error handler or in finalize: bypass them.
             log_traceback()
@@ -201,71 +205,71 @@ class Request:
 
     def respond(self, path_info: str) -> None:
         """Generate a response for the resource at ``path_info``."""
-        response = serving.response
         try:
-            try:
-                try:
-                    self._do_respond(path_info, response)
-                except (HTTPRedirect, HTTPError) as inst:
-                    inst.set_response()
-                    self.stage = "before_finalize (HTTPError)"
-                    self.hooks.run("before_finalize")
-                    response.finalize()
-            finally:
-                self.stage = "on_end_resource"
-                self.hooks.run("on_end_resource")
-        except self.throws:
-            raise
-        except Exception:
-            if self.throw_errors:
+            self._respond_then_end_resource(path_info, serving.response)
+        except Exception as error:
+            if self._passes_through(error):
                 raise
             self.handle_error()
 
+    def _passes_through(self, error: BaseException) -> bool:
+        """Tell whether ``error`` goes on to the server instead of becoming an error page."""
+        return isinstance(error, self.throws) or bool(self.throw_errors)
+
+    def _respond_then_end_resource(self, path_info: str, response: Response) -> None:
+        """Answer the request, an HTTPError or redirect being an answer too; the
+        on_end_resource hooks run whatever happens."""
+        try:
+            self._do_respond(path_info, response)
+        except (HTTPRedirect, HTTPError) as answer:
+            answer.set_response()
+            self.stage = "before_finalize (HTTPError)"
+            self.hooks.run("before_finalize")
+            response.finalize()
+        finally:
+            self._enter_hook_point("on_end_resource")
+
     def _do_respond(self, path_info: str, response: Response) -> None:
+        """Take the request through its stages, from the headers to the finalized response.
+
+        ``stage`` names the step under way (error logs quote it); where a step is a hook
+        point, its hooks run on entering it.
+        """
         if self.app is None:
             raise _cperror.NotFound()
-        self.hooks = self.__class__.hooks.copy()
         self.toolmaps = {}
-
-        self.stage = "process_headers"
-        self.process_headers()
-
-        self.stage = "get_resource"
-        self.get_resource(path_info)
+        self.hooks = type(self).hooks.copy()
+        for stage, step in (("process_headers", self.process_headers),
+                            ("get_resource", lambda: self.get_resource(path_info))):
+            self.stage = stage
+            step()
 
         from services.web._cpreqbody import RequestBody
 
         self.body = RequestBody(self.rfile, self.headers, request_params=self.params)
         self.configure()
-
-        self.stage = "on_start_resource"
-        hooks = self.hooks
-        hooks.run("on_start_resource")
-
+        self._enter_hook_point("on_start_resource")
         self.stage = "process_query_string"
         if self.query_string:
             self.process_query_string()
-
-        if self.process_request_body and self.method not in self.methods_with_bodies:
-            self.process_request_body = False
-        self.stage = "before_request_body"
-        hooks.run("before_request_body")
+        # Only the methods that carry a body have it read (a GET's is left alone).
+        self.process_request_body = (self.process_request_body
+                                     and self.method in self.methods_with_bodies)
+        self._enter_hook_point("before_request_body")
         if self.process_request_body:
             self.body.process()
-        if response.timed_out:
-            raise _cperror.TimeoutError()
-
-        self.stage = "before_handler"
-        hooks.run("before_handler")
+        _stop_if_timed_out(response)
+        self._enter_hook_point("before_handler")
         if self.handler:
-            if response.timed_out:
-                raise _cperror.TimeoutError()
+            _stop_if_timed_out(response)  # the before_handler hooks may have used it up
             self.stage = "handler"
             response.body = self.handler()
-
-        self.stage = "before_finalize"
-        hooks.run("before_finalize")
+        self._enter_hook_point("before_finalize")
         response.finalize()
+
+    def _enter_hook_point(self, point: str) -> None:
+        self.stage = point
+        self.hooks.run(point)
 
     def process_query_string(self) -> None:
         """Parse the query string into ``params``; a string not in its encoding is a 404."""

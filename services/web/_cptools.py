@@ -52,6 +52,11 @@ def _getargs(func: Callable[..., Any]) -> list[str]:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _refuse_on(*_: Any) -> Any:
+    """Refuse ``tool.on``: a tool is turned on in config or by calling it as a decorator."""
+    raise AttributeError(_attr_error)
+
+
 class Tool:
     """A registered function for use with request hooks.
 
@@ -63,20 +68,12 @@ class Tool:
 
     def __init__(self, point: str | None, callable: Callable[..., Any],
                  name: str | None = None, priority: int = 50) -> None:
-        self._point = point
+        self._name, self._point, self._priority = name, point, priority
         self.callable = callable
-        self._name = name
-        self._priority = priority
-        self.__doc__ = self.callable.__doc__
+        self.__doc__ = callable.__doc__  # help(tools.NAME) shows the function's own
         self._setargs()
 
-    @property
-    def on(self) -> bool:
-        raise AttributeError(_attr_error)
-
-    @on.setter
-    def on(self, value: Any) -> None:
-        raise AttributeError(_attr_error)
+    on = property(_refuse_on, _refuse_on)
 
     def _setargs(self) -> None:
         """Copy the callable's parameter names to attributes, so help() lists the settings."""
@@ -359,59 +356,66 @@ class Toolbox:
 
 
 def _build_default_toolbox() -> Toolbox:
-    from services.web.lib import cptools, encoding, jsontools
+    """Return the built-in tools: the plain ones by hook point, then those of other kinds."""
+    from services.web.lib import (
+        auth,
+        auth_basic,
+        auth_digest,
+        caching,
+        cpstats,
+        cptools,
+        encoding,
+        jsontools,
+        sessionauth,
+        static,
+        xmlrpcutil,
+    )
 
+    # Within a hook point, lower priorities run first (50 unless said).
+    plain: dict[str, list[tuple[str, Callable[..., Any], int]]] = {
+        "on_start_resource": [
+            ("autovary", cptools.autovary, 0),
+            ("allow", cptools.allow, 50), ("accept", cptools.accept, 50),
+            ("redirect", cptools.redirect, 50),
+            ("response_headers", cptools.response_headers, 50),
+            ("basic_auth", auth.basic_auth, 50), ("digest_auth", auth.digest_auth, 50),
+        ],
+        "before_request_body": [
+            # Authentication first: an unauthenticated body is never parsed.
+            ("auth_basic", auth_basic.basic_auth, 1),
+            ("auth_digest", auth_digest.digest_auth, 1),
+            ("proxy", cptools.proxy, 30), ("json_in", jsontools.json_in, 30),
+            ("decode", encoding.decode, 50), ("referer", cptools.referer, 50),
+            ("ignore_headers", cptools.ignore_headers, 50),
+        ],
+        "before_handler": [
+            ("params", cptools.convert_params, 15), ("json_out", jsontools.json_out, 30),
+            ("trailing_slash", cptools.trailing_slash, 60),
+            ("encode", encoding.ResponseEncoder, 70),  # before gzip (80) and caching
+        ],
+        "before_finalize": [
+            ("flatten", cptools.flatten, 50), ("expires", caching.expires, 50),
+            ("etags", cptools.validate_etags, 75), ("gzip", encoding.gzip, 80),
+        ],
+        "before_error_response": [
+            ("log_tracebacks", cptools.log_traceback, 50),
+            ("log_headers", cptools.log_request_headers, 50),
+        ],
+        "on_end_request": [("log_hooks", cptools.log_hooks, 100)],
+    }
     box = Toolbox("tools")
-    box.allow = Tool("on_start_resource", cptools.allow)
-    box.response_headers = Tool("on_start_resource", cptools.response_headers)
-    box.log_tracebacks = Tool("before_error_response", cptools.log_traceback)
-    box.log_headers = Tool("before_error_response", cptools.log_request_headers)
-    box.log_hooks = Tool("on_end_request", cptools.log_hooks, priority=100)
+    for point, entries in plain.items():
+        for name, function, priority in entries:
+            setattr(box, name, Tool(point, function, priority=priority))
     box.err_redirect = ErrorTool(cptools.redirect)
-    box.decode = Tool("before_request_body", encoding.decode)
-    # The order of encoding, gzip and caching matters: encode first.
-    box.encode = Tool("before_handler", encoding.ResponseEncoder, priority=70)
-    box.ignore_headers = Tool("before_request_body", cptools.ignore_headers)
-    box.referer = Tool("before_request_body", cptools.referer)
-    box.trailing_slash = Tool("before_handler", cptools.trailing_slash, priority=60)
-    box.flatten = Tool("before_finalize", cptools.flatten)
-    box.accept = Tool("on_start_resource", cptools.accept)
-    box.redirect = Tool("on_start_resource", cptools.redirect)
-    box.json_in = Tool("before_request_body", jsontools.json_in, priority=30)
-    box.json_out = Tool("before_handler", jsontools.json_out, priority=30)
-    box.params = Tool("before_handler", cptools.convert_params, priority=15)
-    box.sessions = SessionTool()
-    _add_static_and_auth_tools(box)
-    _add_caching_proxy_and_stats_tools(box)
-    return box
-
-
-def _add_static_and_auth_tools(box: Toolbox) -> None:
-    """Static content, HTTP authentication and session login."""
-    from services.web.lib import auth, auth_basic, auth_digest, sessionauth, static
-
+    box.xmlrpc = ErrorTool(xmlrpcutil.on_error)
     box.staticdir = HandlerTool(static.staticdir)
     box.staticfile = HandlerTool(static.staticfile)
-    # Authentication runs before the body is read: an unauthenticated body is never parsed.
-    box.auth_basic = Tool("before_request_body", auth_basic.basic_auth, priority=1)
-    box.auth_digest = Tool("before_request_body", auth_digest.digest_auth, priority=1)
-    box.basic_auth = Tool("on_start_resource", auth.basic_auth)
-    box.digest_auth = Tool("on_start_resource", auth.digest_auth)
+    box.sessions = SessionTool()
     box.session_auth = SessionAuthTool(sessionauth.session_auth)
-
-
-def _add_caching_proxy_and_stats_tools(box: Toolbox) -> None:
-    """Caching, compression, proxies, validators, XML-RPC and statistics."""
-    from services.web.lib import caching, cpstats, cptools, encoding, xmlrpcutil
-
-    box.gzip = Tool("before_finalize", encoding.gzip, priority=80)
     box.caching = CachingTool()
-    box.expires = Tool("before_finalize", caching.expires)
-    box.etags = Tool("before_finalize", cptools.validate_etags, priority=75)
-    box.proxy = Tool("before_request_body", cptools.proxy, priority=30)
-    box.autovary = Tool("on_start_resource", cptools.autovary, priority=0)
-    box.xmlrpc = ErrorTool(xmlrpcutil.on_error)
     box.cpstats = cpstats.StatsTool()
+    return box
 
 
 default_toolbox = _build_default_toolbox()

@@ -104,19 +104,10 @@ class Application:
 
     def find_config(self, path: str, key: str, default: Any = None) -> Any:
         """Return the most-specific value for ``key`` along ``path``, or ``default``."""
-        trail = path or "/"
-        config = self.config
-        while trail:
-            nodeconf = config.get(trail)
-            if nodeconf and key in nodeconf:
-                return nodeconf[key]
-            lastslash = trail.rfind("/")
-            if lastslash == -1:
-                break
-            if lastslash == 0 and trail != "/":
-                trail = "/"
-            else:
-                trail = trail[:lastslash]
+        for section in _sections_up_from(path or "/"):
+            entries = self.config.get(section)
+            if entries and key in entries:
+                return entries[key]
         return default
 
     def _log_namespace(self, key: str, value: Any) -> None:
@@ -259,3 +250,11 @@ class Tree(SiteTree):
         super().__init__(log)
         self.app_factory = make_application
         self.current_path = current_path
+
+
+def _sections_up_from(path: str) -> list[str]:
+    """Return ``path`` and the sections above it, nearest first: /a/b, /a, / (a path
+    without a leading slash stops at its first segment)."""
+    parts = path.split("/")
+    sections = ("/".join(parts[:end]) or "/" for end in range(len(parts), 0, -1))
+    return list(dict.fromkeys(sections))

@@ -94,23 +94,18 @@ def popargs(*args: str, handler: Any = None) -> Any:
 
             setattr(cls_or_self, Dispatcher.dispatch_method_name, decorated)
             return cls_or_self
-        vpath = vpath if vpath is not None else []
-        parms = {}
-        for arg in args:
-            if not vpath:
-                break
-            parms[arg] = vpath.pop(0)
+        segments = [] if vpath is None else vpath  # popped in place: the dispatcher counts
+        count = min(len(args), len(segments))
+        named = dict(zip(args[:count], segments[:count], strict=True))
+        del segments[:count]
+        if handler_call:
+            return handler(**named)
+        serving.request.params.update(named)
         if handler is not None:
-            if handler_call:
-                return handler(**parms)
-            serving.request.params.update(parms)
             return handler
-        serving.request.params.update(parms)
         # As the final handler, resolve what is left with getattr, so this _cp_dispatch is
         # not called again on the same object.
-        if vpath:
-            return getattr(cls_or_self, vpath.pop(0), None)
-        return cls_or_self
+        return getattr(cls_or_self, segments.pop(0), None) if segments else cls_or_self
 
     return decorated
 

@@ -270,3 +270,14 @@ def test_config_files_can_build_dispatchers(web: Any, tmp_path: Path) -> None:
     web.getPage("/res")
     web.assertBody("got")
     web.assertHeader("Allow", "GET, HEAD")
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/a/b/c", "ab"), ("/a/b", "ab"), ("/a/b/", "ab slash"), ("/a", "a"), ("/a/x", "a"),
+    ("/", "root"), ("", "root"), ("/other", "root"), ("rel/x", "relative"), ("nowhere", None),
+])
+def test_find_config_takes_the_nearest_section_up_the_path(path: str, expected: Any) -> None:
+    app = cherrypy.Application(None, "", {
+        "/": {"k": "root"}, "/a": {"k": "a"}, "/a/b": {"k": "ab"}, "/a/b/": {"k": "ab slash"},
+        "/a/b/c": {"other": 1}, "rel": {"k": "relative"}})
+    assert app.find_config(path, "k") == expected

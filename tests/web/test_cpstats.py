@@ -91,7 +91,9 @@ def test_requests_are_recorded(site: Any) -> None:
     # slow_queries_count keeps the last two of the three slow /app requests
     assert [q["Request-Line"] for q in apps["Slow Queries"]] == [
         "GET /app/ HTTP/1.1", "POST /app/ HTTP/1.1"]
-    assert apps["URI Set Tracking"]["group"]["Count"] == 3
+    group = apps["URI Set Tracking"]["group"]
+    assert group["Count"] == 3
+    assert 0 < group["Min"] <= group["Avg"] <= group["Max"] and group["Sum"] >= group["Max"]
     site_ns = stats["Site"]
     assert site_ns["State"] in {"STOPPED", "STARTING", "STARTED", "STOPPING", "EXITING"}
     assert "/app" in site_ns["Mounted"] and site_ns["PID"] > 0 and site_ns["Threads"] >= 1
@@ -164,3 +166,14 @@ def test_the_tool_off_records_nothing(web: Any) -> None:
     web.mount(App())
     web.getPage("/")
     assert cpstats.APPS not in logging.statistics  # type: ignore[attr-defined]
+
+
+def test_byte_count_wrapper_counts_every_way_of_reading() -> None:
+    import io
+
+    wrapper = cpstats.ByteCountWrapper(io.BytesIO(b"ab\ncd\nef\ngh\nij"))
+    assert wrapper.read(1) == b"a" and wrapper.readline() == b"b\n"
+    assert next(wrapper) == b"cd\n"
+    assert wrapper.readlines(4) == [b"ef\n", b"gh\n"]  # stops once 4 bytes are in
+    assert wrapper.readlines() == [b"ij"]
+    assert wrapper.bytes_read == 14

@@ -82,6 +82,16 @@ def test_a_charset_that_cannot_encode_the_body_is_refused(web: Any) -> None:
     web.assertStatus(406)
 
 
+def test_the_first_accepted_charset_that_can_encode_the_body_wins(web: Any) -> None:
+    web.mount(Root())
+    web.getPage("/", headers=[("Accept-Charset", "x-no-such-charset, ascii, utf-16;q=0.5")])
+    web.assertHeader("Content-Type", "text/html;charset=utf-16")
+    web.assertBody(TEXT.encode("utf-16"))
+    web.getPage("/", headers=[("Accept-Charset", "x-no-such-charset, ascii;q=0.9")])
+    web.assertStatus(406)
+    web.assertInBody("We tried these charsets: ascii, iso-8859-1, x-no-such-charset.")
+
+
 def test_streamed_text_is_encoded_as_it_goes(web: Any) -> None:
     web.mount(Root())
     web.getPage("/stream", headers=[("Accept-Charset", "iso-8859-15")])

@@ -282,4 +282,21 @@ def test_the_default_error_page_shape() -> None:
     assert "<h2>404 Not Found</h2>" in text
     assert "<p>gone</p>" in text
     assert '<pre id="traceback">tb</pre>' in text
-    assert '<div id="powered_by">' in text
+    assert '<div id="powered_by">Powered by ' in text
+    assert render_error_page(500, message="<&>").decode().count("<p>&lt;&amp;&gt;</p>") == 1
+
+
+def test_throw_errors_hands_the_exception_to_the_server(web: Any) -> None:
+    class Thrower:
+        @cherrypy.expose
+        def index(self) -> str:
+            raise ValueError("for the server")
+
+    web.mount(Thrower(), "", {"/": {"request.throw_errors": True}})
+    web.getPage("/")
+    web.assertStatus(500)
+    assert b'id="traceback"' not in web.body  # not our error page: the server's answer
+    web.mount(Thrower(), "/paged")
+    web.getPage("/paged/")
+    web.assertStatus(500)
+    web.assertInBody('id="traceback"')

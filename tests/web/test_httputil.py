@@ -15,6 +15,8 @@ from services.web.lib import httputil
         ("404", (404, "Not Found", "Nothing matches the given URI")),
         ("404 Gone Fishing", (404, "Gone Fishing", "Nothing matches the given URI")),
         (None, (200, "OK", "Request fulfilled, document follows")),
+        ("", (200, "OK", "Request fulfilled, document follows")),
+        ("404  ", (404, "Not Found", "Nothing matches the given URI")),
         (599, (599, "", "")),
     ],
 )
@@ -23,7 +25,8 @@ def test_valid_status(status: object, expected: tuple[int, str, str]) -> None:
 
 
 @pytest.mark.parametrize("status, fragment", [
-    ("abc", "is non-numeric"), (99, "out of range"), (600, "out of range"), ("6000 x", "range"),
+    ("abc", "is non-numeric"), ([1], "non-numeric"), (99, "out of range"), (600, "out of range"),
+    ("6000 x", "range"),
 ])
 def test_invalid_status(status: object, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -218,3 +219,27 @@ def test_covercp_names_its_missing_dependency(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(builtins, "__import__", no_coverage)
     with pytest.raises(ImportError, match=r"pip install coverage"):
         covercp.CoverStats("nothing")
+
+
+def test_referrer_tree_names_who_holds_an_object_to_its_depth() -> None:
+    import inspect
+
+    from services.web.lib import gctools
+
+    class Target:
+        pass
+
+    target = Target()
+    holder = {"held": target}
+    shallow = gctools.ReferrerTree(maxdepth=1).ascend(target)
+    assert [children for parent, children in shallow if parent is holder] == [[]]
+    tree = gctools.ReferrerTree(maxdepth=2)
+    deep = tree.ascend(target)
+    (children,) = [children for parent, children in deep if parent is holder]
+    assert all(isinstance(entry, tuple) and len(entry) == 2 for entry in children)
+    assert not any(inspect.isframe(parent) and parent.f_code is tree.ascend.__code__
+                   for parent, _ in deep)
+    crowd = [[target] for _ in range(12)]  # more referrers than maxparents: just a count
+    ((summary, nothing),) = gctools.ReferrerTree(maxparents=10).ascend(target)
+    assert re.fullmatch(r"\[(\d+) referrers\]", summary) and nothing == []
+    assert int(summary[1:].split()[0]) > len(crowd)

@@ -528,3 +528,24 @@ def test_a_misspelled_tool_setting_is_a_config_error(site_state: Any) -> None:
     # Tools taking any setting (caching passes them to its cache) and unknown tools pass.
     cherrypy.tree.mount(Hello(), "/ok", {"/": {"tools.caching.delay": 5,
                                                "tools.notyet.whatever": 1}})
+
+
+@pytest.mark.parametrize("methods, allow_header", [
+    (None, "GET, HEAD"), ("post", "POST"), (["get", "put"], "GET, PUT, HEAD"),
+    (("GET", "HEAD"), "GET, HEAD"),
+])
+def test_allow_sets_the_header_and_refuses_other_methods(web: Any, methods: Any,
+                                                         allow_header: str) -> None:
+    class Guarded:
+        @cherrypy.expose
+        def index(self) -> str:
+            return "in"
+
+    web.mount(Guarded(), "", {"/": {"tools.allow.on": True, "tools.allow.methods": methods}})
+    web.getPage("/", method="HEAD" if "HEAD" in allow_header else "POST",
+                body=None if "HEAD" in allow_header else "")
+    web.assertStatus(200)
+    web.assertHeader("Allow", allow_header)
+    web.getPage("/", method="DELETE")
+    web.assertStatus(405)
+    web.assertHeader("Allow", allow_header)

@@ -3,6 +3,8 @@ multipart uploads to temporary files, JSON), size limits, remote/base/path_info.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import socket
@@ -64,6 +66,14 @@ class Root:
         named = hasattr(myFile.file, "name") and os.path.exists(str(myFile.file.name))
         return (f"{myFile.filename} {myFile.content_type} {len(data)} {data[:5]!r} "
                 f"{note} {type(myFile.file).__name__} {named}")
+
+    @cherrypy.expose
+    def digest(self, **params: Any) -> str:
+        out = []
+        for name, value in sorted(params.items()):
+            data = value.file.read() if hasattr(value, "file") else value.encode("latin-1")
+            out.append(f"{name}:{type(value).__name__}:{hashlib.sha256(data).hexdigest()}")
+        return " ".join(out)
 
     @cherrypy.expose
     def raw(self) -> bytes:
@@ -137,6 +147,28 @@ def test_small_uploads_are_files_too(app: Any) -> None:
     headers, body = multipart([("myFile", "a b;c.txt", b"tiny")])
     app.getPage("/app/upload", method="POST", headers=headers, body=body)
     app.assertBody("a b;c.txt application/octet-stream 4 b'tiny'  BufferedRandom False")
+
+
+def test_multipart_part_content_is_kept_to_the_byte(app: Any) -> None:
+    # Line breaks of both kinds and a bare CR, a line longer than one read (64 KiB), a field
+    # past maxrambytes (spooled to a file, then given as a str), and a small one (a str): the
+    # break before each boundary belongs to the boundary, every other byte to the content.
+    odd = b"a\nb\r\nc\rd\n\n\r\n" + b"x" * 70000 + b"\r\n--xYzZYnot\r\n--xYzZ\n\r"
+    small = b"one\ntwo\r\n"
+    upload = odd + b"\n"
+    headers, body = multipart([("big", None, odd), ("small", None, small),
+                               ("up", "u.bin", upload)])
+    app.getPage("/app/digest", method="POST", headers=headers, body=body)
+    app.assertStatus(200)
+    sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    app.assertBody(f"big:str:{sha(odd)} small:str:{sha(small)} up:Part:{sha(upload)}")
+
+
+def test_multipart_without_its_closing_boundary_is_a_400(app: Any) -> None:
+    headers, body = multipart([("note", None, b"text")])
+    app.getPage("/app/echo", method="POST", headers=headers, body=body[:-len("--xYzZY--\r\n")])
+    app.assertStatus(400)
+    app.assertInBody("Illegal end of multipart body")
 
 
 def test_multipart_with_a_bad_boundary_is_a_400(app: Any) -> None:
@@ -275,3 +307,72 @@ def test_cookies_in_and_out(app: Any) -> None:
     assert set_cookies[2].startswith('expired=""; expires=')
     app.getPage("/app/echo")
     app.assertNoHeader("Set-Cookie")  # request cookies are not copied to the response
+
+
+def test_sized_reader_reads_lines_within_the_declared_length() -> None:
+    from services.web._cpreqbody import SizedReader
+
+    stream = b"first\nsecond line\n\nlast" + b"not part of the body"
+    reader = SizedReader(io.BytesIO(stream), length=23, maxbytes=None, bufsize=4)
+    assert reader.readline() == b"first\n"
+    assert reader.readline(3) == b"sec"
+    assert reader.readline() == b"ond line\n"
+    assert reader.bytes_read == 18
+    assert reader.readlines() == [b"\n", b"last"]
+    assert reader.read() == b"" and reader.done
+    assert reader.bytes_read == 23
+
+    reader = SizedReader(io.BytesIO(b"ab\ncd\nef"), length=None, maxbytes=None, bufsize=8)
+    assert reader.readline(1) == b"a"  # the rest of the chunk waits, in order, for the next
+    assert reader.readline() == b"b\n"
+    assert reader.read(3) == b"cd\n"
+    with io.BytesIO() as out:
+        assert reader.read(fp_out=out) is None
+        assert out.getvalue() == b"ef"
+    assert reader.done
+
+
+def test_sized_reader_stops_past_maxbytes_with_a_413() -> None:
+    from services.web._cpreqbody import SizedReader
+
+    reader = SizedReader(io.BytesIO(b"x" * 50), length=None, maxbytes=20, bufsize=8)
+    with pytest.raises(cherrypy.HTTPError) as caught:
+        reader.read()
+    assert caught.value.status == 413
+
+
+def test_sized_reader_keeps_read_ahead_bytes_in_stream_order() -> None:
+    from services.web._cpreqbody import SizedReader
+
+    reader = SizedReader(io.BytesIO(b"a\nb\ncdefgh"), length=None, maxbytes=None, bufsize=8)
+    assert reader.readline() == b"a\n"  # reads 8 bytes ahead
+    assert reader.readline(3) == b"b\n"
+    assert reader.read() == b"cdefgh"
+
+
+def test_the_request_names_its_stage_at_each_hook_point(web: Any) -> None:
+    seen: list[str] = []
+
+    def note() -> None:
+        seen.append(cherrypy.request.stage)
+
+    class Staged:
+        @cherrypy.expose
+        def index(self, fail: str = "") -> str:
+            note()
+            if fail:
+                raise cherrypy.HTTPError(409)
+            return "ok"
+
+    points = ["on_start_resource", "before_request_body", "before_handler", "before_finalize",
+              "on_end_resource"]
+    web.mount(Staged(), "", {"/": {f"hooks.{point}": note for point in points}})
+    web.getPage("/")
+    web.assertBody("ok")
+    assert seen == ["on_start_resource", "before_request_body", "before_handler", "handler",
+                    "before_finalize", "on_end_resource"]
+    seen.clear()
+    web.getPage("/?fail=1")
+    web.assertStatus(409)
+    assert seen == ["on_start_resource", "before_request_body", "before_handler", "handler",
+                    "before_finalize (HTTPError)", "on_end_resource"]

@@ -486,3 +486,53 @@ def test_redirect_tool(web: Any) -> None:
     web.getPage("/old")
     web.assertStatus(303)
     web.assertHeader("Location", f"{web.base()}/")
+
+
+# The built-in tools' kinds, hook points and priorities (the facts configs and custom tools
+# are written against): name -> (kind, hook point, priority, callable's module.name).
+BUILT_IN_TOOLS = {
+    "accept": ("Tool", "on_start_resource", 50, "cptools.accept"),
+    "allow": ("Tool", "on_start_resource", 50, "cptools.allow"),
+    "auth_basic": ("Tool", "before_request_body", 1, "auth_basic.basic_auth"),
+    "auth_digest": ("Tool", "before_request_body", 1, "auth_digest.digest_auth"),
+    "autovary": ("Tool", "on_start_resource", 0, "cptools.autovary"),
+    "basic_auth": ("Tool", "on_start_resource", 50, "auth.basic_auth"),
+    "caching": ("CachingTool", "before_handler", 20, "caching.get"),
+    "cpstats": ("StatsTool", "on_end_request", 50, "cpstats.StatsTool.record_stop"),
+    "decode": ("Tool", "before_request_body", 50, "encoding.decode"),
+    "digest_auth": ("Tool", "on_start_resource", 50, "auth.digest_auth"),
+    "encode": ("Tool", "before_handler", 70, "encoding.ResponseEncoder"),
+    "err_redirect": ("ErrorTool", None, 50, "cptools.redirect"),
+    "etags": ("Tool", "before_finalize", 75, "cptools.validate_etags"),
+    "expires": ("Tool", "before_finalize", 50, "caching.expires"),
+    "flatten": ("Tool", "before_finalize", 50, "cptools.flatten"),
+    "gzip": ("Tool", "before_finalize", 80, "encoding.gzip"),
+    "ignore_headers": ("Tool", "before_request_body", 50, "cptools.ignore_headers"),
+    "json_in": ("Tool", "before_request_body", 30, "jsontools.json_in"),
+    "json_out": ("Tool", "before_handler", 30, "jsontools.json_out"),
+    "log_headers": ("Tool", "before_error_response", 50, "cptools.log_request_headers"),
+    "log_hooks": ("Tool", "on_end_request", 100, "cptools.log_hooks"),
+    "log_tracebacks": ("Tool", "before_error_response", 50, "cptools.log_traceback"),
+    "params": ("Tool", "before_handler", 15, "cptools.convert_params"),
+    "proxy": ("Tool", "before_request_body", 30, "cptools.proxy"),
+    "redirect": ("Tool", "on_start_resource", 50, "cptools.redirect"),
+    "referer": ("Tool", "before_request_body", 50, "cptools.referer"),
+    "response_headers": ("Tool", "on_start_resource", 50, "cptools.response_headers"),
+    "session_auth": ("SessionAuthTool", "before_handler", 50, "sessionauth.session_auth"),
+    "sessions": ("SessionTool", "before_request_body", 50, "sessions.init"),
+    "staticdir": ("HandlerTool", "before_handler", 50, "static.staticdir"),
+    "staticfile": ("HandlerTool", "before_handler", 50, "static.staticfile"),
+    "trailing_slash": ("Tool", "before_handler", 60, "cptools.trailing_slash"),
+    "xmlrpc": ("ErrorTool", None, 50, "xmlrpcutil.on_error"),
+}
+
+
+def test_the_built_in_tools_keep_their_hook_points_and_priorities() -> None:
+    found = {}
+    for name, tool in vars(cherrypy.tools).items():
+        if isinstance(tool, cherrypy.Tool):
+            module = tool.callable.__module__.rsplit(".", 1)[1]
+            found[name] = (type(tool).__name__, tool._point, tool._priority,
+                           f"{module}.{tool.callable.__qualname__}")
+            assert tool._name == name and tool.namespace == "tools"
+    assert found == BUILT_IN_TOOLS

@@ -270,3 +270,29 @@ def test_securing_recipe_over_tls(spawn: Any, tmp_path: Path) -> None:
     child.send_signal(signal.SIGTERM)
     assert child.wait(30) == 0
     assert os.path.exists(tmp_path / "server.pem")
+
+
+def test_the_package_tutorials_with_long_names(web: Any) -> None:
+    # The reference's suite runs these too (test_tutorials.py): the bodies are its words.
+    web.mount(load("tut02_expose_methods").HelloWorld(), "/t2")
+    web.getPage("/t2/show_msg")
+    web.assertBody("Hello world!")
+    web.getPage("/t2/")
+    web.assertInBody('<a href="show_msg">')
+    web.mount(load("tut05_derived_objects").HomePage(), "/t5")
+    web.getPage("/t5/another/")
+    web.assertInBody("<title>Another Page</title>")
+    web.assertInBody("\n            And this is the amazing second page!\n")
+    web.getPage("/t5/")
+    web.assertInBody('<a href="./another/">another page</a>, too!')
+    web.mount(load("tut08_generators_and_yield").GeneratorDemo(), "/t8")
+    web.getPage("/t8/")
+    web.assertBody("<html><body><h2>Generators rule!</h2><h3>List of users:</h3>"
+                   "Remi<br/>Carlos<br/>Hendrik<br/>Lorenzo Lamas<br/></body></html>")
+    tut07 = load("tut07_sessions")
+    web.mount(tut07.HitCounter(), "/t7", tut07.tutconf)
+    visit = Client(web)
+    visit("GET", "/t7/")
+    web.assertBody(tut07.visits_message(1))
+    visit("GET", "/t7/")
+    assert b"page 2 times! Your life is a patio of fun!" in web.body

@@ -159,33 +159,33 @@ def _namespaces() -> dict[str, Any]:
 
 
 class ByteCountWrapper:
-    """Wraps a file-like object, counting the number of bytes read."""
+    """Wraps a file-like object, counting the bytes read through it in ``bytes_read``."""
 
     def __init__(self, rfile: Any) -> None:
         self.rfile = rfile
         self.bytes_read = 0
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.rfile.read(size)
+    def _tally(self, data: bytes) -> bytes:
         self.bytes_read += len(data)
         return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._tally(self.rfile.read(size))
 
     def readline(self, size: int = -1) -> bytes:
-        data = self.rfile.readline(size)
-        self.bytes_read += len(data)
-        return data
+        return self._tally(self.rfile.readline(size))
 
     def readlines(self, sizehint: int = 0) -> list[bytes]:
-        lines = []
-        total = 0
-        while True:
+        """Read lines to the end, or until they hold ``sizehint`` bytes (when above 0)."""
+        lines: list[bytes] = []
+        budget = sizehint if sizehint > 0 else None
+        while budget is None or budget > 0:
             line = self.readline()
             if not line:
                 break
             lines.append(line)
-            total += len(line)
-            if 0 < sizehint <= total:
-                break
+            if budget is not None:
+                budget -= len(line)
         return lines
 
     def close(self) -> None:
@@ -195,9 +195,7 @@ class ByteCountWrapper:
         return self
 
     def __next__(self) -> bytes:
-        data = self.rfile.__next__()
-        self.bytes_read += len(data)
-        return data
+        return self._tally(next(self.rfile))
 
     next = __next__
 
@@ -291,12 +289,11 @@ class StatsTool(Tool):
                 entry = tracking.setdefault(uriset, {
                     "URI Set": uriset, "Min": None, "Max": None, "Count": 0, "Sum": 0,
                     "Avg": average_uriset_time})
-                if entry["Min"] is None or duration < entry["Min"]:
-                    entry["Min"] = duration
-                if entry["Max"] is None or duration > entry["Max"]:
-                    entry["Max"] = duration
                 entry["Count"] += 1
                 entry["Sum"] += duration
+                seen = [duration] if entry["Min"] is None else [entry["Min"], entry["Max"]]
+                seen.append(duration)
+                entry["Min"], entry["Max"] = min(seen), max(seen)
             if slow_queries and duration > slow_queries:
                 slow = appstats.setdefault("Slow Queries", [])
                 slow.append(dict(record))

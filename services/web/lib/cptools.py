@@ -136,15 +136,12 @@ def allow(methods: Any = None, debug: bool = False) -> None:
 
     The Allow header is set either way; HEAD is allowed wherever GET is.
     """
-    if not isinstance(methods, (tuple, list)):
-        methods = [methods]
-    methods = [m.upper() for m in methods if m]
-    if not methods:
-        methods = ["GET", "HEAD"]
-    elif "GET" in methods and "HEAD" not in methods:
-        methods.append("HEAD")
-    serving.response.headers["Allow"] = ", ".join(methods)
-    if serving.request.method not in methods:
+    given = methods if isinstance(methods, (tuple, list)) else [methods]
+    allowed = [name.upper() for name in given if name] or ["GET", "HEAD"]
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.append("HEAD")
+    serving.response.headers["Allow"] = ", ".join(allowed)
+    if serving.request.method not in allowed:
         raise HTTPError(405)
 
 

@@ -77,6 +77,12 @@ class UTF8StreamEncoder:
         return getattr(self._iterator, attr)
 
 
+def _encode_as_sent(body: Any, encoding: str, errors: str) -> Iterator[bytes]:
+    """Yield the chunks of ``body``, its text ones encoded."""
+    for piece in body:
+        yield piece.encode(encoding, errors) if isinstance(piece, str) else piece
+
+
 class ResponseEncoder:
     """Encode the page handler's text output (``tools.encode``, on by default)."""
 
@@ -98,36 +104,28 @@ class ResponseEncoder:
             self.oldhandler = request.handler
             request.handler = self
 
-    def encode_stream(self, encoding: str) -> bool:
-        """Encode a streaming response body with a generator wrapper."""
-        if encoding in self.attempted_charsets:
-            return False
+    def _first_try(self, encoding: str) -> bool:
+        """Note an attempt with ``encoding``; False if it was made before (it failed then)."""
+        tried = encoding in self.attempted_charsets
         self.attempted_charsets.add(encoding)
-        errors = self.errors
+        return not tried
 
-        def encoder(body: Any) -> Iterator[bytes]:
-            for chunk in body:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode(encoding, errors)
-                yield chunk
-
-        self.body = encoder(self.body)
+    def encode_stream(self, encoding: str) -> bool:
+        """Encode a streaming response body as it is sent (failures surface while sending)."""
+        if not self._first_try(encoding):
+            return False
+        self.body = _encode_as_sent(self.body, encoding, self.errors)
         return True
 
     def encode_string(self, encoding: str) -> bool:
         """Encode a buffered response body; False when ``encoding`` cannot encode it."""
-        if encoding in self.attempted_charsets:
+        if not self._first_try(encoding):
             return False
-        self.attempted_charsets.add(encoding)
-        body = []
-        for chunk in self.body:
-            if isinstance(chunk, str):
-                try:
-                    chunk = chunk.encode(encoding, self.errors)
-                except (LookupError, UnicodeError):
-                    return False
-            body.append(chunk)
-        self.body = body
+        try:
+            self.body = [piece.encode(encoding, self.errors) if isinstance(piece, str) else piece
+                         for piece in self.body]
+        except (LookupError, UnicodeError):
+            return False
         return True
 
     def find_acceptable_charset(self) -> str:

@@ -45,24 +45,22 @@ class ReferrerTree:
 
     def ascend(self, obj: Any, depth: int = 1) -> list[tuple[Any, list[Any]]]:
         """Return a nested list containing referrers of the given object."""
-        depth += 1
-        parents: list[tuple[Any, list[Any]]] = []
-        refs = gc.get_referrers(obj)
-        self.ignore.append(refs)
-        if len(refs) > self.maxparents:
-            return [(f"[{len(refs)} referrers]", [])]
-        here = inspect.currentframe()
-        self.ignore.append(here)
-        for parent in refs:
-            if inspect.isframe(parent) and parent.f_code is self.ascend.__code__:
+        referrers = gc.get_referrers(obj)
+        self.ignore.append(referrers)  # the list itself now refers to obj: not a finding
+        if len(referrers) > self.maxparents:
+            return [(f"[{len(referrers)} referrers]", [])]
+        self.ignore.append(inspect.currentframe())
+        go_deeper = depth < self.maxdepth
+        found: list[tuple[Any, list[Any]]] = []
+        for parent in referrers:
+            if self._own_frame(parent) or self._ignored(parent):
                 continue
-            if self._ignored(parent):
-                continue
-            if depth <= self.maxdepth:
-                parents.append((parent, self.ascend(parent, depth)))
-            else:
-                parents.append((parent, []))
-        return parents
+            # A plain loop, not a comprehension: its frame would show up as a referrer.
+            found.append((parent, self.ascend(parent, depth + 1) if go_deeper else []))
+        return found
+
+    def _own_frame(self, obj: Any) -> bool:
+        return inspect.isframe(obj) and obj.f_code is self.ascend.__code__
 
     def peek(self, s: str) -> str:
         """Return s, restricted to a sane length."""

@@ -243,19 +243,18 @@ def valid_status(status: Any) -> tuple[int, str, str]:
 
 
 def _valid_status(status: Any) -> tuple[int, str, str]:
-    if not status:
-        status = 200
-    code: Any = status
+    status = status or 200
+    number: Any = status
     reason = None
-    if isinstance(status, str):
-        code, _, reason_text = status.partition(" ")
-        reason = reason_text.strip() or None
+    if isinstance(status, str):  # "404" or "404 Gone Fishing": the reason is optional
+        number, _, given_reason = status.partition(" ")
+        reason = given_reason.strip() or None
     try:
-        code = int(code)
+        code = int(number)
     except (TypeError, ValueError):
         raise ValueError(
-            f"Illegal response status from server ({code!r} is non-numeric).") from None
-    if code < 100 or code > 599:
+            f"Illegal response status from server ({number!r} is non-numeric).") from None
+    if not 100 <= code <= 599:
         raise ValueError(f"Illegal response status from server ({code!r} is out of range).")
     default_reason, message = response_codes.get(code, ("", ""))
     return code, reason if reason is not None else default_reason, message

@@ -7,15 +7,17 @@ from services.web.tutorial._tutconf import TUTCONF as tutconf
 class HelloWorld:
     """``/`` links to ``/show_msg``, which answers the greeting."""
 
-    @cherrypy.expose
-    def show_msg(self):
-        """Answer ``/show_msg``."""
-        return "Hello world!"
+    message = "Hello world!"
 
     @cherrypy.expose
     def index(self):
         """Answer ``/`` with a link."""
         return 'We have an <a href="show_msg">important message</a> for you!'
+
+    @cherrypy.expose
+    def show_msg(self):
+        """Answer ``/show_msg``: an exposed method is a page of its own."""
+        return self.message
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ class Page:
     """A page with a ``title``: ``render`` wraps a body in the common header and footer."""
 
     title = "Untitled Page"
+    body: tuple[str, ...] = ()  # the rows between header and footer, given by each page
 
     def header(self):
         """The top of the page, down to the title heading."""
@@ -27,31 +28,28 @@ class Page:
         middle = "".join(MARGIN + row + "\n" for row in body_rows)
         return self.header() + middle + self.footer()
 
+    @cherrypy.expose
+    def index(self):
+        """Show the page: ``body``, which each subclass gives, inside the common frame."""
+        return self.render(*self.body)
+
 
 class AnotherPage(Page):
     """``/another/``: a second page with a title of its own."""
 
     title = "Another Page"
-
-    @cherrypy.expose
-    def index(self):
-        """Show it."""
-        return self.render("<p>", "And this is the amazing second page!", "</p>")
+    body = ("<p>", "And this is the amazing second page!", "</p>")
 
 
 class HomePage(Page):
-    """``/``: the home page, linking to ``/another/``."""
+    """``/``: the home page; ``/another/`` is the page object in its attribute."""
 
     title = "Tutorial 5"
+    body = ("<p>", "Isn't this exciting? There's",
+            '<a href="./another/">another page</a>, too!', "</p>")
 
     def __init__(self):
         self.another = AnotherPage()
-
-    @cherrypy.expose
-    def index(self):
-        """Show it."""
-        return self.render("<p>", "Isn't this exciting? There's",
-                           '<a href="./another/">another page</a>, too!', "</p>")
 
 
 if __name__ == "__main__":

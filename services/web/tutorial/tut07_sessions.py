@@ -19,9 +19,13 @@ class HitCounter:
     @cherrypy.expose
     def index(self):
         """Count this visit and say how many there were."""
-        visits = cherrypy.session.get("count", 0) + 1
-        cherrypy.session["count"] = visits
-        return visits_message(visits)
+        return visits_message(count_visit(cherrypy.session))
+
+
+def count_visit(session):
+    """Add this visit to the session's count; return the count."""
+    session["count"] = session.get("count", 0) + 1
+    return session["count"]
 
 
 if __name__ == "__main__":

@@ -7,21 +7,20 @@ USERS = ("Remi", "Carlos", "Hendrik", "Lorenzo Lamas")
 
 
 class GeneratorDemo:
-    """``/`` yields a header, one line per user and a footer."""
-
-    def header(self):
-        return "<html><body><h2>Generators rule!</h2>"
-
-    def footer(self):
-        return "</body></html>"
+    """``/`` answers a generator: its pieces are the page, sent as they come."""
 
     @cherrypy.expose
     def index(self):
-        """Yield the page in parts."""
-        yield self.header()
-        yield "<h3>List of users:</h3>"
-        yield from (f"{user}<br/>" for user in USERS)
-        yield self.footer()
+        """Return the page as a generator of its parts."""
+        return page_parts(USERS)
+
+
+def page_parts(users):
+    """Yield a heading, one line per user, and the end of the page."""
+    yield "<html><body><h2>Generators rule!</h2><h3>List of users:</h3>"
+    for user in users:
+        yield f"{user}<br/>"
+    yield "</body></html>"
 
 
 if __name__ == "__main__":
