@@ -10,6 +10,7 @@ the standard library only is test_layering's.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -135,16 +136,12 @@ def test_public_paths_only_re_export() -> None:
 
 
 def test_the_public_paths_are_the_moved_modules_names() -> None:
-    from sitebus.daemon import Daemonizer
-    from sitebus.pidfile import PIDFile
-    from sitebus.privileges import DropPrivileges
-    from sitebus.process import daemon, pidfile, privileges, signals
-    from sitebus.signals import SignalHandler
-
-    assert SignalHandler is signals.SignalHandler
-    assert PIDFile is pidfile.PIDFile
-    assert DropPrivileges is privileges.DropPrivileges
-    assert Daemonizer is daemon.Daemonizer
+    for name, package in PUBLIC.items():
+        public = importlib.import_module(f"sitebus.{name}")
+        moved = importlib.import_module(f"sitebus.{package}.{name}")
+        assert public.__all__ == sorted(moved.__all__)
+        for attribute in moved.__all__:
+            assert getattr(public, attribute) is getattr(moved, attribute)
 
 
 def test_the_checker_finds_a_circle_and_a_lazy_import(tmp_path: Path) -> None:

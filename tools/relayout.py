@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,9 +231,56 @@ def rewrite_text(text: str, public_kept: bool) -> str:
             return match[0]
         return TABLE[match[1]]
 
-    text = from_sitebus.sub(rewrite_from_sitebus, text)
     text = path.sub(lambda m: TABLE[m[1]].replace(".", "/") + ".py", text)
-    return dotted.sub(dotted_name, text)
+    text = dotted.sub(dotted_name, text)
+    return from_sitebus.sub(rewrite_from_sitebus, text)  # last: its output is new already
+
+
+def wrap_long_lines(text: str, limit: int = 100) -> str:
+    """Rewrap the docstring and comment lines that a longer path pushed past ``limit``.
+
+    The words past the limit go to the start of the paragraph's next line (which may push
+    that one over in turn), or onto a line of their own at the end of a paragraph.
+    """
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    inside = {row for token in tokens
+              if token.type == tokenize.STRING and token.string.endswith(('"""', "'''"))
+              for row in range(token.start[0] - 1, token.end[0])}
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.lstrip()
+        comment = stripped.startswith("#")
+        indent = line[:len(line) - len(stripped)]
+        cut = line.rfind(" ", len(indent) + 2, limit + 1)
+        if len(line) <= limit or not (comment or index in inside) or cut < 0:
+            index += 1
+            continue
+        head, tail = line[:cut], line[cut + 1:]
+        if stripped[:2] in ("- ", "* ") or re.match(r"\d+\. ", stripped):
+            indent += " " * (stripped.index(" ") + 1)  # a list item's hanging indent
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        same_paragraph = (
+            following.strip() and not tail.endswith(('"""', "'''"))
+            and following[:len(indent)] == indent and not following[len(indent)].isspace()
+            and not following.lstrip().startswith(("-", "*", '"""', "'''", "``", ">>>"))
+            and (following.lstrip().startswith("#") == comment)
+            and (comment or index + 1 in inside)
+        )
+        lines[index] = head
+        if same_paragraph:
+            rest = following.lstrip()[2:] if comment else following.lstrip()
+            lines[index + 1] = f"{indent}{'# ' if comment else ''}{tail} {rest}"
+        else:
+            lines.insert(index + 1, f"{indent}{'# ' if comment else ''}{tail}")
+            inside = {row + 1 if row > index else row for row in inside} | (
+                {index + 1} if index in inside else set())
+        index += 1
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
 def public_module(name: str) -> str:
@@ -247,8 +296,8 @@ def public_module(name: str) -> str:
         raise RelayoutError(f"{target} has no __all__ to re-export at sitebus.{name}")
     listed = "".join(f"    {item},\n" for item in sorted(exported))
     quoted = "".join(f"    {item!r},\n" for item in sorted(exported))
-    return (f'"""``sitebus.{name}``, a public path README documents: the module is '
-            f'``{target}``."""\n\n'
+    return (f'"""``sitebus.{name}``: a public path README documents, kept for the module\n'
+            f'now at ``{target}``."""\n\n'
             f"from {target} import (\n{listed})\n\n"
             f"__all__ = [\n{quoted.replace(chr(39), chr(34))}]\n")
 
@@ -277,6 +326,8 @@ def apply() -> list[Path]:
             new = rewrite_text(text, public_kept=relative == "README.md")
         new = "".join(line for line in new.splitlines(keepends=True)
                       if not line.rstrip().endswith(DELETE_MARK))
+        if path.suffix == ".py" and new != text:
+            new = wrap_long_lines(new)
         if new != text:
             path.write_text(new)
             if path.suffix == ".py":
