@@ -184,7 +184,7 @@ def problems() -> list[str]:
         if (PACKAGE / package / f"{module}.py").exists():
             found.append(f"{target}: already exists (has the relayout run?)")
     for directory in sorted(p for p in PACKAGE.iterdir() if p.is_dir()):
-        if directory.name != "__pycache__" and directory.name not in SUBPACKAGES:
+        if any(directory.rglob("*.py")) and directory.name not in SUBPACKAGES:
             found.append(f"sitebus/{directory.name}/: a package the table does not know "
                          "(has the relayout run? else add it to SUBPACKAGES)")
     dirty = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
