@@ -17,7 +17,8 @@ entry points), and ``sitebus/x.py`` paths. The public paths README documents (``
 working through thin modules that re-export the moved module's ``__all__``; README keeps naming
 them. Last, it sorts the rewritten imports (``ruff check --select I --fix``) and deletes the
 lines marked ``# relayout: delete this line`` (the guard that skips tests/test_layout.py on the
-flat layout). The layout and its rule are explained in docs/architecture.md.
+flat layout). Every change is staged (``git add``), so the index and the tree agree; review
+with ``git diff --cached``. The layout and its rule are explained in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def git(*args: str) -> str:
                           capture_output=True).stdout
 
 
-def problems() -> list[str]:
+def problems(applying: bool) -> list[str]:
     """Everything that keeps the table from applying to this tree, one line each."""
     found: list[str] = []
     on_disk = {path.stem for path in PACKAGE.glob("*.py")}
@@ -187,8 +188,16 @@ def problems() -> list[str]:
         if any(directory.rglob("*.py")) and directory.name not in SUBPACKAGES:
             found.append(f"sitebus/{directory.name}/: a package the table does not know "
                          "(has the relayout run? else add it to SUBPACKAGES)")
+    for relative in git("ls-files", "*.py").splitlines():
+        if relative in EXCLUDE or not (ROOT / relative).exists():
+            continue
+        for number, line in enumerate((ROOT / relative).read_text().splitlines(), 1):
+            if re.match(r"\s*from sitebus import \(", line):
+                found.append(f"{relative}:{number}: 'from sitebus import (' over several lines: "
+                             "write it on one line (or as 'from sitebus.x import y'), which "
+                             "the rewriting knows")
     dirty = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    if dirty:
+    if dirty and applying:
         found.append(f"the git work tree has uncommitted changes ({dirty[0].strip()} ...): "
                      "commit or stash them first")
     return found
@@ -330,6 +339,7 @@ def apply() -> list[Path]:
             new = wrap_long_lines(new)
         if new != text:
             path.write_text(new)
+            git("add", relative)
             if path.suffix == ".py":
                 changed.append(path)
     for name in PUBLIC:
@@ -349,6 +359,7 @@ def sort_imports(paths: list[Path]) -> None:
     if result.returncode not in (0, 1):
         print(f"relayout: could not sort imports with ruff: {result.stderr.strip()}",
               file=sys.stderr)
+    git("add", *(str(path.relative_to(ROOT)) for path in paths))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="validate the table against the tree and change nothing")
     args = parser.parse_args(argv)
-    found = problems()
+    found = problems(applying=not args.check)
     if found:
         for line in found:
             print(f"relayout: {line}", file=sys.stderr)
