@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import builtins
 import configparser
-import importlib
 import operator
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +29,7 @@ from contextlib import AbstractContextManager
 from typing import IO, Any
 
 from sitebus.errors import ConfigError
+from sitebus.names import attributes, modules
 
 __all__ = [
     "Config",
@@ -42,10 +42,6 @@ __all__ = [
     "modules",
     "unrepr",
 ]
-
-# Config files written for the reference name the framework `cherrypy`; where CherryPy is
-# not installed, those names resolve to sitebus's framework service of the same shape.
-MODULE_ALIASES = {"cherrypy": "services.web"}
 
 environments: dict[str, dict[str, Any]] = {
     "staging": {
@@ -112,42 +108,6 @@ _UNARY: dict[type, Callable[[Any], Any]] = {
     ast.Not: operator.not_,
     ast.Invert: operator.invert,
 }
-
-
-def modules(module_path: str) -> Any:
-    """Import and return the module named ``module_path``."""
-    try:
-        return importlib.import_module(module_path)
-    except ModuleNotFoundError as error:
-        head, _, rest = module_path.partition(".")
-        alias = MODULE_ALIASES.get(head)
-        if not alias or error.name != head:
-            raise
-        try:
-            return importlib.import_module(alias + ("." + rest if rest else ""))
-        except ModuleNotFoundError as aliased:
-            # Report the missing module under the name the config used.
-            missing = aliased.name or ""
-            if missing == alias or missing.startswith(alias + "."):
-                missing = head + missing[len(alias):]
-            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing) from None
-
-
-def attributes(full_attribute_name: str) -> Any:
-    """Import the longest module prefix of a dotted name and return the attribute it names."""
-    parts = full_attribute_name.split(".")
-    for split in range(len(parts), 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            target = modules(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and not module_name.startswith(error.name):
-                raise  # the module exists but one of its own imports is missing
-            continue
-        for attr in parts[split:]:
-            target = getattr(target, attr)
-        return target
-    raise ImportError(f"no module found for {full_attribute_name!r}")
 
 
 def _dotted_name(node: ast.expr) -> str | None:

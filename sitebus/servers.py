@@ -348,7 +348,7 @@ class Server(ServerAdapter):
     def _from_instance(self) -> Any:
         if not isinstance(self.instance, str):
             return self.instance
-        from sitebus.config import attributes
+        from sitebus.names import attributes
 
         try:
             return attributes(self.instance)(self)

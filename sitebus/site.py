@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import logging
 import os
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +46,7 @@ from sitebus.asgiserver import require_uvicorn
 from sitebus.bus import Bus, states
 from sitebus.config import Config, attributes
 from sitebus.errors import ConfigError
+from sitebus.forkbus import ForkableBus
 from sitebus.health import Health
 from sitebus.logs import LogManager
 from sitebus.metrics import Metrics
@@ -117,17 +116,10 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"{hint}; expected one of {', '.join(sorted(known))}"
 
 
-Entry = tuple[str, Callable[..., Any], int]
-"""A listener as ``take_listeners`` returns it: channel, callback, priority."""
-
-
-class Engine(Bus):
+class Engine(ForkableBus):
     """The site's bus, with its engine plugins as attributes (``engine.autoreload``...).
 
-    Beyond the Bus, what pre-fork workers need (``sitebus.workers``): the master holds back
-    the listeners that belong to the workers (``take_listeners``), and a worker resets the bus
-    it inherited and puts them back (``reset_after_fork``, ``put_listeners``). These touch the
-    Bus's internals, which a subclass may; the bus module itself stays as it is.
+    A ForkableBus (``sitebus.forkbus``): what pre-fork workers need beyond the Bus.
     """
 
     health: Health
@@ -168,54 +160,6 @@ class Engine(Bus):
     def signals(self) -> SignalHandler:
         """The reference's name for the signal handler (``engine.signals.subscribe()``)."""
         return self.signal_handler
-
-    def take_listeners(self, belongs: Callable[[str, Callable[..., Any]], bool]) -> list[Entry]:
-        """Unsubscribe the listeners for which ``belongs(channel, callback)`` is true and return
-        them with their priorities, in the order they run."""
-        with self._listeners_lock:
-            taken = [(channel, callback, self._priorities[(channel, callback)][0])
-                     for channel, ordered in self._ordered.items() for callback in ordered
-                     if belongs(channel, callback)]
-        for channel, callback, _priority in taken:
-            self.unsubscribe(channel, callback)
-        return taken
-
-    def put_listeners(self, entries: list[Entry]) -> None:
-        """Subscribe listeners that ``take_listeners`` returned, keeping their order."""
-        for channel, callback, priority in entries:
-            self.subscribe(channel, callback, priority)
-
-    def reset_after_fork(self) -> None:
-        """In a forked child that is to run this bus afresh: STOPPED, fresh locks, no requests.
-
-        The child inherits the bus as the parent's threads left it: STARTED, or STARTING with
-        the lifecycle lock held by a thread that does not exist here. The listeners stay.
-        """
-        self._listeners_lock = threading.Lock()
-        self._lifecycle_lock = threading.RLock()
-        self._requests_lock = threading.Lock()
-        self._state_changed = threading.Condition(threading.Lock())
-        self._state = states.STOPPED
-        self._starting_thread = None
-        self._exit_after_start = self._exit_after_stop = self._exit_in_progress = False
-        self._exit_done = threading.Event()
-        self._main_calls = deque()
-        self.execv = False
-        self.inherit_fds = {}
-
-    def log_as(self, context: str) -> None:
-        """Log this bus's messages with ``context`` in place of ENGINE (``WORKER 1234``)."""
-        self.log_sink = _ContextLog(context)  # type: ignore[method-assign]
-
-
-class _ContextLog:
-    """A log listener that writes to the ``sitebus`` logger with a context of its own."""
-
-    def __init__(self, context: str) -> None:
-        self.context = context
-
-    def __call__(self, msg: str, level: int) -> None:
-        logging.getLogger("sitebus").log(level, msg, extra={"context": self.context})
 
 
 class Site:

@@ -8,7 +8,7 @@ returns: it ends with ``os._exit``, so no code of the master's runs on in the co
    at once if the master died before that; it closes the master's descriptors (other workers'
    pipes, the supervisor's) and drops what systemd gave the master (NOTIFY_SOCKET, LISTEN_*).
 2. The site's bus, inherited in whatever state the master's threads left it, is reset to
-   STOPPED with fresh locks (``Engine.reset_after_fork``). The master's listeners (PID file,
+   STOPPED with fresh locks (``ForkableBus.reset_after_fork``). The master's listeners (PID file,
    signal handler, autoreload, systemd notifier, daemonizer, status file, the site's restart
    hooks, the Workers plugin) are removed, and the listeners the master held back for the
    workers (the apps' plugins, such as a database pool, when the apps were preloaded; the

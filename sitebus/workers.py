@@ -74,19 +74,17 @@ import os
 import random
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sitebus.adapter import ServerAdapter
 from sitebus.bus import states
 from sitebus.errors import ConfigError, SitebusError
+from sitebus.forkbus import ForkableBus
 from sitebus.plugins import SimplePlugin
 from sitebus.servertypes import server_types
 from sitebus.supervision import SETTINGS, Failure, check_settings, request_limit
 from sitebus.supervisor import Supervisor
 from sitebus.worker import WorkerSpec, prepare_to_fork, run_worker
-
-if TYPE_CHECKING:
-    from sitebus.site import Engine
 
 __all__ = ["Workers", "WorkerStartError"]
 
@@ -113,7 +111,7 @@ class WorkerStartError(SitebusError):
 class Workers(SimplePlugin):
     """The master's side of pre-fork workers: fork them, watch them, replace them, stop them."""
 
-    bus: Engine
+    bus: ForkableBus
 
     workers: int = 0
     """How many worker processes (0: none, the site serves in this process)."""
