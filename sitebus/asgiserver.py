@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from sitebus import __version__
 from sitebus.asgi import AsgiMounts, AsgiSite
 from sitebus.errors import UnavailableError
 from sitebus.listeners import Listener
+from sitebus.wsgiserver import make_ssl_adapter
 
 if TYPE_CHECKING:
     from sitebus.servers import Server
@@ -99,7 +101,8 @@ class UvicornServer:
     scheme = "http"
 
     def __init__(self, listener: Listener, site: AsgiSite, timeout: float = 10,
-                 shutdown_timeout: float = 5, max_header: int = 0) -> None:
+                 shutdown_timeout: float = 5, max_header: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.uvicorn = require_uvicorn("an ASGI app")
         self.listener = listener
         self.socket = listener
@@ -107,6 +110,8 @@ class UvicornServer:
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.max_header = max_header
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self.server: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -138,6 +143,9 @@ class UvicornServer:
         )
         if self.max_header:
             config.h11_max_incomplete_event_size = self.max_header
+        if self.ssl_context is not None:
+            config.load()
+            config.ssl = self.ssl_context  # uvicorn's own is built from files; ours is made
         self.server = self.uvicorn.Server(config)
         try:
             serving = asyncio.ensure_future(self.server.serve(sockets=[self.listener]))
@@ -195,8 +203,23 @@ def build(server: Server, listener: Listener | None) -> UvicornServer:
     mounts = getattr(server, "asgi", None) or AsgiMounts()
     _log_to_bus(server.bus)
     site = AsgiSite(mounts, server.wsgi_app, threads=server.thread_pool,
-                    max_body=server.max_request_body_size, log_error=server.bus.log)
+                    max_body=server.max_request_body_size, log_error=server.bus.log,
+                    tracker=getattr(server, "request_tracker", None))
     return UvicornServer(listener, site, timeout=server.socket_timeout,
                          shutdown_timeout=server.shutdown_timeout,
-                         max_header=server.max_request_header_size)
+                         max_header=server.max_request_header_size,
+                         ssl_context=tls_context(server))
+
+
+def tls_context(server: Server) -> ssl.SSLContext | None:
+    """Return the TLS context of the ``server.ssl_*`` settings, or None for plain HTTP.
+
+    Built by the same code as cheroot's (``make_ssl_adapter``), so both server types read the
+    settings alike. Raises ssl.SSLError for a bad certificate or key (the Server reports it
+    naming ``ssl_certificate``).
+    """
+    adapter = make_ssl_adapter(server.ssl_certificate, server.ssl_private_key,
+                               server.ssl_certificate_chain, server.ssl_ciphers,
+                               server.ssl_context)
+    return None if adapter is None else adapter.context
 
