@@ -97,18 +97,20 @@ def access_environ(scope: Scope) -> dict[str, str]:
     return environ
 
 
-def _request_id(scope: Scope) -> str:
+def _request_id(scope: Scope) -> bytes:
     """Return the client's sane X-Request-ID, or a new one added to the scope's headers."""
     headers = scope["headers"]
     for name, value in headers:
         if name == b"x-request-id":
-            given = value.decode("latin-1")
-            if sane_request_id(given) is not None:
-                return given
-            headers = [(n, v) for n, v in headers if n != b"x-request-id"]
+            if sane_request_id(value.decode("latin-1")) is not None:
+                return bytes(value)
+            headers = scope["headers"] = [(n, v) for n, v in headers if n != b"x-request-id"]
             break
-    request_id = new_request_id()
-    scope["headers"] = [*headers, (b"x-request-id", request_id.encode("ascii"))]
+    request_id = new_request_id().encode("ascii")
+    if type(headers) is list:
+        headers.append((b"x-request-id", request_id))  # the server made it for this request
+    else:
+        scope["headers"] = [*headers, (b"x-request-id", request_id)]
     return request_id
 
 
@@ -117,7 +119,7 @@ class _Response:
 
     __slots__ = ("_send", "request_id", "status", "size")
 
-    def __init__(self, send: Send, request_id: str | None) -> None:
+    def __init__(self, send: Send, request_id: bytes | None) -> None:
         self._send = send
         self.request_id = request_id
         self.status = 500
@@ -132,9 +134,11 @@ class _Response:
             request_id = self.request_id
             if request_id is not None:
                 headers = message.get("headers", ())
-                if not any(bytes(name).lower() == b"x-request-id" for name, _ in headers):
-                    message = {**message, "headers": [
-                        *headers, (b"x-request-id", request_id.encode("ascii"))]}
+                for name, _value in headers:
+                    if name.lower() == b"x-request-id":
+                        break  # the app's own
+                else:
+                    message = {**message, "headers": [*headers, (b"x-request-id", request_id)]}
         await self._send(message)
 
 
@@ -206,6 +210,6 @@ class AsgiObserver:
                 if logging:
                     assert log is not None
                     log.access(access_environ(scope), status, response.size, duration,
-                               request_id)
+                               request_id.decode("latin-1") if request_id else None)
                 if metrics is not None:
                     metrics.record(script_name, scope["method"], status, duration)
