@@ -14,13 +14,15 @@ settings from the tree each request, so there is one source for both kinds of ap
 - **Access line and metrics**: when the app returns, the access log gets the line the WSGI
   side writes (same format, duration and request id; the request target as the client sent
   it), and the metrics recorder the app's mount point, method, status and duration.
-- **Limits**: in a pre-fork worker, the worker's ``RequestTracker`` counts each request (for
-  ``server.max_requests``) and holds its start time until the app returns (for the
-  ``server.worker_timeout`` check of hung requests), as it does for WSGI requests.
+- **Limits**: in a pre-fork worker, the worker's ``RequestTracker`` counts each request, for
+  ``server.max_requests``. The hung-request check (``server.worker_timeout``) is not per
+  request here: a request that awaits (a slow upstream, a long stream) holds nothing up, so
+  the server reports instead how long its event loop has not run (``UvicornServer.stalled``):
+  a handler that computes or blocks stops every request of the worker.
 
 When none of these is wanted ``idle()`` is True and the site calls the app directly. Websocket
 sessions get the proxy rewrite only: they are long by nature, so they are neither timed as
-hung requests nor written as access lines (WSGI has none to match).
+long requests nor written as access lines (WSGI has none to match).
 """
 
 from __future__ import annotations
@@ -191,19 +193,16 @@ class AsgiObserver:
         if tracker is None and request_id is None and not logging and metrics is None:
             await app(scope, receive, send)
             return
-        start = perf_counter()
-        key = id(scope)
         if tracker is not None:
-            tracker.begin(key)
-        response = _Response(send, request_id)
-        try:
+            tracker.count()
             if request_id is None and not logging and metrics is None:
                 await app(scope, receive, send)
-            else:
-                await app(scope, receive, response.send)
+                return
+        start = perf_counter()
+        response = _Response(send, request_id)
+        try:
+            await app(scope, receive, response.send)
         finally:
-            if tracker is not None:
-                tracker.end(key)
             if logging or metrics is not None:
                 duration = perf_counter() - start
                 status = str(response.status)

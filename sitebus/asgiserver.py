@@ -114,6 +114,7 @@ class UvicornServer:
         self.scheme = "https" if ssl_context is not None else "http"
         self.server: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._probe_sent: float | None = None
         self._lock = threading.Lock()
         self._stop_requested = False
 
@@ -163,6 +164,30 @@ class UvicornServer:
             await serving
         finally:
             await self.site.shutdown()
+
+    def stalled(self, now: float) -> float | None:
+        """Return for how long the event loop has not run, or None (``time.monotonic``).
+
+        A pre-fork worker's heartbeat asks at every beat (``RequestTracker.oldest``): a probe
+        still unanswered from the last ask means the loop is blocked (a handler computing, or
+        calling blocking code), which is how an async worker hangs; one asked after the
+        answer costs nothing while idle.
+        """
+        loop = self.loop
+        if loop is None or not self.ready:
+            return None
+        sent = self._probe_sent
+        if sent is not None:
+            return now - sent
+        self._probe_sent = now
+        try:
+            loop.call_soon_threadsafe(self._probe_answered)
+        except RuntimeError:
+            self._probe_sent = None  # the loop has closed: the server is stopping
+        return None
+
+    def _probe_answered(self) -> None:
+        self._probe_sent = None
 
     def _begin_drain(self) -> None:
         """In the loop: stop accepting, close websockets with 1001, let keep-alive clients

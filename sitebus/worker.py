@@ -137,7 +137,7 @@ class RequestTracker:
         self.limit = limit
         self.on_limit = on_limit
         self.requests = 0
-        self.started: dict[object, float] = {}
+        self.started: dict[int, float] = {}
         self.servers: list[Any] = []
         """Servers whose ``httpserver.stalled(now)`` counts too (see sitebus.headreader)."""
         self.unreported = False
@@ -156,20 +156,16 @@ class RequestTracker:
                 ages.append(age)
         return max(ages) if ages else None
 
-    def begin(self, key: object) -> None:
-        """Count a request an async server serves and note its start (``key``: unique while
-        it is in flight; ``sitebus.asgiobserve`` gives the scope's id)."""
-        self.started[key] = time.monotonic()
+    def count(self) -> None:
+        """Count a request of an async server (``sitebus.asgiobserve``). Its time in flight is
+        not noted: an awaiting request holds nothing up; the server's ``stalled`` reports a
+        blocked event loop instead (``sitebus.asgiserver``)."""
         self.requests = count = self.requests + 1
         if count == self.limit and self.on_limit is not None:
             self.on_limit()
         if not self.unreported and self.on_count is not None:
             self.unreported = True
             self.on_count()
-
-    def end(self, key: object) -> None:
-        """The request noted with ``key`` is answered."""
-        self.started.pop(key, None)
 
     def wrap(self, app: Callable[..., Any]) -> Callable[..., Any]:
         started = self.started
@@ -203,7 +199,7 @@ class _InFlight:
 
     __slots__ = ("_result", "_iterator", "_started", "_ident")
 
-    def __init__(self, result: Iterable[bytes], started: dict[object, float], ident: int) -> None:
+    def __init__(self, result: Iterable[bytes], started: dict[int, float], ident: int) -> None:
         self._result = result
         self._iterator = iter(result)
         self._started = started

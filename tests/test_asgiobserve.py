@@ -167,29 +167,36 @@ def test_forwarded_headers_follow_the_site_s_proxy_settings(
     assert line is not None and body.startswith(line.group("h").encode() + b" ")
 
 
-def test_a_worker_s_tracker_counts_asgi_requests_and_their_time_in_flight() -> None:
-    stuck = asyncio.Event()
-    ages: list[float | None] = []
+def test_a_worker_s_tracker_counts_asgi_requests() -> None:
     tracker = RequestTracker(limit=2)
     limits: list[int] = []
     tracker.on_limit = lambda: limits.append(tracker.requests)
-
-    async def slow(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise ValueError("no lifespan")
-        ages.append(tracker.oldest(time.monotonic() + 5))
-        stuck.set()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
     tree = Tree(None)
     mounts = AsgiMounts(None, tree)
-    mounts.mount("", slow, "APP")
+    mounts.mount("", hello, "APP")
+
     def site() -> AsgiSite:
         return AsgiSite(mounts, tree, threads=1, tracker=tracker)
 
-    call(site, "/a")
+    assert call(site, "/a")[0] == 201
     call(site, "/b")
     assert tracker.requests == 2 and limits == [2]
-    assert ages[0] is not None and ages[0] >= 5  # in flight while the app ran
-    assert tracker.oldest(0) is None  # and no longer once it answered
+    assert tracker.oldest(time.monotonic()) is None  # an awaiting request is not "hung"
+
+
+def test_a_blocked_event_loop_is_reported_as_stalled() -> None:
+    pytest.importorskip("uvicorn")
+    from sitebus.asgiserver import UvicornServer
+
+    server = UvicornServer(None, AsgiSite(AsgiMounts(), None))  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        server.loop, server.ready = loop, True
+        assert server.stalled(100.0) is None  # asks the loop, which has not run yet
+        assert server.stalled(103.5) == 3.5  # still unanswered: blocked for 3.5 s
+        loop.run_until_complete(asyncio.sleep(0))  # the loop runs: the probe is answered
+        assert server.stalled(104.0) is None
+        server.ready = False
+        assert server.stalled(200.0) is None  # a server not serving is never stalled
+    finally:
+        loop.close()
