@@ -127,7 +127,9 @@ class _Response:
         self.status = 500
         self.size = 0
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """Note the message, and return the awaitable of sending it (no coroutine of its own:
+        the app awaits the server's ``send`` directly)."""
         kind = message["type"]
         if kind == "http.response.body":
             self.size += len(message.get("body", b""))
@@ -137,11 +139,11 @@ class _Response:
             if request_id is not None:
                 headers = message.get("headers", ())
                 for name, _value in headers:
-                    if name.lower() == b"x-request-id":
+                    if name == b"x-request-id":  # lowercase, as ASGI requires
                         break  # the app's own
                 else:
                     message = {**message, "headers": [*headers, (b"x-request-id", request_id)]}
-        await self._send(message)
+        return self._send(message)
 
 
 class AsgiObserver:
@@ -154,11 +156,12 @@ class AsgiObserver:
         """The pre-fork worker's ``sitebus.worker.RequestTracker``, or None."""
 
     def idle(self) -> bool:
-        """Return True when nothing is to be noted of a request: call the app directly."""
+        """Return True when nothing but the worker's count (``count``) is to be noted of a
+        request: call the app directly."""
         tree = self.tree
         if tree is None:
-            return self.tracker is None
-        if self.tracker is not None or tree.proxy is not None:
+            return True
+        if tree.proxy is not None:
             return False
         observer = tree.observer
         if observer is None:
@@ -166,6 +169,12 @@ class AsgiObserver:
         log = observer.log
         return observer.metrics is None and (log is None or (not log.request_id
                                                              and not log.wants_access()))
+
+    def count(self) -> None:
+        """Count a request for the worker's ``server.max_requests``, if in a worker."""
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.count()
 
     async def websocket(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
                         ) -> None:
@@ -175,9 +184,10 @@ class AsgiObserver:
             forward(scope, proxy)
         await app(scope, receive, send)
 
-    async def http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
-                   script_name: str) -> None:
-        """Run ``app`` on an http request and note it (see the module docstring)."""
+    def http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+             script_name: str) -> Awaitable[None]:
+        """Return the awaitable that runs ``app`` on an http request and notes it (see the
+        module docstring): the app's own coroutine when nothing is to be noted at its end."""
         tree = self.tree
         if tree is None:
             log = metrics = None
@@ -190,25 +200,29 @@ class AsgiObserver:
         request_id = _request_id(scope) if log is not None and log.request_id else None
         logging = log is not None and log.wants_access()
         tracker = self.tracker
-        if tracker is None and request_id is None and not logging and metrics is None:
-            await app(scope, receive, send)
-            return
         if tracker is not None:
             tracker.count()
-            if request_id is None and not logging and metrics is None:
-                await app(scope, receive, send)
-                return
+        if not logging and metrics is None:
+            if request_id is None:
+                return app(scope, receive, send)
+            return app(scope, receive, _Response(send, request_id).send)
+        return self._observed(app, scope, receive, send, script_name, log, metrics, request_id,
+                              logging)
+
+    async def _observed(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                        script_name: str, log: Any, metrics: Any, request_id: bytes | None,
+                        logging: bool) -> None:
+        """Run ``app``, then write its access line and record its metrics."""
         start = perf_counter()
         response = _Response(send, request_id)
         try:
             await app(scope, receive, response.send)
         finally:
-            if logging or metrics is not None:
-                duration = perf_counter() - start
-                status = str(response.status)
-                if logging:
-                    assert log is not None
-                    log.access(access_environ(scope), status, response.size, duration,
-                               request_id.decode("latin-1") if request_id else None)
-                if metrics is not None:
-                    metrics.record(script_name, scope["method"], status, duration)
+            duration = perf_counter() - start
+            status = str(response.status)
+            if logging:
+                assert log is not None
+                log.access(access_environ(scope), status, response.size, duration,
+                           request_id.decode("latin-1") if request_id else None)
+            if metrics is not None:
+                metrics.record(script_name, scope["method"], status, duration)

@@ -137,7 +137,8 @@ class UvicornServer:
         # (bench/bench_asgi.py).
         gc.freeze()
         config = self.uvicorn.Config(
-            self.site, lifespan="off", access_log=False, log_config=None, proxy_headers=False,
+            self.site, interface="asgi3", lifespan="off", access_log=False, log_config=None,
+            proxy_headers=False,
             server_header=False, date_header=True, timeout_keep_alive=max(1, int(self.timeout)),
             timeout_graceful_shutdown=self.shutdown_timeout,
             headers=[("server", f"sitebus/{__version__} uvicorn/{self.uvicorn.__version__}")],
