@@ -15,6 +15,10 @@ main thread, and sitebus owns signals. uvicorn's own lifespan is off (``lifespan
 ``AsgiSite`` runs each app's lifespan, so a startup failure is the bus's start failure, with
 one line naming the app.
 
+TLS comes from the ``server.ssl_*`` settings through the context cheroot's adapter builds
+(``tls_context``), handed to uvicorn's loaded config: one reading of the settings for both
+server types. ``stalled()`` reports a blocked event loop to a pre-fork worker's heartbeat.
+
 ``stop()`` drains in the bus's order: the listener stops accepting at once (uvicorn's asyncio
 servers are closed), open websockets are closed with 1001, every response then says
 ``Connection: close`` for up to ``KEEP_ALIVE_GRACE`` (or until no connection is left), then
