@@ -187,15 +187,15 @@ def test_max_requests_recycles_a_worker_serving_an_asgi_app(
 HANGING = '''\
 import asyncio
 import os
+import time
 
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    if scope["path"] == "/spin":  # blocks the event loop: every request of the worker waits
-        print(f"spinning in {os.getpid()}", flush=True)
-        while True:
-            pass
+    if scope["path"] == "/block":  # a blocking call: every request of the worker waits
+        print(f"blocking in {os.getpid()}", flush=True)
+        time.sleep(3600)
     if scope["path"] == "/await":  # holds nothing up
         await asyncio.sleep(3600)
     body = str(os.getpid()).encode()
@@ -208,7 +208,7 @@ def test_a_blocked_event_loop_gets_its_worker_replaced(
         spawn: Any, recorder: WorkerRecorder, tmp_path: Path) -> None:
     (tmp_path / "hanging.py").write_text(HANGING)
     child = recorder.watch(site(spawn, tmp_path, "server.workers = 2",
-                                "server.worker_timeout = 2", "server.shutdown_timeout = 1",
+                                "server.worker_timeout = 4", "server.shutdown_timeout = 1",
                                 "tree.app = '', 'hanging:app'", args=("-p", "site.pid")))
     port = tcp_port(ready_addresses(child))
     before = wait_for_workers(tmp_path, 2)
@@ -224,19 +224,19 @@ def test_a_blocked_event_loop_gets_its_worker_replaced(
                for _ in range(2)]
     for thread in waiting:
         thread.start()  # requests that await: no worker is retired for them
-    spinner = threading.Thread(target=request, args=("/spin",), daemon=True)
-    spinner.start()
-    hung = int(child.wait_for_output(r"spinning in (\d+)").group(1))
+    blocked = threading.Thread(target=request, args=("/block",), daemon=True)
+    blocked.start()
+    hung = int(child.wait_for_output(r"blocking in (\d+)").group(1))
     assert hung in before
     child.wait_for_output(rf"Replacing worker {hung}: a request has been running for \d+ s "
-                          r"\(server.worker_timeout = 2\)", timeout=30)
+                          r"\(server.worker_timeout = 4\)", timeout=30)
     assert get(port, "/")[0] == 200  # the site answers meanwhile
     wait_for_workers(tmp_path, 2, not_among={hung})
     # Its stop is bounded: it exits by itself within its grace, or the master kills it.
     child.wait_for_output(rf"Worker {hung} exited \((exit status \d+|killed by SIGKILL)\)",
                           timeout=30)
-    spinner.join(60)
-    assert len(outcome) >= 1 and isinstance(outcome[0], OSError)  # the spinner's was cut
+    blocked.join(60)
+    assert len(outcome) >= 1 and isinstance(outcome[0], OSError)  # the blocked one was cut
     replaced = re.findall(r"Replacing worker (\d+): a request", child.output)
     assert replaced == [str(hung)]  # the other worker, with a request awaiting, stayed
     stop(child)
