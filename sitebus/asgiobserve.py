@@ -116,33 +116,42 @@ def _request_id(scope: Scope) -> bytes:
     return request_id
 
 
+def _with_request_id(send: Send, request_id: bytes) -> Send:
+    """Return a ``send`` that adds ``X-Request-ID`` to the response unless the app set one
+    (a closure, not a coroutine: the app awaits the server's ``send`` directly)."""
+    header = (b"x-request-id", request_id)
+
+    def send_with_id(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", ())
+            for name, _value in headers:
+                if name == b"x-request-id":  # lowercase, as ASGI requires
+                    break  # the app's own
+            else:
+                message = {**message, "headers": [*headers, header]}
+        return send(message)
+
+    return send_with_id
+
+
 class _Response:
-    """The ``send`` an observed app gets: notes the status and size, adds the request id."""
+    """The ``send`` of an app whose access line or metrics are wanted: notes the status and
+    the size (the request id added by the ``send`` it wraps)."""
 
-    __slots__ = ("_send", "request_id", "status", "size")
+    __slots__ = ("_send", "status", "size")
 
-    def __init__(self, send: Send, request_id: bytes | None) -> None:
+    def __init__(self, send: Send) -> None:
         self._send = send
-        self.request_id = request_id
         self.status = 500
         self.size = 0
 
     def send(self, message: Message) -> Awaitable[None]:
-        """Note the message, and return the awaitable of sending it (no coroutine of its own:
-        the app awaits the server's ``send`` directly)."""
+        """Note the message, and return the awaitable of sending it."""
         kind = message["type"]
         if kind == "http.response.body":
             self.size += len(message.get("body", b""))
         elif kind == "http.response.start":
             self.status = message["status"]
-            request_id = self.request_id
-            if request_id is not None:
-                headers = message.get("headers", ())
-                for name, _value in headers:
-                    if name == b"x-request-id":  # lowercase, as ASGI requires
-                        break  # the app's own
-                else:
-                    message = {**message, "headers": [*headers, (b"x-request-id", request_id)]}
         return self._send(message)
 
 
@@ -205,7 +214,7 @@ class AsgiObserver:
         if not logging and metrics is None:
             if request_id is None:
                 return app(scope, receive, send)
-            return app(scope, receive, _Response(send, request_id).send)
+            return app(scope, receive, _with_request_id(send, request_id))
         return self._observed(app, scope, receive, send, script_name, log, metrics, request_id,
                               logging)
 
@@ -214,7 +223,7 @@ class AsgiObserver:
                         logging: bool) -> None:
         """Run ``app``, then write its access line and record its metrics."""
         start = perf_counter()
-        response = _Response(send, request_id)
+        response = _Response(send if request_id is None else _with_request_id(send, request_id))
         try:
             await app(scope, receive, response.send)
         finally:
