@@ -178,7 +178,8 @@ def test_max_requests_recycles_a_worker_serving_an_asgi_app(
         return pids[-1] != first
 
     wait_until(replaced, 60, "a new worker to answer")
-    child.wait_for_output(rf"Replacing worker {first}: it served 5 requests")
+    served = child.wait_for_output(rf"Replacing worker {first}: it served (\d+) requests")
+    assert int(served.group(1)) >= 5  # one may come in while the master is told
     assert pids.count(first) >= 5
     wait_for_workers(tmp_path, 1, not_among={first})
     stop(child)
