@@ -4,8 +4,11 @@
 
 Throughput: requests per second of one raw ASGI hello world through wrk, 16 keep-alive
 connections, for ``sitebus run hello:app -w 2 -e production``, ``uvicorn hello:app --workers
-2`` and ``gunicorn -k uvicorn_worker.UvicornWorker -w 2``, all with access logs off. Every
-round visits every server in turn (alternating rounds); each figure is the median.
+2`` and ``gunicorn -k uvicorn_worker.UvicornWorker -w 2``, all with access logs off (and
+sitebus once more with ``log.request_id = False``: the peers give no request ids). Every
+round visits every server in turn (alternating rounds); each figure is the median, and the
+CPU time per request (of each server's whole process tree) is the figure a loaded machine
+leaves comparable.
 
 Reload: sitebus -w 2 under 4 keep-alive clients with a websocket open, through 4 rolling
 reloads (SIGUSR1): the requests that failed (an error, not a 200), and the close code the
@@ -74,12 +77,17 @@ class Server:
             return [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker",
                     "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                     "hello:app"]
+        extra: list[str] = []
+        if self.kind == "sitebus-no-ids":
+            Path(workdir, "no-ids.conf").write_text("[global]\nlog.request_id = False\n")
+            extra = ["-c", "no-ids.conf"]
         return [sys.executable, "-m", "sitebus", "run", "hello:app", "-w", "2", "-b",
-                f"127.0.0.1:{port}", "-e", "production", "--no-reload"]
+                f"127.0.0.1:{port}", "-e", "production", "--no-reload", *extra]
 
 
 SERVERS = [
     Server("sitebus -w 2 (uvicorn)", "sitebus"),
+    Server("sitebus -w 2, log.request_id off", "sitebus-no-ids"),
     Server("uvicorn --workers 2", "uvicorn"),
     Server("gunicorn -k UvicornWorker -w 2", "gunicorn"),
 ]
@@ -101,7 +109,9 @@ def throughput(rounds: int, seconds: float) -> None:
         results = rounds_of_load({server: (address, process.pid)
                                   for server, (address, process) in live.items()},
                                  rounds, seconds, 16, cpu=tree_cpu_seconds)
-    best_peer = max(median([r.requests_per_second for r in results[s]]) for s in SERVERS[1:])
+    peers = [s for s in SERVERS if not s.kind.startswith("sitebus")]
+    best_peer = max(median([r.requests_per_second for r in results[s]]) for s in peers)
+    best_cpu = min(median([r.cpu_us_per_request for r in results[s]]) for s in peers)
     rows = []
     for server, found in results.items():
         rate = median([r.requests_per_second for r in found])
@@ -109,11 +119,12 @@ def throughput(rounds: int, seconds: float) -> None:
                      " ".join(f"{r.requests_per_second:,.0f}" for r in found),
                      f"{median([r.p99_ms for r in found]):.1f}",
                      f"{median([r.cpu_us_per_request for r in found]):.0f}",
+                     f"{median([r.cpu_us_per_request for r in found]) / best_cpu:.2f}x",
                      sum(r.errors for r in found), f"{rate / best_peer:.2f}x"])
     print(f"hello world (raw ASGI), wrk 16 keep-alive connections, {seconds:g} s x {rounds} "
           "alternating rounds, access logs off")
-    print(table(["server", "req/s (median)", "rounds", "p99 ms", "CPU us/req", "errors",
-                 "vs best peer"], rows))
+    print(table(["server", "req/s (median)", "rounds", "p99 ms", "CPU us/req",
+                 "CPU vs leanest peer", "errors", "req/s vs best peer"], rows))
 
 
 class KeepAliveClient(threading.Thread):

@@ -13,7 +13,8 @@ serving ASGI (``sitebus.asgiserver``) builds an ``AsgiSite`` from it: one ASGI a
   hold a thread per request.)
 - runs each app's lifespan: startup before the server accepts, shutdown after it has drained;
   an app that raises before it receives anything (Django's ``asgi.py``) has no lifespan;
-- writes access lines for ASGI requests in the site's access-log format;
+- notes each request of an ASGI app as the tree notes a WSGI one (``sitebus.asgiobserve``):
+  proxy headers, request id, access line, metrics, and the worker's request limits;
 - when the server begins to stop, closes open websockets with 1001 (going away) and answers
   every request with ``Connection: close``, so keep-alive clients move to another process
   before the server closes the connections left idle.
@@ -22,13 +23,13 @@ serving ASGI (``sitebus.asgiserver``) builds an ``AsgiSite`` from it: one ASGI a
 from __future__ import annotations
 
 import asyncio
-import http
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+from sitebus.asgiobserve import AsgiObserver
 from sitebus.errors import SitebusError
-from sitebus.wsgibridge import environ_of, serve_wsgi
+from sitebus.wsgibridge import serve_wsgi
 
 __all__ = ["AsgiMounts", "AsgiSite", "LifespanError", "Mount"]
 
@@ -159,8 +160,8 @@ class AsgiSite:
     """The one ASGI app a server serves: ASGI mounts by prefix, the rest through WSGI."""
 
     def __init__(self, mounts: AsgiMounts, wsgi_app: Callable[..., Any] | None,
-                 threads: int = 4, max_body: int = 0, log_error: Callable[..., Any] = print
-                 ) -> None:
+                 threads: int = 4, max_body: int = 0, log_error: Callable[..., Any] = print,
+                 tracker: Any = None) -> None:
         self.lifespans = [Lifespan(mount) for mount in mounts.mounts]
         """In mount order: startups run in it, shutdowns in reverse."""
         by_depth = sorted(zip(mounts.mounts, self.lifespans, strict=True),
@@ -169,7 +170,7 @@ class AsgiSite:
         self.states = [lifespan.state for _, lifespan in by_depth]
         self.tree = mounts.tree
         self.endpoints = mounts.endpoints()
-        self.log = mounts.log
+        self.observer = AsgiObserver(self.tree, tracker)
         self.wsgi_app = wsgi_app
         self.threads = threads
         self.max_body = max_body
@@ -222,13 +223,23 @@ class AsgiSite:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Return the awaitable that answers a request (the server awaits it).
+
+        Not a coroutine of its own: a lone root app's request is the app's own coroutine,
+        one frame less per request (the server is told the interface, ``asgi3``).
+        """
         direct = self.direct
-        if (direct is not None and kind == "http" and not self.draining
-                and (self.log is None or not self.log.wants_access())):
-            await direct(scope, receive, send)
-            return
+        if direct is not None and scope["type"] == "http" and not self.draining:
+            observer = self.observer
+            if observer.idle():
+                observer.count()
+                return direct(scope, receive, send)
+            return observer.http(direct, scope, receive, send, "")
+        return self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
         if kind == "lifespan":
             return  # the server runs the lifespans itself (startup/shutdown above)
         if self.draining and kind == "http":
@@ -245,10 +256,9 @@ class AsgiSite:
                         scope["state"] = dict(state)
                     if kind == "websocket":
                         await self._websocket(mount.app, scope, receive, send)
-                    elif self.log is not None and self.log.wants_access():
-                        await self._logged(mount.app, scope, receive, send)
                     else:
-                        await mount.app(scope, receive, send)
+                        await self.observer.http(mount.app, scope, receive, send,
+                                                 mount.script_name)
                     return
         if kind == "http" and self.wsgi_app is not None:
             await self._wsgi(scope, receive, send)
@@ -271,25 +281,9 @@ class AsgiSite:
             await send(message)
 
         try:
-            await app(scope, receive, tracked_send)
+            await self.observer.websocket(app, scope, receive, tracked_send)
         finally:
             self.websockets.discard(send)
-
-    async def _logged(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        status = [500]
-        size = [0]
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            elif message["type"] == "http.response.body":
-                size[0] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await app(scope, receive, counting_send)
-        finally:
-            self.log.access(environ_of(scope, b""), _status_line(status[0]), size[0])
 
     # -- the WSGI bridge -------------------------------------------------------------------
 
@@ -311,10 +305,3 @@ def _closing(send: Send) -> Send:
         await send(message)
 
     return closing_send
-
-
-def _status_line(status: int) -> str:
-    try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)

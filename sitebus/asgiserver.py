@@ -15,6 +15,10 @@ main thread, and sitebus owns signals. uvicorn's own lifespan is off (``lifespan
 ``AsgiSite`` runs each app's lifespan, so a startup failure is the bus's start failure, with
 one line naming the app.
 
+TLS comes from the ``server.ssl_*`` settings through the context cheroot's adapter builds
+(``tls_context``), handed to uvicorn's loaded config: one reading of the settings for both
+server types. ``stalled()`` reports a blocked event loop to a pre-fork worker's heartbeat.
+
 ``stop()`` drains in the bus's order: the listener stops accepting at once (uvicorn's asyncio
 servers are closed), open websockets are closed with 1001, every response then says
 ``Connection: close`` for up to ``KEEP_ALIVE_GRACE`` (or until no connection is left), then
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +39,7 @@ from sitebus import __version__
 from sitebus.asgi import AsgiMounts, AsgiSite
 from sitebus.errors import UnavailableError
 from sitebus.listeners import Listener
+from sitebus.wsgiserver import make_ssl_adapter
 
 if TYPE_CHECKING:
     from sitebus.servers import Server
@@ -99,7 +105,8 @@ class UvicornServer:
     scheme = "http"
 
     def __init__(self, listener: Listener, site: AsgiSite, timeout: float = 10,
-                 shutdown_timeout: float = 5, max_header: int = 0) -> None:
+                 shutdown_timeout: float = 5, max_header: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.uvicorn = require_uvicorn("an ASGI app")
         self.listener = listener
         self.socket = listener
@@ -107,8 +114,11 @@ class UvicornServer:
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.max_header = max_header
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self.server: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._probe_sent: float | None = None
         self._lock = threading.Lock()
         self._stop_requested = False
 
@@ -131,13 +141,17 @@ class UvicornServer:
         # (bench/bench_asgi.py).
         gc.freeze()
         config = self.uvicorn.Config(
-            self.site, lifespan="off", access_log=False, log_config=None, proxy_headers=False,
+            self.site, interface="asgi3", lifespan="off", access_log=False, log_config=None,
+            proxy_headers=False,
             server_header=False, date_header=True, timeout_keep_alive=max(1, int(self.timeout)),
             timeout_graceful_shutdown=self.shutdown_timeout,
             headers=[("server", f"sitebus/{__version__} uvicorn/{self.uvicorn.__version__}")],
         )
         if self.max_header:
             config.h11_max_incomplete_event_size = self.max_header
+        if self.ssl_context is not None:
+            config.load()
+            config.ssl = self.ssl_context  # uvicorn's own is built from files; ours is made
         self.server = self.uvicorn.Server(config)
         try:
             serving = asyncio.ensure_future(self.server.serve(sockets=[self.listener]))
@@ -155,6 +169,30 @@ class UvicornServer:
             await serving
         finally:
             await self.site.shutdown()
+
+    def stalled(self, now: float) -> float | None:
+        """Return for how long the event loop has not run, or None (``time.monotonic``).
+
+        A pre-fork worker's heartbeat asks at every beat (``RequestTracker.oldest``): a probe
+        still unanswered from the last ask means the loop is blocked (a handler computing, or
+        calling blocking code), which is how an async worker hangs; one asked after the
+        answer costs nothing while idle.
+        """
+        loop = self.loop
+        if loop is None or not self.ready:
+            return None
+        sent = self._probe_sent
+        if sent is not None:
+            return now - sent
+        self._probe_sent = now
+        try:
+            loop.call_soon_threadsafe(self._probe_answered)
+        except RuntimeError:
+            self._probe_sent = None  # the loop has closed: the server is stopping
+        return None
+
+    def _probe_answered(self) -> None:
+        self._probe_sent = None
 
     def _begin_drain(self) -> None:
         """In the loop: stop accepting, close websockets with 1001, let keep-alive clients
@@ -195,8 +233,23 @@ def build(server: Server, listener: Listener | None) -> UvicornServer:
     mounts = getattr(server, "asgi", None) or AsgiMounts()
     _log_to_bus(server.bus)
     site = AsgiSite(mounts, server.wsgi_app, threads=server.thread_pool,
-                    max_body=server.max_request_body_size, log_error=server.bus.log)
+                    max_body=server.max_request_body_size, log_error=server.bus.log,
+                    tracker=getattr(server, "request_tracker", None))
     return UvicornServer(listener, site, timeout=server.socket_timeout,
                          shutdown_timeout=server.shutdown_timeout,
-                         max_header=server.max_request_header_size)
+                         max_header=server.max_request_header_size,
+                         ssl_context=tls_context(server))
+
+
+def tls_context(server: Server) -> ssl.SSLContext | None:
+    """Return the TLS context of the ``server.ssl_*`` settings, or None for plain HTTP.
+
+    Built by the same code as cheroot's (``make_ssl_adapter``), so both server types read the
+    settings alike. Raises ssl.SSLError for a bad certificate or key (the Server reports it
+    naming ``ssl_certificate``).
+    """
+    adapter = make_ssl_adapter(server.ssl_certificate, server.ssl_private_key,
+                               server.ssl_certificate_chain, server.ssl_ciphers,
+                               server.ssl_context)
+    return None if adapter is None else adapter.context
 

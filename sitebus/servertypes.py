@@ -109,9 +109,9 @@ server_types: dict[str, ServerType] = {
                    "scgi", listens=True, tls=False, build=_scgi, requires="flup"),
         ServerType("cgi", "one CGI request from the environment, then exit (cherryd -x)",
                    "cgi", listens=False, tls=False, build=_cgi),
-        ServerType("uvicorn", "HTTP/1.1 and websockets for ASGI apps (and WSGI apps beside "
+        ServerType("uvicorn", "HTTP/1.1, HTTPS and websockets for ASGI apps (and WSGI apps beside "
                    "them) on uvicorn (pip install 'sitebus[asgi]')",
-                   "http", listens=True, tls=False, build=_uvicorn),
+                   "http", listens=True, tls=True, build=_uvicorn),
     )
 }
 """The server types by name; ``server.type`` picks one. The CLI and README read this too."""

@@ -156,6 +156,17 @@ class RequestTracker:
                 ages.append(age)
         return max(ages) if ages else None
 
+    def count(self) -> None:
+        """Count a request of an async server (``sitebus.asgiobserve``). Its time in flight is
+        not noted: an awaiting request holds nothing up; the server's ``stalled`` reports a
+        blocked event loop instead (``sitebus.asgiserver``)."""
+        self.requests = count = self.requests + 1
+        if count == self.limit and self.on_limit is not None:
+            self.on_limit()
+        if not self.unreported and self.on_count is not None:
+            self.unreported = True
+            self.on_count()
+
     def wrap(self, app: Callable[..., Any]) -> Callable[..., Any]:
         started = self.started
         clock = time.monotonic
@@ -422,6 +433,7 @@ def _serve(site: Any, spec: WorkerSpec) -> int:
         for server in site.active_servers():
             server.take_over()
             server.wsgi_app = tracker.wrap(server.wsgi_app)
+            server.request_tracker = tracker  # for the requests of ASGI apps (uvicorn)
             tracker.servers.append(server)
         if bus.state is states.EXITING:
             return EX_OK  # SIGTERM while the apps loaded: the master stops it, nothing to start

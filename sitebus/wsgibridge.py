@@ -19,7 +19,7 @@ from typing import Any
 
 from sitebus import __version__
 
-__all__ = ["environ_of", "serve_wsgi"]
+__all__ = ["environ_of", "request_target", "serve_wsgi"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -134,6 +134,7 @@ def environ_of(scope: Scope, body: bytes) -> dict[str, Any]:
         "SCRIPT_NAME": root_path.encode("utf-8").decode("latin-1"),
         "PATH_INFO": path.encode("utf-8").decode("latin-1"),
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "REQUEST_URI": request_target(scope),
         "SERVER_NAME": str(server[0]),
         "SERVER_PORT": str(server[1]) if server[1] is not None else "",
         "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
@@ -160,3 +161,9 @@ def environ_of(scope: Scope, body: bytes) -> dict[str, Any]:
         environ["CONTENT_LENGTH"] = str(len(body))
     return environ
 
+
+def request_target(scope: Scope) -> str:
+    """Return the request target as the client sent it (as cheroot's ``REQUEST_URI``)."""
+    target = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
+    query = scope.get("query_string")
+    return (target + b"?" + query if query else target).decode("latin-1")
