@@ -63,6 +63,8 @@ TABLE: dict[str, str] = {
     "asgiserver": "sitebus.servers.asgiserver",
     "asgi": "sitebus.servers.asgi",
     "wsgibridge": "sitebus.servers.wsgibridge",
+    "observe": "sitebus.servers.observe",
+    "asgiobserve": "sitebus.servers.asgiobserve",
     # pre-fork workers
     "workers": "sitebus.workers.master",
     "worker": "sitebus.workers.worker",
@@ -82,7 +84,6 @@ TABLE: dict[str, str] = {
     "logs": "sitebus.site.logs",
     "accesslog": "sitebus.site.accesslog",
     "logfailures": "sitebus.site.logfailures",
-    "observe": "sitebus.site.observe",
     "health": "sitebus.site.health",
     "metrics": "sitebus.site.metrics",
     "proxyheaders": "sitebus.site.proxyheaders",
@@ -119,8 +120,9 @@ server types (``registry``: cheroot, FastCGI, SCGI, CGI, uvicorn); listening soc
 (``listeners``) and their hand-over to the next image (``handover``); the cheroot WSGI server
 (``wsgiserver``) with its epoll head reader (``headreader``, ``connection``), strict framing
 (``framing``, ``strictgateway``) and keep-alive drain (``drain``); flup gateways
-(``gateways``); the ASGI side (``asgiserver``, ``asgi``, ``wsgibridge``); the ServerAdapter
-base (``adapter``).
+(``gateways``); the ASGI side (``asgiserver``, ``asgi``, ``wsgibridge``); what is noted of each
+request for the access log and metrics (``observe``, ``asgiobserve``); the ServerAdapter base
+(``adapter``).
 
 May import: the core (``sitebus.bus``, ``sitebus.plugins``, ``sitebus.errors``,
 ``sitebus.names``), the standard library and the server libraries. Not the site, the workers
@@ -151,7 +153,7 @@ See docs/architecture.md.
 ``log``, ``tree``), ``launch`` (the one start-up path ``sitebus run`` takes), ``config`` (the
 config files' format, namespaces, environments), ``tree`` and ``apps`` (apps by prefix and how
 they are mounted), the logs (``logs``, ``accesslog``, ``logfailures``), what the tree wraps
-around a request (``observe``, ``proxyheaders``, ``health``, ``metrics``), the default site
+around a request (``proxyheaders``, ``health``, ``metrics``), the default site
 (``welcome``) and its systemd units (``unitfile``).
 
 May import: every other package of sitebus (``workers``, ``servers``, ``reload``,
