@@ -8,7 +8,8 @@ the same with thread_pool 1 and 2 per worker (is 4 the right default with worker
 gunicorn 27 with 2 sync workers and with 2 gthread workers of 4 threads. Two loads: hello
 world through 16 keep-alive connections, and a handler that sleeps 10 ms (a database query)
 through 64. Each figure is the median of the rounds; every round visits every server in
-turn, and CPU time per request counts the master and all its workers.
+turn (in reverse order every other round), and CPU time per request counts the master and
+all its workers.
 
 Access logs (``--only access``): hello world as production runs it, access logs to files on
 both sides: sitebus without one, with one, and with one and ``engine.metrics.on``, beside
@@ -156,8 +157,11 @@ def measure(rounds: int, seconds: float, connections: int, path: str,
         running_servers = {server: stack.enter_context(running(server)) for server in servers}
         for address, _pid in running_servers.values():
             load(address, connections, 1, False, path)  # warm up
-        for _ in range(rounds):
-            for server, (address, pid) in running_servers.items():
+        for round_ in range(rounds):
+            order = list(running_servers.items())
+            if round_ % 2:  # no server always follows the same one (its flusher, its closes)
+                order.reverse()
+            for server, (address, pid) in order:
                 before = tree_cpu_seconds(pid)
                 result = load(address, connections, seconds, False, path)
                 if result.requests:
