@@ -19,7 +19,8 @@ through ``SITEBUS_METRICS_DIR``) and removes on exit. The process that answers a
 the files (its own totals taken fresh) into prometheus-client metric families. A request costs
 its worker a few increments of its serving thread's own totals (no lock, nothing kept per
 request); a thread of the recorder's writes the file. Files of workers that have exited
-stay, so totals never go down.
+stay, so totals never go down. Measured on a hello world beside the access log: about 0.7 us
+a request in-process and 1% of its instructions (valgrind, one process).
 
 Rejected: prometheus-client's multiprocess mode, which does what is wanted but writes an mmap
 per observation under a lock (three writes for a counter and a histogram, some microseconds a
