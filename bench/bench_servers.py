@@ -216,14 +216,18 @@ def rounds_of_load(live: Mapping[K, tuple[Address, int]], rounds: int, seconds: 
 
     Every server is warmed up for a second first. Every round visits each server in turn, so
     a change in the machine's background load hits them all alike rather than whichever ran
-    then.
+    then, and every other round in reverse order, so none always runs right after the same
+    one.
     """
     load = load_wrk if shutil.which("wrk") else load_python
     for address, _pid in live.values():
         load(address, connections, 1, close, path)  # warm up
     results: dict[K, list[Result]] = {key: [] for key in live}
-    for _ in range(rounds):
-        for key, (address, pid) in live.items():
+    for round_ in range(rounds):
+        order = list(live.items())
+        if round_ % 2:  # no server always follows the same one (its flusher, its closes)
+            order.reverse()
+        for key, (address, pid) in order:
             cpu_before = cpu(pid)
             result = load(address, connections, seconds, close, path)
             if result.requests:

@@ -8,7 +8,8 @@ the same with thread_pool 1 and 2 per worker (is 4 the right default with worker
 gunicorn 27 with 2 sync workers and with 2 gthread workers of 4 threads. Two loads: hello
 world through 16 keep-alive connections, and a handler that sleeps 10 ms (a database query)
 through 64. Each figure is the median of the rounds; every round visits every server in
-turn, and CPU time per request counts the master and all its workers.
+turn (in reverse order every other round), and CPU time per request counts the master and
+all its workers.
 
 Access logs (``--only access``): hello world as production runs it, access logs to files on
 both sides: sitebus without one, with one, and with one and ``engine.metrics.on``, beside

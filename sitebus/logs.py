@@ -179,9 +179,10 @@ class LogManager:
     def wants_access(self) -> bool:
         """Return True when an access line would be written anywhere."""
         log: logging.Logger | None = self.access_log
-        while log is not None:
-            if any(type(h) is not logging.NullHandler for h in log.handlers):
-                return log.isEnabledFor(logging.INFO)
+        while log is not None:  # asked for every request: plain loops, no generator
+            for handler in log.handlers:
+                if type(handler) is not logging.NullHandler:
+                    return log.isEnabledFor(logging.INFO)
             log = log.parent if log.propagate else None
         return False
 

@@ -206,7 +206,7 @@ class _InFlight:
         self._ident = ident
 
     def __iter__(self) -> Iterator[bytes]:
-        return self
+        return self._iterator  # the server steps the body's own iterator: no call per chunk
 
     def __next__(self) -> bytes:
         return next(self._iterator)

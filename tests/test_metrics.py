@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sitebus.errors import ConfigError
-from sitebus.metrics import BUCKETS, Recorder, collect_files
+from sitebus.metrics import BUCKETS, MAX_SEEN, Recorder, collect_files
 from sitebus.site import Site
 
 pytest.importorskip("prometheus_client")
@@ -41,6 +41,20 @@ def test_a_recorder_adds_up_its_threads_and_writes_the_totals(tmp_path: Path) ->
     assert api[-1] == pytest.approx(21.8)
     assert (total["workers"], total["worker_restarts"], total["reloads"]) == (2, 1, 1)
     assert total["pids"] == {os.getpid(), 1}
+
+
+def test_invented_methods_are_counted_as_other_and_keep_a_thread_s_keys_bounded() -> None:
+    recorder = Recorder()
+    recorder._awake = True  # no writer thread here
+    for i in range(MAX_SEEN * 2):
+        recorder.record("", f"M{i}", "200 OK", 0.002)
+    recorder.record("", "GET", "200 OK", 0.002)
+    recorder.record("", "GET", "200 Fine", 0.002)  # another reason phrase: the same code
+    assert len(recorder._local.seen) == MAX_SEEN
+    requests = {tuple(key): count for *key, count in recorder.snapshot()["requests"]}
+    assert requests == {("/", "other", "200"): MAX_SEEN * 2, ("/", "GET", "200"): 2}
+    durations = recorder.snapshot()["durations"]["/"]
+    assert durations[BUCKETS.index(0.0025)] == MAX_SEEN * 2 + 2
 
 
 def scrape(site: Site) -> tuple[str, str]:

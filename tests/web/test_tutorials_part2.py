@@ -214,7 +214,7 @@ tools.sessions.httponly = True
 """
 
 
-def test_securing_recipe_in_process(web: Any, tmp_path: Path, monkeypatch: Any) -> None:
+def test_securing_recipe_in_process(web: Any, tmp_path: Path) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(RECIPE, "recipe", "exec"), namespace)  # noqa: S102 (the reference's code)
     (tmp_path / "app.conf").write_text(APP_CONF)
@@ -228,8 +228,12 @@ def test_securing_recipe_in_process(web: Any, tmp_path: Path, monkeypatch: Any) 
         web.assertNoHeader("Strict-Transport-Security")
         cookie = next(v for k, v in web.headers if k.lower() == "set-cookie")
         assert "Secure" in cookie and "HttpOnly" in cookie
-        monkeypatch.setattr(cherrypy.server, "ssl_certificate", "/etc/cert.pem")
-        monkeypatch.setattr(cherrypy.server, "ssl_private_key", "/etc/key.pem")
+        # Set directly: the web fixture (site_state) puts the server's settings back. Not
+        # monkeypatch, whose undo (after site_state's, as the autouse fixtures request it
+        # first) deletes the instance attribute it made (pytest 9.2; 9.0 set the class value
+        # on it): site_state had already removed it, an AttributeError in teardown.
+        cherrypy.server.ssl_certificate = "/etc/cert.pem"
+        cherrypy.server.ssl_private_key = "/etc/key.pem"
         web.getPage("/")
         web.assertHeader("Strict-Transport-Security", "max-age=31536000")
     finally:
