@@ -149,7 +149,7 @@ def _values(**changes: Any) -> dict[str, Any]:
         ({"nodelay": "yes"}, "nodelay", "True or False"),
         ({"wsgi_app": None}, "wsgi_app", "a WSGI application"),
         ({"wsgi_version": (2, 0)}, "wsgi_version", "(1, 0) or ('u', 0)"),
-        ({"ssl_module": "pyopenssl"}, "ssl_module", "'builtin'"),
+        ({"ssl_module": "m2crypto"}, "ssl_module", "'builtin' or 'pyopenssl'"),
         ({"ssl_private_key": "k.pem"}, "ssl_certificate", "a certificate file to go with"),
         ({"ssl_context": "ctx"}, "ssl_context", "None or an SSLContext"),
         ({"type": "twisted"}, "type", "one of 'cheroot', 'fastcgi', 'scgi', 'cgi', 'uvicorn'"),
@@ -316,6 +316,19 @@ def test_an_ssl_context_alone_turns_tls_on(bus: Bus, tls: tuple[str, str, Any]) 
     bus.start()
     assert server.scheme == "https"
     assert fetch(server.bound_addr, tls=client)[:2] == (200, b"Hello https /")
+
+
+def test_the_reference_ssl_module_pyopenssl_is_served_by_python_ssl(
+        bus: Bus, tls: tuple[str, str, Any], logs: list[str]) -> None:
+    """The reference's TLS recipe with ``ssl_module = 'pyopenssl'`` works as written; a start
+    says which library serves it."""
+    cert, key, client = tls
+    server = Server(bus, socket_port=0, wsgi_app=hello_app, ssl_module="pyopenssl",
+                    ssl_certificate=cert, ssl_private_key=key)
+    server.subscribe()
+    bus.start()
+    assert fetch(server.bound_addr, tls=client)[:2] == (200, b"Hello https /")
+    assert [m for m in logs if "'pyopenssl': TLS is served by Python's ssl module" in m]
 
 
 def test_a_key_that_does_not_match_is_a_config_error_with_nothing_bound(
