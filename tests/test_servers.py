@@ -558,3 +558,30 @@ def test_a_detached_listener_outlives_the_stop(bus: Bus, tmp_path: Path) -> None
             client.connect(path)  # queued in the backlog, not refused
             conn, _ = sock.accept()
             conn.close()
+
+
+def _raw_exchange(address: Any, request: bytes) -> bytes:
+    with socket.create_connection(address[:2], timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_connect_and_absolute_form_reach_the_app_as_on_the_reference(bus: Bus) -> None:
+    """cheroot's proxy mode, as the reference runs it: ``CONNECT host:port`` is the app's to
+    answer; any other CONNECT target is 400; an absolute-form target is served (RFC 9112)."""
+    server = Server(bus, socket_port=0, wsgi_app=hello_app)
+    server.subscribe()
+    bus.start()
+    address = server.bound_addr
+    answer = _raw_exchange(address, b"CONNECT example.com:3128 HTTP/1.1\r\n"
+                                    b"Host: example.com:3128\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello http /example.com:3128")
+    answer = _raw_exchange(address, b"CONNECT /path/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"must match authority-form" in answer
+    answer = _raw_exchange(address, b"GET http://127.0.0.1/there HTTP/1.1\r\n"
+                                    b"Host: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello http /there")
