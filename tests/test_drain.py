@@ -153,11 +153,11 @@ def test_a_keyboard_interrupt_in_a_handler_exits_the_bus_without_an_answer(bus: 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         raise KeyboardInterrupt
 
-    site_server = serve(bus, app, shutdown_timeout=30)
+    address = serve(bus, app, shutdown_timeout=30).bound_addr
     with pytest.raises(http.client.RemoteDisconnected):
-        fetch(site_server.bound_addr, "/ctrlc")
+        fetch(address, "/ctrlc")
     wait_until(lambda: bus.state is states.EXITING, 15, "the bus to exit")
-    assert refuses(site_server.bound_addr)
+    assert refuses(address)
 
 
 @pytest.mark.parametrize(("environ", "pid", "expected"), [
