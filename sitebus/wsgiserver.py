@@ -161,11 +161,11 @@ class CherootServer(wsgi.Server):
 
     def stop(self) -> None:
         """Refuse new connections at once; drain kept-alive connections; cut what overruns."""
+        caller, self.stop_caller = self.stop_caller or threading.current_thread(), None
         if not self.ready or self.draining:
             return
         began = time.monotonic()
         deadline = began + max(0.0, self.shutdown_timeout)
-        caller, self.stop_caller = self.stop_caller or threading.current_thread(), None
         own = self.connection_tracker.served_by(caller)  # the request asking for this stop
         if self.listener.owned:  # shutting it down resets what waits to be accepted
             wait_for_empty_backlog(self.listener)
