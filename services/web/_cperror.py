@@ -310,6 +310,8 @@ def pad_error_body(code: int) -> None:
     body = response.collapse_body()
     if 0 < len(body) <= limit:
         response.body = body.ljust(limit + 1)
+        if "Content-Length" in response.headers:  # a page that set its own (serve_file)
+            response.headers["Content-Length"] = str(limit + 1)
 
 
 def render_error_page(status: int | str, **kwargs: Any) -> bytes:

@@ -263,6 +263,23 @@ def test_error_page_file_and_callable(web: Any, tmp_path: Path) -> None:
     web.assertBody("callable 401 Unauthorized a &lt;message&gt;")
 
 
+def test_a_padded_error_page_keeps_a_true_content_length(web: Any, tmp_path: Path) -> None:
+    """An error page served by serve_file sets its own Content-Length; padding updates it."""
+    from services.web.lib import static
+
+    page = tmp_path / "404.html"
+    page.write_text("<p>not here</p>")
+
+    def serve_page(status: str, message: str, traceback: str, version: str) -> Any:
+        return static.serve_file(str(page), content_type="text/html")
+
+    web.mount(ErrorPages(), "", {"/": {"error_page.404": serve_page}})
+    web.getPage("/fail?code=404")
+    web.assertStatus(404)
+    web.assertHeader("Content-Length", "513")
+    web.assertBody("<p>not here</p>".ljust(513))
+
+
 def test_a_failing_error_page_falls_back_to_the_default(web: Any, tmp_path: Path) -> None:
     web.mount(ErrorPages(), "", {"/": {"error_page.404": str(tmp_path / "missing.html")}})
     web.getPage("/fail?code=404")
