@@ -48,8 +48,9 @@ BAD_REQUEST = "400 Bad Request"
 TOO_LARGE = "413 Request Entity Too Large"
 HEADER_TOO_LARGE = "431 Request Header Fields Too Large"
 
-# The reasons cheroot (so the reference) gives for these two, word for word: clients and
-# tests of the reference look for them.
+# The reasons cheroot (so the reference) gives, word for word: clients and tests of the
+# reference look for them (as the first words of "Malformed Request-Line" and "Illegal
+# header line.", which sitebus answers too).
 NO_CRLF = "HTTP requires CRLF terminators"
 BODY_TOO_LARGE = "The entity sent with the request exceeds the maximum allowed bytes."
 NOT_IMPLEMENTED = "501 Not Implemented"
@@ -136,7 +137,7 @@ def read_head(head: bytes | bytearray, max_body_size: int = 0) -> Head | Refusal
         first = head[start:head.find(b"\n", start)]
         if not first.endswith(b"\r"):
             return Refusal(BAD_REQUEST, NO_CRLF)
-        return Refusal(BAD_REQUEST, "Malformed request line")
+        return Refusal(BAD_REQUEST, "Malformed Request-Line")
     if _FIELDS.fullmatch(head, line.end()) is None:
         return Refusal(BAD_REQUEST, _field_problem(bytes(head[line.end():])))
     http10 = line.group(2) == b"1" and line.group(3) == b"0"
@@ -185,7 +186,7 @@ def _field_problem(fields: bytes) -> str:
             return "A folded header line (obs-fold)"
         name, colon, _value = raw.partition(b":")
         if not colon or re.fullmatch(_TOKEN, name) is None:
-            return "A malformed header name (whitespace before the colon?)"
+            return "Illegal header line. A malformed header name (whitespace before the colon?)"
     return "A control character in a header value"
 
 

@@ -208,6 +208,9 @@ def test_length_input_reads_its_length_and_notices_a_short_body() -> None:
     (b"GET /hello HTTP/1.1\r\n\n", "HTTP requires CRLF terminators"),
     (b"GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n", "HTTP requires CRLF terminators"),
     (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", "A bare CR in a header line"),
+    (b"GET  / HTTP/1.1\r\n\r\n", "Malformed Request-Line"),
+    (b"GET / HTTP/1.1\r\nre, 1.2.3.4\r\n\r\n",
+     "Illegal header line. A malformed header name (whitespace before the colon?)"),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
      "The entity sent with the request exceeds the maximum allowed bytes."),
 ])
