@@ -258,6 +258,9 @@ class ServerAdapter(SimplePlugin):
             return
         self._stopping = True
         self._stop_error = None
+        if hasattr(self.httpserver, "stop_caller"):
+            # A request handler stopping the bus: its server must not wait for that request.
+            self.httpserver.stop_caller = threading.current_thread()
         thread = self._thread
         self._stopper = threading.Thread(
             target=self._stop_httpserver, name=f"{thread.name if thread else 'HTTPServer'} stop"

@@ -18,12 +18,23 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from cheroot import makefile
-from cheroot.server import HTTPConnection
+from cheroot.server import HTTPConnection, HTTPRequest
 
 if TYPE_CHECKING:
     from sitebus.headreader import HeadReader
 
-__all__ = ["BufferedSocketIO", "Connection", "StreamReader"]
+__all__ = ["BufferedSocketIO", "Connection", "Request", "StreamReader"]
+
+
+class Request(HTTPRequest):
+    """cheroot's request in its proxy mode, as the reference's server runs it: ``CONNECT
+    host:port`` reaches the app (other targets of CONNECT are answered 400), and the
+    absolute form of a request target (``GET http://host/path``), which RFC 9112 3.2.2 says
+    a server must accept, is served rather than refused."""
+
+    def __init__(self, server: Any, conn: Any, proxy_mode: bool = True,
+                 strict_mode: bool = True) -> None:
+        super().__init__(server, conn, proxy_mode=proxy_mode, strict_mode=strict_mode)
 
 
 class BufferedSocketIO(socket.SocketIO):
@@ -53,6 +64,8 @@ class StreamReader(makefile.StreamReader):
 
 class Connection(HTTPConnection):
     """cheroot's connection, which tells the head reader when a thread takes it."""
+
+    RequestHandlerClass = Request
 
     reader: HeadReader | None = None
     """The head reader that holds it between requests."""

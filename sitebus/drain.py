@@ -45,6 +45,11 @@ connection is shut down, each is logged (peer, seconds running), and their threa
 in ``abandoned_threads``; Python cannot end a thread, so the bus no longer waits for them
 at exit (``Bus.abandon``) and the process ends without them.
 
+A stop asked for by a request (a handler calling ``engine.exit()``, a KeyboardInterrupt in a
+handler) waits for every request but that one: it cannot end before the stop it waits for.
+It is neither waited for nor cut; its response, written once the stop returns, carries
+``Connection: close`` (``ConnectionTracker.served_by`` finds it by the asking thread).
+
 cheroot hooks used (public attributes of cheroot's ``HTTPServer`` and ``HTTPConnection``;
 ``tests/test_drain.py`` fails first, naming the hook, if a cheroot release changes one):
 ``ConnectionClass`` (this module's :class:`TrackedConnection`, which notes each connection's
@@ -113,6 +118,14 @@ class ConnectionTracker:
         with self.changed:
             self.idle.discard(conn)
             self.busy[conn] = (threading.current_thread(), time.monotonic())
+
+    def served_by(self, thread: threading.Thread) -> Any:
+        """Return the connection whose request ``thread`` is serving, or None."""
+        with self.changed:
+            for conn, (serving, _) in self.busy.items():
+                if serving is thread:
+                    return conn
+        return None
 
     def end(self, conn: Any) -> None:
         with self.changed:

@@ -47,6 +47,12 @@ __all__ = [
 BAD_REQUEST = "400 Bad Request"
 TOO_LARGE = "413 Request Entity Too Large"
 HEADER_TOO_LARGE = "431 Request Header Fields Too Large"
+
+# The reasons cheroot (so the reference) gives, word for word: clients and tests of the
+# reference look for them (as the first words of "Malformed Request-Line" and "Illegal
+# header line.", which sitebus answers too).
+NO_CRLF = "HTTP requires CRLF terminators"
+BODY_TOO_LARGE = "The entity sent with the request exceeds the maximum allowed bytes."
 NOT_IMPLEMENTED = "501 Not Implemented"
 
 MAX_CHUNK_LINE = 4096
@@ -77,8 +83,9 @@ class Refusal:
     reason: str
 
     def response(self) -> bytes:
-        """Return the whole response: status, plain-text reason, connection closed."""
-        body = self.reason.encode("ascii", "replace") + b"\n"
+        """Return the whole response: status, plain-text reason (no newline after it, as
+        cheroot's own refusals), connection closed."""
+        body = self.reason.encode("ascii", "replace")
         return (
             f"HTTP/1.1 {self.status}\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -127,7 +134,10 @@ def read_head(head: bytes | bytearray, max_body_size: int = 0) -> Head | Refusal
         return Refusal(BAD_REQUEST, "NUL in the request head")
     line = _REQUEST_LINE.match(head, start)
     if line is None:
-        return Refusal(BAD_REQUEST, "Malformed request line")
+        first = head[start:head.find(b"\n", start)]
+        if not first.endswith(b"\r"):
+            return Refusal(BAD_REQUEST, NO_CRLF)
+        return Refusal(BAD_REQUEST, "Malformed Request-Line")
     if _FIELDS.fullmatch(head, line.end()) is None:
         return Refusal(BAD_REQUEST, _field_problem(bytes(head[line.end():])))
     http10 = line.group(2) == b"1" and line.group(3) == b"0"
@@ -160,19 +170,23 @@ def read_head(head: bytes | bytearray, max_body_size: int = 0) -> Head | Refusal
             return Refusal(BAD_REQUEST, "Content-Length is not a number of bytes")
         content_length = int(lengths[0])
         if max_body_size and content_length > max_body_size:
-            return Refusal(TOO_LARGE, f"The body is larger than {max_body_size} bytes")
+            return Refusal(TOO_LARGE, BODY_TOO_LARGE)
     return Head(len(head), content_length, False, expect_continue)
 
 
 def _field_problem(fields: bytes) -> str:
-    for raw in fields.split(b"\n")[:-2]:
-        if not raw.endswith(b"\r") or b"\r" in raw[:-1]:
-            return "A header line not ended by CRLF (a bare CR or LF)"
+    for raw in fields.split(b"\n")[:-1]:  # each line without its LF, the blank one last
+        if not raw.endswith(b"\r"):
+            return NO_CRLF
+        if b"\r" in raw[:-1]:
+            return "A bare CR in a header line"
+        if raw == b"\r":
+            break
         if raw[:1] in (b" ", b"\t"):
             return "A folded header line (obs-fold)"
         name, colon, _value = raw.partition(b":")
         if not colon or re.fullmatch(_TOKEN, name) is None:
-            return "A malformed header name (whitespace before the colon?)"
+            return "Illegal header line. A malformed header name (whitespace before the colon?)"
     return "A control character in a header value"
 
 

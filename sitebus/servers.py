@@ -141,7 +141,8 @@ class Server(ServerAdapter):
     """The WSGI application served (the site sets it to its tree)."""
 
     ssl_module: str = "builtin"
-    """The TLS implementation: Python's ssl module."""
+    """The TLS implementation: Python's ssl module. The reference's other choice,
+    ``'pyopenssl'``, is taken and served by it too (OpenSSL either way; a start says so)."""
 
     ssl_certificate: str | None = None
     """The certificate file (PEM); setting it turns TLS on."""
@@ -372,6 +373,9 @@ class Server(ServerAdapter):
             self._stopped()
             raise
         self._built = True
+        if self.ssl_module == "pyopenssl" and (self.ssl_certificate or self.ssl_context):
+            self.bus.log(f"{self.key('ssl_module')} 'pyopenssl': TLS is served by Python's "
+                         "ssl module (OpenSSL as well); pyOpenSSL is not used")
         if hasattr(self.httpserver, "adopted"):
             self.httpserver.adopted = handover.take(self.fdname)
 

@@ -59,7 +59,7 @@ class _StrictBody:
         super().write(chunk)  # type: ignore[misc]
 
     def respond(self) -> None:
-        response: Iterable[bytes] = ()
+        response: Iterable[bytes] | None = None
         try:
             response = self.req.server.wsgi_app(self.env, self.start_response)
             for chunk in response:
@@ -74,7 +74,10 @@ class _StrictBody:
                 raise
         finally:
             try:
-                self._finish()
+                # An app that raised (KeyboardInterrupt, SystemExit: cheroot stops the server)
+                # gave no status to send; as in cheroot's gateway, nothing is sent for it here.
+                if response is not None or self.refusal is not None:
+                    self._finish()
             finally:
                 close = getattr(response, "close", None)
                 if close is not None:

@@ -22,7 +22,8 @@ strictly (see ``sitebus.framing``; bodies through ``sitebus.strictgateway``).
    next request, silent ones are closed (or handed over, on a restart) after the idle grace,
    and requests in flight get until ``shutdown_timeout``; those still running then are cut
    and their threads abandoned (Python cannot end a thread from outside; the bus exits
-   without them);
+   without them); the request that asked for the stop, if any, is neither waited for nor
+   cut (``stop_caller``);
 4. cheroot's ``stop()`` ends the head reader and its worker threads (in a helper thread that
    is given up on when a cut request's thread never returns).
 """
@@ -40,6 +41,7 @@ from cheroot import __version__ as cheroot_version
 from cheroot import wsgi
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+from cheroot.workers.threadpool import WorkerThread
 
 from sitebus import __version__, handover
 from sitebus.drain import IDLE_GRACE, ConnectionTracker, TrackedConnection, wait_for_empty_backlog
@@ -114,6 +116,12 @@ class CherootServer(wsgi.Server):
         """Threads of requests cut at ``shutdown_timeout``, still running (see ``stop()``)."""
         self._serving_thread: threading.Thread | None = None
 
+    stop_caller: threading.Thread | None = None
+    """The thread that asked for the next stop (``ServerAdapter.begin_stop`` sets it; else the
+    thread running ``stop()``). When it serves a request of this server (a handler that
+    called ``engine.exit()``), the stop neither waits for nor cuts that request: it cannot end
+    before the stop it waits for, and writes its response (Connection: close) once it does."""
+
     def prepare(self) -> None:
         """Prepare to serve on our listener: head reader, worker threads, ready."""
         if self.software is None:
@@ -153,10 +161,12 @@ class CherootServer(wsgi.Server):
 
     def stop(self) -> None:
         """Refuse new connections at once; drain kept-alive connections; cut what overruns."""
+        caller, self.stop_caller = self.stop_caller or threading.current_thread(), None
         if not self.ready or self.draining:
             return
         began = time.monotonic()
         deadline = began + max(0.0, self.shutdown_timeout)
+        own = self.connection_tracker.served_by(caller)  # the request asking for this stop
         if self.listener.owned:  # shutting it down resets what waits to be accepted
             wait_for_empty_backlog(self.listener)
         reader = self.head_reader
@@ -169,20 +179,24 @@ class CherootServer(wsgi.Server):
         if reader is not None:
             reader.begin_draining(min(deadline, began + grace), end_idle=self._end_idle,
                                   hard_deadline=deadline)
-            self._wait_drained(reader, deadline)
-        self._cut_overrunning(time.monotonic() - began)
+            self._wait_drained(reader, deadline, own)
+        self._cut_overrunning(time.monotonic() - began, own)
         finisher = threading.Thread(target=super().stop, name=f"{self.software} stop",
                                     daemon=True)
         finisher.start()
-        finisher.join(None if not self.abandoned_threads else 0.25)
+        # cheroot's stop joins every worker thread; a worker's (a handler that stopped the bus,
+        # a KeyboardInterrupt in a handler: cheroot's interrupt) ends only after this returns.
+        if not (isinstance(caller, WorkerThread) and caller.server is self):
+            finisher.join(None if not self.abandoned_threads else 0.25)
 
-    def _wait_drained(self, reader: HeadReader, deadline: float) -> None:
-        """Return once no connection is open or waits in the head reader, or at ``deadline``."""
+    def _wait_drained(self, reader: HeadReader, deadline: float, own: Any = None) -> None:
+        """Return once no connection but ``own`` is open or waits in the head reader, or at
+        ``deadline``."""
         tracker = self.connection_tracker
         with tracker.changed:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not tracker.open and reader.waiting == 0:
+                if remaining <= 0 or tracker.open <= {own} and reader.waiting == 0:
                     return
                 # A connection's close notifies; a TLS handshake the reader drops does not.
                 tracker.changed.wait(min(remaining, 0.05 if not tracker.open else 1.0))
@@ -200,10 +214,12 @@ class CherootServer(wsgi.Server):
             return
         conn.close()
 
-    def _cut_overrunning(self, waited: float) -> None:
-        """Shut the connections of requests still in flight; note their threads as abandoned."""
+    def _cut_overrunning(self, waited: float, own: Any = None) -> None:
+        """Shut the connections of requests still in flight (``own`` excepted); note their
+        threads as abandoned."""
         with self.connection_tracker.changed:
-            overrunning = list(self.connection_tracker.busy.items())
+            overrunning = [item for item in self.connection_tracker.busy.items()
+                           if item[0] is not own]
         now = time.monotonic()
         for conn, (thread, started) in overrunning:
             self.error_log(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from cheroot import connections, makefile, server
+from cheroot.workers import threadpool
 
 from sitebus import handover
 from sitebus.bus import Bus, states
@@ -110,6 +111,55 @@ def test_a_stop_cuts_a_request_past_the_shutdown_timeout_and_abandons_its_thread
         app.gate.set()
 
 
+def test_a_request_that_exits_the_bus_is_answered_and_not_waited_for(bus: Bus) -> None:
+    """The reference's ``/exit`` handler: the stop waits for every request but the one that
+    asked for it (which cannot end before the stop), and that one gets its answer."""
+    messages: list[str] = []
+    bus.subscribe("log", lambda msg, level: messages.append(msg))
+    other = GatedApp()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/exit":
+            bus.exit()
+            start_response("200 OK", [("Content-Length", "3")])
+            return [b"bye"]
+        return list(other(environ, start_response))
+
+    site_server = serve(bus, app, shutdown_timeout=30)
+    address = site_server.bound_addr
+    in_flight: list[Any] = []
+    slow = threading.Thread(target=lambda: in_flight.append(fetch(address, "/slow")[:2]))
+    slow.start()
+    assert other.entered.wait(15)
+    exiting: list[Any] = []
+    exiter = threading.Thread(target=lambda: exiting.append(fetch(address, "/exit")))
+    exiter.start()
+    wait_until(lambda: refuses(address), 15, "the stop to begin")
+    assert exiter.is_alive()  # the stop still waits for the other request in flight
+    other.gate.set()
+    exiter.join(15)
+    slow.join(15)
+    [(status, body, response)] = exiting
+    assert (status, body, response.getheader("Connection")) == (200, b"bye", "close")
+    assert in_flight == [(200, b"slow done")]
+    assert bus.state is states.EXITING
+    assert not [m for m in messages if m.startswith("Cut a request")], messages
+
+
+def test_a_keyboard_interrupt_in_a_handler_exits_the_bus_without_an_answer(bus: Bus) -> None:
+    """As in the reference (cheroot's ``interrupt``): the connection closes unanswered and
+    the server's stop, run by that worker thread, does not wait for its own thread."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise KeyboardInterrupt
+
+    address = serve(bus, app, shutdown_timeout=30).bound_addr
+    with pytest.raises(http.client.RemoteDisconnected):
+        fetch(address, "/ctrlc")
+    wait_until(lambda: bus.state is states.EXITING, 15, "the bus to exit")
+    assert refuses(address)
+
+
 @pytest.mark.parametrize(("environ", "pid", "expected"), [
     ({}, 10, []),
     ({"SITEBUS_CONNECTIONS": "64:default,65:tls", "SITEBUS_CONNECTIONS_PID": "10"}, 10,
@@ -131,6 +181,7 @@ def test_the_cheroot_hooks_the_drain_uses_are_there() -> None:
     for name in ("put_conn", "process_conn", "prepare", "serve", "stop"):
         assert callable(getattr(server.HTTPServer, name)), name
     assert server.HTTPServer.ConnectionClass is server.HTTPConnection
+    assert "server" in inspect.signature(threadpool.WorkerThread.__init__).parameters
     for name in ("communicate", "close"):
         assert callable(getattr(server.HTTPConnection, name)), name
     assert server.HTTPConnection.linger is False

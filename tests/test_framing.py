@@ -125,7 +125,7 @@ def test_heads_refused(head: bytes, status: int) -> None:
 def test_a_refusal_is_a_whole_response_that_closes() -> None:
     response = Refusal("400 Bad Request", "No.").response()
     assert response == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                        b"Content-Length: 4\r\nConnection: close\r\n\r\nNo.\n")
+                        b"Content-Length: 3\r\nConnection: close\r\n\r\nNo.")
 
 
 @pytest.mark.parametrize(
@@ -201,3 +201,20 @@ def test_length_input_reads_its_length_and_notices_a_short_body() -> None:
         short.read()
     with pytest.raises(FramingError):
         LengthInput(io.BufferedReader(io.BytesIO(b"abc")), 5).readline()
+
+
+@pytest.mark.parametrize(("head", "reason"), [
+    (b"GET /hello HTTP/1.1\n\n", "HTTP requires CRLF terminators"),
+    (b"GET /hello HTTP/1.1\r\n\n", "HTTP requires CRLF terminators"),
+    (b"GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n", "HTTP requires CRLF terminators"),
+    (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", "A bare CR in a header line"),
+    (b"GET  / HTTP/1.1\r\n\r\n", "Malformed Request-Line"),
+    (b"GET / HTTP/1.1\r\nre, 1.2.3.4\r\n\r\n",
+     "Illegal header line. A malformed header name (whitespace before the colon?)"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+     "The entity sent with the request exceeds the maximum allowed bytes."),
+])
+def test_refusals_give_the_reference_reasons(head: bytes, reason: str) -> None:
+    """cheroot's words, which the reference's clients and tests look for."""
+    verdict = read_head(head, 1000)
+    assert isinstance(verdict, Refusal) and verdict.reason == reason

@@ -139,7 +139,7 @@ def _values(**changes: Any) -> dict[str, Any]:
         ({"nodelay": "yes"}, "nodelay", "True or False"),
         ({"wsgi_app": None}, "wsgi_app", "a WSGI application"),
         ({"wsgi_version": (2, 0)}, "wsgi_version", "(1, 0) or ('u', 0)"),
-        ({"ssl_module": "pyopenssl"}, "ssl_module", "'builtin'"),
+        ({"ssl_module": "m2crypto"}, "ssl_module", "'builtin' or 'pyopenssl'"),
         ({"ssl_private_key": "k.pem"}, "ssl_certificate", "a certificate file to go with"),
         ({"ssl_context": "ctx"}, "ssl_context", "None or an SSLContext"),
         ({"type": "twisted"}, "type", "one of 'cheroot', 'fastcgi', 'scgi', 'cgi', 'uvicorn'"),
@@ -306,6 +306,19 @@ def test_an_ssl_context_alone_turns_tls_on(bus: Bus, tls: tuple[str, str, Any]) 
     bus.start()
     assert server.scheme == "https"
     assert fetch(server.bound_addr, tls=client)[:2] == (200, b"Hello https /")
+
+
+def test_the_reference_ssl_module_pyopenssl_is_served_by_python_ssl(
+        bus: Bus, tls: tuple[str, str, Any], logs: list[str]) -> None:
+    """The reference's TLS recipe with ``ssl_module = 'pyopenssl'`` works as written; a start
+    says which library serves it."""
+    cert, key, client = tls
+    server = Server(bus, socket_port=0, wsgi_app=hello_app, ssl_module="pyopenssl",
+                    ssl_certificate=cert, ssl_private_key=key)
+    server.subscribe()
+    bus.start()
+    assert fetch(server.bound_addr, tls=client)[:2] == (200, b"Hello https /")
+    assert [m for m in logs if "'pyopenssl': TLS is served by Python's ssl module" in m]
 
 
 def test_a_key_that_does_not_match_is_a_config_error_with_nothing_bound(
@@ -535,3 +548,30 @@ def test_a_detached_listener_outlives_the_stop(bus: Bus, tmp_path: Path) -> None
             client.connect(path)  # queued in the backlog, not refused
             conn, _ = sock.accept()
             conn.close()
+
+
+def _raw_exchange(address: Any, request: bytes) -> bytes:
+    with socket.create_connection(address[:2], timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_connect_and_absolute_form_reach_the_app_as_on_the_reference(bus: Bus) -> None:
+    """cheroot's proxy mode, as the reference runs it: ``CONNECT host:port`` is the app's to
+    answer; any other CONNECT target is 400; an absolute-form target is served (RFC 9112)."""
+    server = Server(bus, socket_port=0, wsgi_app=hello_app)
+    server.subscribe()
+    bus.start()
+    address = server.bound_addr
+    answer = _raw_exchange(address, b"CONNECT example.com:3128 HTTP/1.1\r\n"
+                                    b"Host: example.com:3128\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello http /example.com:3128")
+    answer = _raw_exchange(address, b"CONNECT /path/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"must match authority-form" in answer
+    answer = _raw_exchange(address, b"GET http://127.0.0.1/there HTTP/1.1\r\n"
+                                    b"Host: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello http /there")

@@ -212,6 +212,7 @@ class HTTPError(CherryPyException):
         tb = format_exc() if shows_tracebacks(serving.request) else None
         response.headers.pop("Content-Length", None)
         response.body = get_error_page(self.status, traceback=tb, message=self._message)
+        pad_error_body(self.code)
 
     def get_error_page(self, *args: Any, **kwargs: Any) -> bytes:
         return get_error_page(*args, **kwargs)
@@ -286,6 +287,26 @@ def _page_fields(status: int | str, kwargs: dict[str, Any]) -> tuple[int, dict[s
     return code, kwargs
 
 
+FRIENDLY_ERROR_SIZES = {400: 512, 403: 256, 404: 512, 405: 256, 406: 512, 408: 512,
+                        409: 512, 410: 256, 500: 512, 501: 512, 505: 512}
+"""Statuses whose page Internet Explorer replaced by its own "friendly" one when the body was
+no larger than this many bytes (Microsoft KB 218155)."""
+
+
+def pad_error_body(code: int) -> None:
+    """Pad a short error page with spaces to one byte over its status's friendly-error size,
+    as the reference does, so that such browsers show the site's page, not their own."""
+    limit = FRIENDLY_ERROR_SIZES.get(code)
+    if limit is None:
+        return
+    response = serving.response
+    body = response.collapse_body()
+    if 0 < len(body) <= limit:
+        response.body = body.ljust(limit + 1)
+        if "Content-Length" in response.headers:  # a page that set its own (serve_file)
+            response.headers["Content-Length"] = str(limit + 1)
+
+
 def render_error_page(status: int | str, **kwargs: Any) -> bytes:
     """Return the built-in error page for ``status`` (no custom pages, no side effects)."""
     _, fields = _page_fields(status, kwargs)
@@ -314,7 +335,8 @@ def get_error_page(status: int | str, **kwargs: Any) -> Any:
             extra = kwargs["message"]
             if extra:
                 extra += "<br />"
-            extra += "In addition, the custom error page failed:\n<br />" + html.escape(failure)
+            extra += ("In addition, the custom error page failed:\n<br />"
+                      + html.escape(failure, quote=False))
             kwargs["message"] = extra
             template = _HTTPErrorTemplate
     serving.response.headers["Content-Type"] = "text/html;charset=utf-8"
@@ -322,7 +344,7 @@ def get_error_page(status: int | str, **kwargs: Any) -> Any:
         return (template % kwargs).encode("utf-8")
     except (KeyError, TypeError, ValueError) as error:
         kwargs["message"] += "<br />In addition, the custom error page template failed: " + \
-            html.escape(repr(error))
+            html.escape(repr(error), quote=False)
         return (_HTTPErrorTemplate % kwargs).encode("utf-8")
 
 

@@ -251,10 +251,33 @@ def test_error_page_file_and_callable(web: Any, tmp_path: Path) -> None:
                                        "error_page.default": page}})
     web.getPage("/fail?code=404")
     web.assertStatus(404)
-    web.assertBody("<html>custom 404 Not Found: a &lt;message&gt;</html>")
+    # Short error pages are padded with spaces past Internet Explorer's "friendly error"
+    # sizes (512 bytes for 404, 256 for 403), as the reference does; 401 has no such size.
+    web.assertBody("<html>custom 404 Not Found: a &lt;message&gt;</html>".ljust(513))
+    web.assertHeader("Content-Length", "513")
     web.getPage("/fail?code=403")
     web.assertStatus(403)
-    web.assertBody("callable 403 Forbidden a &lt;message&gt;")
+    web.assertBody("callable 403 Forbidden a &lt;message&gt;".ljust(257))
+    web.getPage("/fail?code=401")
+    web.assertStatus(401)
+    web.assertBody("callable 401 Unauthorized a &lt;message&gt;")
+
+
+def test_a_padded_error_page_keeps_a_true_content_length(web: Any, tmp_path: Path) -> None:
+    """An error page served by serve_file sets its own Content-Length; padding updates it."""
+    from services.web.lib import static
+
+    page = tmp_path / "404.html"
+    page.write_text("<p>not here</p>")
+
+    def serve_page(status: str, message: str, traceback: str, version: str) -> Any:
+        return static.serve_file(str(page), content_type="text/html")
+
+    web.mount(ErrorPages(), "", {"/": {"error_page.404": serve_page}})
+    web.getPage("/fail?code=404")
+    web.assertStatus(404)
+    web.assertHeader("Content-Length", "513")
+    web.assertBody("<p>not here</p>".ljust(513))
 
 
 def test_a_failing_error_page_falls_back_to_the_default(web: Any, tmp_path: Path) -> None:
@@ -262,6 +285,7 @@ def test_a_failing_error_page_falls_back_to_the_default(web: Any, tmp_path: Path
     web.getPage("/fail?code=404")
     web.assertStatus(404)
     web.assertInBody("In addition, the custom error page failed:")
+    web.assertInBody("missing.html'")  # escaped as text between tags: quotes stay, as the reference
 
 
 def test_custom_error_response(web: Any) -> None:

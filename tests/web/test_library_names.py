@@ -73,3 +73,16 @@ def test_built_in_tools_run_where_the_reference_says(name: str, kind: type, poin
     assert isinstance(tool, kind)
     assert tool._point == point
     assert tool._priority == priority
+
+
+def test_a_failed_wait_on_every_interface_is_only_a_warning() -> None:
+    """The reference's ``process.servers._safe_wait``: a server bound to 0.0.0.0 cannot be
+    checked by connecting without a loopback interface; elsewhere the failure stands."""
+    from services.web.process import servers
+
+    with pytest.warns(UserWarning, match="Unable to verify that the server is bound on 8"):
+        with servers._safe_wait("0.0.0.0", 8):
+            raise TimeoutError("port 8 not occupied")
+    with pytest.raises(TimeoutError):
+        with servers._safe_wait("127.0.0.1", 8):
+            raise TimeoutError("port 8 not occupied")

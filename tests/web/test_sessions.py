@@ -334,6 +334,7 @@ def test_file_cleanup_removes_expired_sessions_and_orphan_locks(tmp_path: Path) 
     busy._save(datetime.datetime.now() - datetime.timedelta(seconds=1))
     busy.acquire_lock()
     try:
+        assert len(live) == 3  # as RamSession: the sessions stored, lock files not counted
         live.cleaner().clean_up()
         names = sorted(p.name for p in tmp_path.iterdir())
         assert names == sorted([f"session-{live.id}", f"session-{busy.id}",
@@ -342,6 +343,7 @@ def test_file_cleanup_removes_expired_sessions_and_orphan_locks(tmp_path: Path) 
         busy.release_lock()
     live.cleaner().clean_up()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"session-{live.id}"]
+    assert len(live) == 1
 
 
 def test_ram_cleanup_removes_expired_sessions() -> None:

@@ -214,6 +214,16 @@ class FileSession(Session):
             finally:
                 self.thread_locks.release(lock_path)
 
+    def __len__(self) -> int:
+        """Return the number of stored sessions (their files; lock files are not counted),
+        as ``RamSession`` counts those it holds."""
+        try:
+            names = os.listdir(self.storage_path)
+        except OSError:
+            return 0
+        return sum(1 for name in names if name.startswith(self.SESSION_PREFIX)
+                   and not name.endswith(self.LOCK_SUFFIX))
+
     def _remove_orphan_lock(self, lock_path: str, session_path: str) -> None:
         if os.path.exists(session_path) or not self.thread_locks.acquire(lock_path, 0):
             return

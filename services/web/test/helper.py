@@ -405,6 +405,7 @@ class CPProcess:
         self.access_log = os.path.join(where, "test.access.log")
         self.exit_code: int | None = None
         self._proc: Any = None
+        self._daemon_pid: int | None = None
 
     def write_conf(self, extra: str = "") -> None:
         """Write the process's config file, with ``extra`` lines in its [global] section."""
@@ -434,18 +435,26 @@ class CPProcess:
         if self.daemonize:
             argv.append("-d")
         self._proc = subprocess.Popen(argv)
+        self._daemon_pid = None
         if self.wait:
             self.exit_code = self._proc.wait()
-            return
-        _wait_for(lambda: _listening(self.host, self.port), 20, f"port {self.port} to answer")
+            if not (self.daemonize and self.exit_code == 0):
+                return
+        else:
+            _wait_for(lambda: _listening(self.host, self.port), 20,
+                      f"port {self.port} to answer")
         if self.daemonize:
-            _wait_for(lambda: os.path.exists(self.pid_file), 10, "the PID file")
+            # The daemon removes its PID file as it exits: join() needs the pid after that.
+            _wait_for(lambda: _read_pid(self.pid_file) is not None, 10, "the PID file")
+            self._daemon_pid = _read_pid(self.pid_file)
 
     def get_pid(self) -> int:
         """The process id of the site (the daemon's, when daemonized)."""
         if self.daemonize:
-            with open(self.pid_file, encoding="ascii") as handle:
-                return int(handle.read().strip())
+            pid = _read_pid(self.pid_file) or self._daemon_pid
+            if pid is None:
+                raise FileNotFoundError(f"no PID in {self.pid_file}")
+            return pid
         return int(self._proc.pid)
 
     join_timeout = 30.0
@@ -471,6 +480,15 @@ class CPProcess:
             self._proc.wait()
             raise TimeoutError(f"process {pid} did not end within {self.join_timeout} s; "
                                "killed") from None
+
+
+def _read_pid(path: str) -> int | None:
+    """The pid in a PID file; None while it is missing or not yet written."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _listening(host: str, port: int) -> bool:
