@@ -15,15 +15,17 @@ stack), and ``FileHandler`` flushed each line with a ``write(2)``. Here:
   logger's only handler (anything else, a handler from ``logging.config`` or journald, gets
   records as before).
 - ``Flusher``, one thread per process, flushes every buffered handler within a second of its
-  first unflushed line, and blocks while nothing is written. Closing a handler flushes it,
-  ``flush_access_logs`` runs on the bus's ``exit`` and at interpreter exit (and
-  ``logging.shutdown``, on ``bus.flush_and_exit``, flushes them too): a clean stop or a
-  restart loses no line, a crash at most the last second.
+  first unflushed line (``log.access_flush_interval``; 0 writes each line as it comes, for
+  whoever reads the file while the site runs), and blocks while nothing is written. Closing
+  a handler flushes it, ``flush_access_logs`` runs on the bus's ``exit`` and at interpreter
+  exit (and ``logging.shutdown``, on ``bus.flush_and_exit``, flushes them too): a clean stop
+  or a restart loses no line, a crash at most the last second.
 
 Fields (the letters of the reference, Apache's where it has one): ``h`` client address, ``l``
 ``-``, ``u`` remote user, ``t`` time (``[05/Dec/2026:10:00:00 +0000]``), ``r`` request line,
 ``s`` status, ``b`` bytes of the body, ``f`` Referer, ``a`` User-Agent, ``o`` Host, ``z`` UTC
-time in ISO 8601, ``D`` duration in microseconds (Apache's ``%D``), ``L`` the request id. An
+time in ISO 8601, ``D`` duration in microseconds (Apache's ``%D``), ``L`` the request id,
+``i`` a UUID4 made for the line (the reference's unique id). An
 empty field is ``-``. ``log.access_log_format = "json"`` writes JSON lines instead (keys in
 ``JSON_KEYS``), escaped by ``json`` with non-ASCII text kept as it is.
 """
@@ -37,6 +39,7 @@ import os
 import re
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from string import Formatter
@@ -158,6 +161,7 @@ _PLAIN_FIELDS: dict[str, str] = {
     "b": 'str(size) if size else "-"',
     "z": "clock.iso",
     "D": '("-" if duration is None else str(int(duration * 1e6)))',  # _micros, inlined
+    "i": "str(uuid4())",  # the reference's unique id: a UUID4, made only where named
 }
 """Fields the site makes itself, which never need escaping."""
 
@@ -211,7 +215,8 @@ def compile_format(template: str) -> LineFormatter:
         lines += [f"        v_{name} = e(v_{name})" for name in texts]
     lines.append(f"    return ''.join(({', '.join(parts) or repr('')},))")
     namespace: dict[str, Any] = {"e": escape, "needs_escape": _needs_escape, "clock": _clock,
-                                 "time": time.time, "request_uri": request_uri}
+                                 "time": time.time, "request_uri": request_uri,
+                                 "uuid4": uuid.uuid4}
     exec(compile("\n".join(lines) + "\n", f"<access format {template!r}>", "exec"),  # noqa: S102
          namespace)
     return namespace["line"]
@@ -288,6 +293,8 @@ class AccessFileHandler(ReportingFileHandler):
     def __init__(self, filename: str) -> None:
         super().__init__(filename, encoding="utf-8")
         self.pending = False
+        self.interval = FLUSH_INTERVAL
+        """Seconds a line may wait for others (``log.access_flush_interval``); 0: none."""
         self._lines: list[str] = []
         self._size = 0
         _all_handlers.add(self)
@@ -297,8 +304,10 @@ class AccessFileHandler(ReportingFileHandler):
         with self.lock:  # type: ignore[union-attr]
             self._lines.append(line)
             self._size += len(line)
-            if self._size >= CHUNK_SIZE:
+            if self._size >= CHUNK_SIZE or not self.interval:
                 self._write_out()
+                if not self.interval:
+                    return
         # After adding: a flush that cleared ``pending`` before it either took this line
         # or leaves ``pending`` False here, so the flusher is woken again.
         if not self.pending:
@@ -366,7 +375,7 @@ atexit.register(flush_access_logs)
 
 
 class Flusher:
-    """One thread that flushes buffered handlers within FLUSH_INTERVAL of their first line."""
+    """One thread that flushes buffered handlers within their interval of their first line."""
 
     def __init__(self) -> None:
         self._handlers: weakref.WeakSet[AccessFileHandler] = weakref.WeakSet()
@@ -386,7 +395,10 @@ class Flusher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            time.sleep(FLUSH_INTERVAL)  # let a second's lines gather, then write them at once
+            with self._lock:
+                handlers = list(self._handlers)
+            waits = [handler.interval for handler in handlers if handler.pending]
+            time.sleep(min(waits, default=FLUSH_INTERVAL))  # let lines gather, write at once
             self._wake.clear()
             with self._lock:
                 handlers = list(self._handlers)

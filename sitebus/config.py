@@ -83,6 +83,7 @@ environments: dict[str, dict[str, Any]] = {
         "request.show_tracebacks": True,
         "request.show_mismatched_params": True,
         "log.screen": False,
+        "log.access_flush_interval": 0,  # a test reads the access file right after a request
     },
 }
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import IO, Any
 
 from sitebus.accesslog import (
     ACCESS_LOG_FORMAT,
+    FLUSH_INTERVAL,
     JSON_FORMAT,
     AccessFileHandler,
     JSONErrorFormatter,
@@ -119,7 +120,7 @@ class LogManager:
     """The error and access logs of the site (``appid`` None) or of one application."""
 
     settings = ("screen", "error_file", "access_file", "access_log_format", "level",
-                "error_log_format", "request_id")
+                "error_log_format", "request_id", "access_flush_interval")
     """The names the ``log.*`` config keys may set."""
 
     def __init__(self, appid: str | None = None, logger_root: str = "sitebus") -> None:
@@ -138,7 +139,9 @@ class LogManager:
         self._access_file = ""
         self._error_log_format = "text"
         self._access_log_format = ACCESS_LOG_FORMAT
+        self._line_format = ACCESS_LOG_FORMAT
         self._line = compile_format(ACCESS_LOG_FORMAT)
+        self._access_flush_interval = FLUSH_INTERVAL
         self.request_id = True
         """Give every request an id (X-Request-ID), in its environ, response and access line."""
         self.reopen_failures: list[str] = []
@@ -168,13 +171,21 @@ class LogManager:
             duration = perf_counter() - environ["sitebus.request_start"]
         if request_id is None:
             request_id = environ.get("sitebus.request_id")
-        line = self._line(environ, status, size, duration, request_id)
+        line = self.line_formatter()(environ, status, size, duration, request_id)
         handlers = log.handlers
         if (len(handlers) == 1 and type(handlers[0]) is AccessFileHandler
                 and not log.propagate and not log.filters):
             handlers[0].write_line(line)  # the common case, without a LogRecord
         else:
             log.log(logging.INFO, line)
+
+    def line_formatter(self) -> Callable[..., str]:
+        """The compiled ``access_log_format`` (recompiled when the class's attribute was
+        replaced, as the reference's tests do to try a format)."""
+        line_format = self.access_log_format
+        if line_format is not self._line_format:
+            self._line_format, self._line = line_format, compile_format(line_format)
+        return self._line
 
     def wants_access(self) -> bool:
         """Return True when an access line would be written anywhere."""
@@ -217,8 +228,23 @@ class LogManager:
             raise ConfigError(f"expected a format of fields such as {ACCESS_LOG_FORMAT!r}, or "
                               f"'json': {error}", key="log.access_log_format",
                               value=value) from None
-        self._access_log_format = value
+        self._access_log_format = self._line_format = value
         self._line = line
+
+    @property
+    def access_flush_interval(self) -> float:
+        """Seconds an access line may wait to be written with others (0: each as it comes)."""
+        return self._access_flush_interval
+
+    @access_flush_interval.setter
+    def access_flush_interval(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError("expected a number of seconds, 0 or more (0 writes each line as "
+                              "it comes)", key="log.access_flush_interval", value=value)
+        self._access_flush_interval = float(value)
+        for handler in self._handlers(self.access_log, "file"):
+            if isinstance(handler, AccessFileHandler):
+                handler.interval = float(value)
 
     @property
     def level(self) -> str:
@@ -295,6 +321,8 @@ class LogManager:
                 f"log.{setting}: cannot open {filename!r} for appending: {error.strerror}"
             ) from None
         handler.setFormatter(formatter)
+        if isinstance(handler, AccessFileHandler):
+            handler.interval = self._access_flush_interval
         return handler
 
     @property

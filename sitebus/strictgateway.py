@@ -51,6 +51,10 @@ class _StrictBody:
                        exc_info: Any = None) -> Callable[[bytes], Any]:
         if isinstance(self.body, ChunkedInput) and not self.body.done:
             self.req.close_connection = True  # the rest of the body is still on the wire
+        if exc_info is not None and not self.req.sent_headers:
+            # An error page replaces the headers of the response it stands for (PEP 3333);
+            # cheroot would add its headers to the first ones: two Content-Lengths.
+            self.req.outheaders = []
         return super().start_response(status, headers, exc_info)  # type: ignore[misc]
 
     def write(self, chunk: bytes) -> None:

@@ -99,6 +99,28 @@ def test_lines_wait_in_the_buffer_then_are_flushed_within_a_second(tmp_path: Pat
     assert path.read_text() == "one\ntwo\nthree\n"
 
 
+def test_a_zero_flush_interval_writes_each_line_as_it_comes(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    logs = LogManager(logger_root="flush-test")
+    logs.access_file = str(path)
+    try:
+        logs.access_flush_interval = 0
+        logs.access(ENVIRON, "200", 2, 0.001, "one")
+        assert path.read_text().endswith(" one\n")  # no wait for the flusher
+        logs.access_flush_interval = 0.2
+        logs.access(ENVIRON, "200", 2, 0.001, "two")
+        assert path.read_text().count("\n") == 1
+        wait_until(lambda: path.read_text().endswith(" two\n"), 5, "the flusher")
+    finally:
+        logs.access_file = ""
+
+
+@pytest.mark.parametrize("value", [-1, "soon", True, None])
+def test_a_flush_interval_must_be_seconds(value: object) -> None:
+    with pytest.raises(ConfigError, match="log.access_flush_interval"):
+        LogManager("flush-test").access_flush_interval = value  # type: ignore[assignment]
+
+
 def test_log_manager_writes_directly_to_its_file_handler(tmp_path: Path) -> None:
     manager = LogManager(appid="accesslogtest")
     manager.access_log.setLevel(logging.INFO)
@@ -144,3 +166,29 @@ def test_json_error_records_carry_the_traceback() -> None:
                                    __import__("sys").exc_info())
     data = json.loads(JSONErrorFormatter().format(record))
     assert data["message"] == "failed" and "KeyError: 'missing'" in data["traceback"]
+
+
+def test_the_unique_id_field_is_a_new_uuid4_per_line() -> None:
+    line = compile_format("{i}")
+    first, second = line(ENVIRON, "200", 1, 0.1, None), line(ENVIRON, "200", 1, 0.1, None)
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+                        first)
+    assert first != second
+
+
+def test_a_format_set_on_the_class_is_used_by_its_instances(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "access.log"
+    logs = LogManager(logger_root="class-format-test")
+    logs.access_file = str(path)
+    try:
+        logs.access_flush_interval = 0
+        monkeypatch.setattr(LogManager, "access_log_format", "{s} {o}")
+        logs.access(dict(ENVIRON, HTTP_HOST="example.org"), "404 Not Found", 0, 0.1, None)
+        monkeypatch.undo()  # back to the instance's own format
+        logs.access(ENVIRON, "200 OK", 2, 0.1, "id-2")
+        first, second = path.read_text().splitlines()
+        assert first == "404 example.org"
+        assert second.startswith("10.0.0.1 - - [") and second.endswith(" id-2")
+    finally:
+        logs.access_file = ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -392,3 +393,24 @@ def test_the_framework_answers_400_and_413_not_500_for_bad_chunked_bodies() -> N
             response, closed = exchange(address, head + body)
             assert status_of(response) == status, response[:200]
             assert closed or status == 200
+
+
+def test_an_error_page_replaces_the_headers_of_the_response_it_stands_for() -> None:
+    def failing_late(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
+        try:
+            raise RuntimeError("after the headers were given, before any body")
+        except RuntimeError:
+            page = b"error page"
+            start_response("500 Internal Server Error",
+                           [("Content-Type", "text/html"), ("Content-Length", str(len(page)))],
+                           sys.exc_info())
+            return [page]
+
+    with serving(failing_late) as (address, _server):
+        answer, _closed = exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 ")
+    assert head.lower().count(b"content-length:") == 1
+    assert head.lower().count(b"content-type:") == 1
+    assert b"Content-Type: text/html" in head and body == b"error page"

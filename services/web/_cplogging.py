@@ -130,8 +130,8 @@ class SiteLog(LogManager):
             duration = perf_counter() - environ["sitebus.request_start"]
         if request_id is None:
             request_id = environ.get("sitebus.request_id")
-        line = self._line(self._framework_environ(request, environ), status or "200", size,
-                          duration, request_id)
+        line = self.line_formatter()(self._framework_environ(request, environ),
+                                     status or "200", size, duration, request_id)
         site_log.access_log.log(logging.INFO, line)
 
     @staticmethod
