@@ -25,7 +25,7 @@ from bench.env import median, reexec_in_venv, table  # noqa: E402
 IDLE_PROGRAMS = {
     "sitebus": (
         "from sitebus.bus import Bus\n"
-        "from sitebus.signals import SignalHandler\n"
+        "from sitebus.process.signals import SignalHandler\n"
         "bus = Bus()\n"
         "SignalHandler(bus).subscribe()\n"
         "bus.start()\n"

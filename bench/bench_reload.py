@@ -193,7 +193,7 @@ def measure(name: str, reloads: int) -> tuple[list[float], int, int]:
 
 def has_workers() -> bool:
     try:
-        import sitebus.workers  # noqa: F401
+        import sitebus.workers.master  # noqa: F401
     except ImportError:
         return False
     return True

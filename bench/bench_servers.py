@@ -72,8 +72,8 @@ SERVERS = {
     ),
     "sitebus": HELLO_APP + (
         "from sitebus.bus import Bus\n"
-        "from sitebus.servers import Server\n"
-        "from sitebus.signals import SignalHandler\n"
+        "from sitebus.servers.server import Server\n"
+        "from sitebus.process.signals import SignalHandler\n"
         "bus = Bus()\n"
         "SignalHandler(bus).subscribe()\n"
         "server = Server(bus, socket_port={port}, wsgi_app=app)\n"

@@ -3,7 +3,7 @@
 ``sitebus run [APP ...]`` takes every option of the reference's ``cherryd`` (``-c -e -d -p -i
 -P -f -s -x``) and the one-liner's (``APP`` as ``module:attr`` or ``PREFIX=module:attr``,
 ``-b/--bind``, ``-w/--workers``, ``--access-log``, ``--error-log``, ``--chdir``,
-``--reload/--no-reload``). This module only parses them into ``sitebus.launch.Options``;
+``--reload/--no-reload``). This module only parses them into ``sitebus.site.launch.Options``;
 ``launch.build`` makes the site (and reads ``SITEBUS_*`` variables), and the bus's first
 start prepares it as it would for any entry point. With nothing mounted it serves a small
 default site.
@@ -13,7 +13,7 @@ apps. ``stop``, ``restart``, ``reload`` and ``status`` find a running site throu
 file (``-p``, or the one its config names) and signal it: SIGTERM, SIGUSR2, SIGUSR1; they
 wait, with a deadline, until the site says (in its status file) that the change is done. They
 signal only a process that holds the PID file's lock and is a sitebus site
-(``sitebus.pidowner``), and otherwise exit non-zero saying what they found.
+(``sitebus.process.pidowner``), and otherwise exit non-zero saying what they found.
 
 Exit codes follow sysexits: 64 usage, 66 no input (a missing PID file), 69 unavailable,
 70 software, 73 cannot create, 75 temporary failure, 77 permission, 78 config.
@@ -41,7 +41,7 @@ from sitebus.errors import (
     exit_code_of,
     root_causes,
 )
-from sitebus.launch import Options, build
+from sitebus.site.launch import Options, build
 
 PROG = "sitebus"
 
@@ -122,7 +122,7 @@ def build_parser() -> ArgumentParser:
                              help="how long to wait for the site (default 60)")
         if name == "status":
             control.add_argument("--json", action="store_true", help="print JSON")
-    from sitebus.unitfile import add_parser as add_unit_parser
+    from sitebus.site.unitfile import add_parser as add_unit_parser
 
     add_unit_parser(commands)
     return parser
@@ -196,7 +196,7 @@ def command_check(args: argparse.Namespace) -> int:
 
 
 def command_unit(args: argparse.Namespace) -> int:
-    from sitebus.unitfile import command_unit as write_units
+    from sitebus.site.unitfile import command_unit as write_units
 
     try:
         return write_units(args)
@@ -210,7 +210,7 @@ def command_unit(args: argparse.Namespace) -> int:
 def _find_pidfile(args: argparse.Namespace) -> str:
     if args.pidfile:
         return os.path.abspath(args.pidfile)
-    from sitebus.config import Config
+    from sitebus.site.config import Config
 
     for filename in args.config:
         found = Config(filename).get("engine.pidfile.pidfile")
@@ -231,9 +231,9 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def command_control(args: argparse.Namespace) -> int:
-    """Signal the site a PID file names, once ``sitebus.pidowner`` has checked it is one."""
-    from sitebus.pidowner import find_site, remove_if_left
-    from sitebus.status import process_info, read_status, status_path
+    """Signal the site a PID file names, once ``sitebus.process.pidowner`` has checked it is one."""
+    from sitebus.process.pidowner import find_site, remove_if_left
+    from sitebus.process.status import process_info, read_status, status_path
 
     try:
         pidfile = _find_pidfile(args)

@@ -1,6 +1,6 @@
 """Objects by dotted name: ``"package.module.attr"`` imported and looked up.
 
-The config (``sitebus.config``), the servers (``server.instance``), the tree's app specs and
+The config (``sitebus.site.config``), the servers (``server.instance``), the tree's app specs and
 the framework's tools name classes and functions this way. The reference's module name
 works as an alias (``cherrypy.lib.sessions.FileSession`` is ``services.web.lib...``), so
 configs written for it run unchanged. Standard library only: the lowest layers may use it.

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sitebus.accesslog import (
+from sitebus.errors import ConfigError
+from sitebus.site.accesslog import (
     ACCESS_LOG_FORMAT,
     FLUSH_INTERVAL,
     AccessFileHandler,
@@ -18,8 +19,7 @@ from sitebus.accesslog import (
     compile_format,
     escape,
 )
-from sitebus.errors import ConfigError
-from sitebus.logs import LogManager
+from sitebus.site.logs import LogManager
 from tests.processes import wait_until
 
 ENVIRON = {"REMOTE_ADDR": "10.0.0.1", "REQUEST_METHOD": "GET", "PATH_INFO": "/p",

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 import services.web as web
-from sitebus.apps import ASGI, SERVICES_WEB, WSGI, TreeEntry, app_kind, load_app, parse_entry
-from sitebus.config import as_dict
 from sitebus.errors import EX_CONFIG, ConfigError
-from sitebus.launch import app_sections
-from sitebus.site import Site, tree
+from sitebus.site.apps import ASGI, SERVICES_WEB, WSGI, TreeEntry, app_kind, load_app, parse_entry
+from sitebus.site.config import as_dict
+from sitebus.site.container import Site, tree
+from sitebus.site.launch import app_sections
 
 
 def fresh_site() -> Site:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sitebus.asgi import AsgiMounts, AsgiSite, LifespanError
-from sitebus.logs import LogManager
-from sitebus.tree import Tree
+from sitebus.servers.asgi import AsgiMounts, AsgiSite, LifespanError
+from sitebus.site.logs import LogManager
+from sitebus.site.tree import Tree
 
 
 def asgi_app(name: str, events: list[str], fail: bool = False) -> Any:

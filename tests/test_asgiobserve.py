@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from sitebus.asgi import AsgiMounts, AsgiSite
 from sitebus.bus import Bus
-from sitebus.logs import LogManager
-from sitebus.metrics import Recorder
-from sitebus.proxyheaders import ProxyHeaders
-from sitebus.tree import Tree
-from sitebus.worker import RequestTracker
+from sitebus.servers.asgi import AsgiMounts, AsgiSite
+from sitebus.site.logs import LogManager
+from sitebus.site.metrics import Recorder
+from sitebus.site.proxyheaders import ProxyHeaders
+from sitebus.site.tree import Tree
+from sitebus.workers.worker import RequestTracker
 
 LINE = re.compile(r'(?P<h>\S+) - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
                   r'"(?P<r>[^"]*)" (?P<s>\d{3}) (?P<b>\d+|-) "(?P<f>[^"]*)" "(?P<a>[^"]*)" '
@@ -186,7 +186,7 @@ def test_a_worker_s_tracker_counts_asgi_requests() -> None:
 
 def test_a_blocked_event_loop_is_reported_as_stalled() -> None:
     pytest.importorskip("uvicorn")
-    from sitebus.asgiserver import UvicornServer
+    from sitebus.servers.asgiserver import UvicornServer
 
     server = UvicornServer(None, AsgiSite(AsgiMounts(), None))  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from sitebus.autoreload import Autoreloader, check_settings, settle_delay, syntax_error
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError, UnavailableError
-from sitebus.watchers import choose_watcher, unavailable_reason, watchers
-from sitebus.watchlist import ImportNotifier, WatchedFiles, module_files, source_path
+from sitebus.reload.autoreload import Autoreloader, check_settings, settle_delay, syntax_error
+from sitebus.reload.watchers import choose_watcher, unavailable_reason, watchers
+from sitebus.reload.watchlist import ImportNotifier, WatchedFiles, module_files, source_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -473,7 +473,7 @@ def test_after_lost_events_every_watched_file_is_checked(tmp_path: Path) -> None
 def test_inotify_events_are_parsed_from_the_kernel_struct() -> None:
     import struct
 
-    from sitebus.watchers import IN_IGNORED, IN_MODIFY, parse_events
+    from sitebus.reload.watchers import IN_IGNORED, IN_MODIFY, parse_events
 
     def event(wd: int, mask: int, name: bytes, padded: int) -> bytes:
         return struct.pack("iIII", wd, mask, 0, padded) + name.ljust(padded, b"\0")
@@ -485,7 +485,7 @@ def test_inotify_events_are_parsed_from_the_kernel_struct() -> None:
 
 
 def test_inotify_descriptors_are_closed_on_stop_and_not_inherited(tmp_path: Path) -> None:
-    from sitebus.watchers import InotifyWatcher
+    from sitebus.reload.watchers import InotifyWatcher
 
     def open_fds() -> set[str]:
         return set(os.listdir("/proc/self/fd"))

@@ -10,8 +10,16 @@ from typing import Any
 
 import pytest
 
-from sitebus.config import Config, NamespaceSet, as_dict, attributes, environments, merge, unrepr
 from sitebus.errors import EX_CONFIG, ConfigError
+from sitebus.site.config import (
+    Config,
+    NamespaceSet,
+    as_dict,
+    attributes,
+    environments,
+    merge,
+    unrepr,
+)
 
 
 @pytest.mark.parametrize(

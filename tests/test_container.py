@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from sitebus.config import Config
-from sitebus.workers import STOP_GRACE
+from sitebus.site.config import Config
+from sitebus.workers.master import STOP_GRACE
 from tests.processes import child_env
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"

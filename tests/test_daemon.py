@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from sitebus.bus import Bus, ChannelFailures
-from sitebus.daemon import (
+from sitebus.errors import CannotCreateError, ConfigError, exit_code_of
+from sitebus.process.daemon import (
     DAEMON_PID_ENV,
     Daemonizer,
     _read_reports,
     daemon_outcome,
     is_daemonized,
 )
-from sitebus.errors import CannotCreateError, ConfigError, exit_code_of
 
 PID = {"event": "pid", "pid": 321}
 ERROR = {"event": "error", "message": "Error in 'start' listener: port 80 in use"}

@@ -14,10 +14,10 @@ import pytest
 from cheroot import connections, makefile, server
 from cheroot.workers import threadpool
 
-from sitebus import handover
 from sitebus.bus import Bus, states
-from sitebus.drain import wait_for_empty_backlog
-from sitebus.servers import Server
+from sitebus.servers import handover
+from sitebus.servers.drain import wait_for_empty_backlog
+from sitebus.servers.server import Server
 from tests.httpclients import GatedApp, connection, fetch, refuses
 from tests.processes import wait_until
 
@@ -174,7 +174,7 @@ def test_handed_over_connections_are_read_only_by_their_process(
 
 
 def test_the_cheroot_hooks_the_drain_uses_are_there() -> None:
-    """sitebus.drain and CherootServer build on these public parts of cheroot; if a cheroot
+    """sitebus.servers.drain and CherootServer build on these public parts of cheroot; if a cheroot
     release renames or reshapes one, this fails first, naming it."""
     assert isinstance(inspect.getattr_static(server.HTTPServer, "can_add_keepalive_connection"),
                       property)

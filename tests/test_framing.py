@@ -1,4 +1,4 @@
-"""sitebus.framing: the head rules and the body readers, from tables, without sockets."""
+"""sitebus.servers.framing: the head rules and the body readers, from tables, without sockets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from sitebus.framing import (
+from sitebus.servers.framing import (
     ChunkedInput,
     FramingError,
     Head,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sitebus.bus import Bus
-from sitebus.gateways import path_info_from_request_uri
-from sitebus.servers import Server
+from sitebus.servers.gateways import path_info_from_request_uri
+from sitebus.servers.server import Server
 from tests.httpclients import hello_app, refuses
 from tests.processes import python
 
@@ -102,10 +102,10 @@ def test_scgi_on_a_unix_socket_answers(bus: Bus, tmp_path: Path) -> None:
 CGI_CHILD = """
 import sys
 from sitebus.bus import Bus
-from sitebus.gateways import path_info_from_request_uri
+from sitebus.servers.gateways import path_info_from_request_uri
 from sitebus.errors import exit_code_of
-from sitebus.logs import log_to_screen
-from sitebus.servers import Server
+from sitebus.site.logs import log_to_screen
+from sitebus.servers.server import Server
 from tests.httpclients import hello_app
 
 log_to_screen(stream=open("bus.log", "w"))  # stdout carries the CGI response alone

@@ -21,9 +21,9 @@ import pytest
 import trustme
 from cheroot import makefile
 
-from sitebus.connection import BufferedSocketIO, StreamReader
-from sitebus.listeners import bind_tcp, bind_unix, serve_on
-from sitebus.wsgiserver import CherootServer, make_ssl_adapter
+from sitebus.servers.connection import BufferedSocketIO, StreamReader
+from sitebus.servers.listeners import bind_tcp, bind_unix, serve_on
+from sitebus.servers.wsgiserver import CherootServer, make_ssl_adapter
 from tests.httpclients import GatedApp, StartResponse, fetch
 from tests.test_framing import REFUSED
 

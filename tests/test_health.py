@@ -17,10 +17,10 @@ import pytest
 from sitebus import __version__
 from sitebus.bus import Bus, ChannelFailures, states
 from sitebus.errors import ConfigError
-from sitebus.health import DEFAULT_DRAIN_DELAY, Health, health_answer
-from sitebus.logs import LogManager
-from sitebus.site import Site
-from sitebus.tree import Tree
+from sitebus.site.container import Site
+from sitebus.site.health import DEFAULT_DRAIN_DELAY, Health, health_answer
+from sitebus.site.logs import LogManager
+from sitebus.site.tree import Tree
 from tests.httpclients import call_wsgi
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from sitebus.apps import TreeEntry
 from sitebus.errors import EX_USAGE, UsageError
-from sitebus.launch import Options, options_from_environ, parse_app, parse_bind
+from sitebus.site.apps import TreeEntry
+from sitebus.site.launch import Options, options_from_environ, parse_app, parse_bind
 
 
 @pytest.mark.parametrize(("text", "address"), [

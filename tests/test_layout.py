@@ -17,8 +17,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sitebus"
 
-LAID_OUT = (PACKAGE / "site" / "__init__.py").exists()  # relayout: delete this line
-pytestmark = pytest.mark.skipif(not LAID_OUT, reason="flat layout")  # relayout: delete this line
 
 CORE = {"__init__", "bus", "plugins", "errors", "names"}
 """Modules at the top of sitebus/ that everything may use, and that use nothing else."""

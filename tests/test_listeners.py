@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sitebus import listeners
 from sitebus.errors import CannotCreateError, UnavailableError
-from sitebus.listeners import (
+from sitebus.servers import listeners
+from sitebus.servers.listeners import (
     bind_tcp,
     bind_unix,
     format_address,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sitebus.logfailures import ReportingStreamHandler
-from sitebus.logs import LogManager
+from sitebus.site.logfailures import ReportingStreamHandler
+from sitebus.site.logs import LogManager
 
 
 @pytest.fixture

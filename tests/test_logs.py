@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sitebus.errors import EX_CANTCREAT, CannotCreateError
-from sitebus.logs import LogManager, access_fields, log_time
+from sitebus.site.logs import LogManager, access_fields, log_time
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_access_fields_use_request_uri_when_the_server_gives_it() -> None:
 def test_an_access_file_alone_is_the_access_log_s_only_handler(tmp_path: Path) -> None:
     # access() writes straight to the file when it is the only handler (no LogRecord per
     # line); a stand-in handler beside it cost 16% of a hello-world site's throughput.
-    from sitebus.accesslog import AccessFileHandler
+    from sitebus.site.accesslog import AccessFileHandler
 
     manager = LogManager(appid="onlyhandler")
     manager.screen = False

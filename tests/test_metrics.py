@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from sitebus.errors import ConfigError
-from sitebus.metrics import BUCKETS, MAX_SEEN, Recorder, collect_files
-from sitebus.site import Site
+from sitebus.site.container import Site
+from sitebus.site.metrics import BUCKETS, MAX_SEEN, Recorder, collect_files
 
 pytest.importorskip("prometheus_client")
 

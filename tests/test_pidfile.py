@@ -10,7 +10,7 @@ import pytest
 
 from sitebus.bus import Bus, ChannelFailures
 from sitebus.errors import ConfigError, TemporaryError, exit_code_of
-from sitebus.pidfile import (
+from sitebus.process.pidfile import (
     PIDFile,
     ProcessInfo,
     parse_pid,

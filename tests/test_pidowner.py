@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sitebus.pidowner import find_site, holds_flock, owner_verdict
+from sitebus.process.pidowner import find_site, holds_flock, owner_verdict
 
 PATH = "/run/site/site.pid"
 

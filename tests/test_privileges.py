@@ -14,7 +14,7 @@ import pytest
 
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError, NoPermissionError
-from sitebus.privileges import (
+from sitebus.process.privileges import (
     DropPrivileges,
     Plan,
     User,
@@ -207,7 +207,7 @@ def test_the_umask_is_set_and_logged(bus: Bus, logged: list[tuple[str, int]]) ->
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks what a root process reports")
 def test_a_drop_that_did_not_happen_is_caught() -> None:
-    from sitebus.privileges import _verify
+    from sitebus.process.privileges import _verify
 
     with pytest.raises(NoPermissionError) as error:
         _verify(Plan(uid=4242, gid=4242, groups_of=None, groups=(4242,)))

@@ -12,10 +12,10 @@ import pytest
 
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError
-from sitebus.logs import LogManager
-from sitebus.observe import new_request_id
-from sitebus.proxyheaders import ProxyHeaders, Trust, forwarded_hops, rewrite
-from sitebus.tree import Tree
+from sitebus.servers.observe import new_request_id
+from sitebus.site.logs import LogManager
+from sitebus.site.proxyheaders import ProxyHeaders, Trust, forwarded_hops, rewrite
+from sitebus.site.tree import Tree
 
 LOCAL = Trust(["127.0.0.1", "::1", "unix"])
 

@@ -17,7 +17,7 @@ import pytest
 
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError
-from sitebus.reaper import (
+from sitebus.process.reaper import (
     RECHECK_LIMIT,
     Pending,
     Reaper,

@@ -15,8 +15,8 @@ import trustme
 
 from sitebus.bus import Bus, ChannelFailures, states
 from sitebus.errors import ConfigError, UnavailableError, exit_code_of, root_causes
-from sitebus.listeners import default_backlog
-from sitebus.servers import Server, ServerAdapter, describe, server_types, setting_problems
+from sitebus.servers.listeners import default_backlog
+from sitebus.servers.server import Server, ServerAdapter, describe, server_types, setting_problems
 from tests.httpclients import GatedApp, connection, fetch, hello_app, refuses
 from tests.processes import socket_fds, wait_until
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sitebus.bus import Bus, states
-from sitebus.signals import SignalHandler
+from sitebus.process.signals import SignalHandler
 from tests.processes import wait_until
 
 SAFETY = 10.0

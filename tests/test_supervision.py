@@ -1,10 +1,10 @@
-"""The master's decisions about its workers, as tables (sitebus.supervision)."""
+"""The master's decisions about its workers, as tables (sitebus.workers.supervision)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sitebus.supervision import (
+from sitebus.workers.supervision import (
     CRASH_LIMIT,
     SETTINGS,
     Plan,

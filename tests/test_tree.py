@@ -11,8 +11,8 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from sitebus.logs import LogManager
-from sitebus.tree import Tree, wsgi_path
+from sitebus.site.logs import LogManager
+from sitebus.site.tree import Tree, wsgi_path
 from tests.httpclients import call_wsgi
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from sitebus.bus import states
 from sitebus.errors import ConfigError
-from sitebus.servers import Server
-from sitebus.site import Engine, Site
-from sitebus.worker import Heartbeat, MessageReader, RequestTracker, encode
+from sitebus.servers.server import Server
+from sitebus.site.container import Engine, Site
+from sitebus.workers.worker import Heartbeat, MessageReader, RequestTracker, encode
 
 
 def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:

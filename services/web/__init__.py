@@ -9,7 +9,7 @@ lines changed (``import services.web as cherrypy``). Four layers, as the referen
 - extension: hooks, ``Tool``/``Toolbox``, ``dispatch``, config namespaces;
 - core: ``Application``, the request/response objects, the WSGI adapter.
 
-The process side is the site's: ``engine`` is ``sitebus.site.bus``, ``config`` the site
+The process side is the site's: ``engine`` is ``sitebus.site.container.bus``, ``config`` the site
 config, ``log`` the site's LogManager, ``tree`` the site tree (``tree.mount`` makes an
 ``Application`` of a root object and returns it; ``tree.graft`` mounts any WSGI app), and
 ``server`` the site's default HTTP server. ``process`` (``plugins``, ``servers``,
@@ -57,7 +57,7 @@ from services.web._cptree import Application
 from services.web._helper import expose, popargs, url
 from services.web._serving import Serving, ThreadLocalProxy, serving, thread_data
 from services.web.lib import httputil as _httputil
-from sitebus import site as _site
+from sitebus.site import container as _site
 
 __all__ = [
     "Application",
@@ -95,10 +95,10 @@ __all__ = [
 __version__ = "sitebus"
 
 engine = _site.bus
-"""The site's bus (``sitebus.site.bus``)."""
+"""The site's bus (``sitebus.site.container.bus``)."""
 
 config = _site.config
-"""The site config (``sitebus.site.config``)."""
+"""The site config (``sitebus.site.container.config``)."""
 
 log = _site.log
 """The site's LogManager: ``log(msg)``, ``log.error(...)``, ``log.access_file``..."""

@@ -59,13 +59,13 @@ class Checker:
     def warn(self, message: str) -> None:
         """Log one finding."""
         self.findings.append(message)
-        from sitebus.site import bus
+        from sitebus.site.container import bus
 
         bus.log(f"Checker: {message}", logging.WARNING)
 
     def _apps(self) -> Iterator[tuple[str, Any]]:
         from services.web._cptree import Application
-        from sitebus.site import tree
+        from sitebus.site.container import tree
 
         for script_name, app in tree.apps.items():
             if isinstance(app, Application):
@@ -123,7 +123,7 @@ class Checker:
 
     def check_compatibility(self) -> None:
         """Warn about config keys of older versions of the reference."""
-        from sitebus.site import config
+        from sitebus.site.container import config
 
         sections: list[tuple[str, dict[str, Any]]] = [("global", dict(config))]
         for script_name, app in self._apps():
@@ -155,7 +155,7 @@ class Checker:
 
     def check_localhost(self) -> None:
         """Warn about 'localhost' as the socket host (it may resolve to IPv4 or IPv6)."""
-        from sitebus.site import config
+        from sitebus.site.container import config
 
         if config.get("server.socket_host") == "localhost":
             self.warn("The use of 'localhost' as a socket host can cause problems on newer "

@@ -1,6 +1,6 @@
 """Request config: the merge of site, application and handler config, and its namespaces.
 
-Config files, values and environments are the site's (``sitebus.config``; re-exported here
+Config files, values and environments are the site's (``sitebus.site.config``; re-exported here
 under the reference's names). This module owns what the framework adds:
 
 - The request namespaces (``Request.namespaces``): ``hooks``, ``request`` (``request.body.*``
@@ -32,8 +32,8 @@ from typing import Any
 
 from services.web._cprequest import Hook, Request, hookpoints
 from services.web._serving import serving
-from sitebus.config import Config, NamespaceSet, as_dict, environments, merge, unrepr
 from sitebus.errors import ConfigError
+from sitebus.site.config import Config, NamespaceSet, as_dict, environments, merge, unrepr
 
 __all__ = [
     "Config",
@@ -110,7 +110,7 @@ def error_page_namespace(k: str, v: Any) -> None:
 
 def _as_hook(value: Any) -> Hook:
     if isinstance(value, str):
-        from sitebus.config import attributes
+        from sitebus.site.config import attributes
 
         value = attributes(value)
     return value if isinstance(value, Hook) else Hook(value)

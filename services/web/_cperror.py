@@ -165,7 +165,7 @@ def shows_tracebacks(request: Any) -> bool:
     own = request.__dict__.get("show_tracebacks")
     if own is not None:
         return bool(own)
-    from sitebus.site import config
+    from sitebus.site.container import config
 
     return bool(config.get("request.show_tracebacks", type(request).show_tracebacks))
 

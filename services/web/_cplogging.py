@@ -1,6 +1,6 @@
 """The framework's logs under the reference's logger names.
 
-The site's LogManager (``sitebus.logs``) owns the process's logs: bus messages go to the
+The site's LogManager (``sitebus.site.logs``) owns the process's logs: bus messages go to the
 ``sitebus`` logger and access lines to ``sitebus.access``, and ``log.screen``,
 ``log.error_file`` and ``log.access_file`` put handlers there. What the framework writes
 (HTTP errors, tracebacks, ``cherrypy.log()`` from handlers, access lines of its requests) goes
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
-from sitebus.logs import LogManager as _SiteLogManager
+from sitebus.site.logs import LogManager as _SiteLogManager
 
 __all__ = ["LazyRfc3339UtcTime", "LogManager", "SiteHandlers", "SiteLog", "site_log"]
 

@@ -1,7 +1,7 @@
 """HTTP servers under the reference's names: ``services.web.server`` and ``_cpserver.Server``.
 
-The site container owns the servers; ``services.web.server`` is ``sitebus.site.server`` (a
-``sitebus.servers.Server`` on cheroot, subscribed to the site's bus). ``Server()`` makes one
+The site container owns the servers; ``services.web.server`` is ``sitebus.site.container.server`` (a
+``sitebus.servers.server.Server`` on cheroot, subscribed to the site's bus). ``Server()`` makes one
 more, as the reference's does, on the site's bus and serving the site tree unless told
 otherwise::
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from sitebus.bus import Bus
-from sitebus.servers import Server as _SiteServer
+from sitebus.servers.server import Server as _SiteServer
 
 __all__ = ["Server", "default_base", "default_server"]
 
@@ -24,7 +24,7 @@ class Server(_SiteServer):
     """An HTTP server on the site's bus (or the given one), serving the site tree."""
 
     def __init__(self, bus: Bus | None = None, name: str | None = None, **settings: Any) -> None:
-        from sitebus.site import site
+        from sitebus.site.container import site
 
         super().__init__(bus if bus is not None else site.bus, name, **settings)
         if self.wsgi_app is None:
@@ -33,7 +33,7 @@ class Server(_SiteServer):
 
 def default_server() -> Any:
     """Return the site's default server."""
-    from sitebus.site import site
+    from sitebus.site.container import site
 
     return site.server
 

@@ -41,7 +41,7 @@ class TimeoutMonitor(Monitor):
 
 def register(bus: Any) -> None:
     """Create ``bus.timeout_monitor`` (subscribed) and make it configurable by name."""
-    from sitebus import site
+    from sitebus.site import container as site
 
     def factory(owner: Any) -> TimeoutMonitor:
         return TimeoutMonitor(owner)

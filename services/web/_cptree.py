@@ -8,7 +8,7 @@ section's ``log.*`` keys configure the app's own LogManager and its ``wsgi.*`` k
 app's WSGI pipeline (``wsgi.pipeline = [(name, factory)]``, ``wsgi.<name>.<arg>``,
 ``wsgi.response_class``).
 
-The site tree (``sitebus.tree``) makes one of these for every framework root mounted with
+The site tree (``sitebus.site.tree``) makes one of these for every framework root mounted with
 ``tree.mount``; the tree writes the site's access log, so an Application writes access lines
 only to its own log (``log.access_file`` in its ``/`` section), never to the site's.
 """
@@ -24,12 +24,12 @@ from services.web._cpconfig import ConfigCache, RequestNamespaces, validate_sect
 from services.web._cprequest import Request, Response
 from services.web._cptools import default_toolbox
 from services.web._serving import serving
-from sitebus.config import NamespaceSet
-from sitebus.config import merge as merge_config
 from sitebus.errors import ConfigError
-from sitebus.logs import LogManager
-from sitebus.site import bus, site
-from sitebus.tree import Tree as SiteTree
+from sitebus.site.config import NamespaceSet
+from sitebus.site.config import merge as merge_config
+from sitebus.site.container import bus, site
+from sitebus.site.logs import LogManager
+from sitebus.site.tree import Tree as SiteTree
 
 __all__ = ["FAVICON", "Application", "Favicon", "Tree", "make_application"]
 

@@ -29,7 +29,7 @@ from services.web._cperror import InternalRedirect
 from services.web._cprequest import current_log
 from services.web._serving import serving
 from services.web.lib.httputil import HeaderMap, Host, decode_TEXT_maybe
-from sitebus.site import log as _site_log
+from sitebus.site.container import log as _site_log
 
 __all__ = ["AppResponse", "CPWSGIApp", "VirtualHost", "serve", "translate_headers"]
 

@@ -21,10 +21,10 @@ class CPWSGIServer(wsgi.Server):
 
     def __init__(self, server_adapter: Any = None) -> None:
         if server_adapter is None:
-            from sitebus.site import site
+            from sitebus.site.container import site
 
             server_adapter = site.server
-        from sitebus.site import site
+        from sitebus.site.container import site
 
         self.server_adapter = server_adapter
         adapter = server_adapter

@@ -77,7 +77,7 @@ def register(engine: Any) -> None:
     """Check the session stores each time the site starts (in each worker, too)."""
 
     def check() -> None:
-        from sitebus.site import site
+        from sitebus.site.container import site
 
         workers = site.workers.workers if site.has_workers else 0
         check_session_storage(site.config, site.tree.apps, workers)

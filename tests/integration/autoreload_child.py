@@ -11,10 +11,10 @@ import argparse
 import logging
 import os
 
-from sitebus.autoreload import Autoreloader
 from sitebus.bus import Bus
-from sitebus.logs import log_to_screen
-from sitebus.signals import SignalHandler
+from sitebus.process.signals import SignalHandler
+from sitebus.reload.autoreload import Autoreloader
+from sitebus.site.logs import log_to_screen
 from tests.processes import notify
 
 

@@ -10,8 +10,8 @@ import sys
 import threading
 
 from sitebus.bus import Bus
-from sitebus.logs import log_to_screen
-from sitebus.signals import SignalHandler
+from sitebus.process.signals import SignalHandler
+from sitebus.site.logs import log_to_screen
 from tests.processes import notify
 
 HERE = os.getcwd()

@@ -13,9 +13,9 @@ import threading
 
 from sitebus.bus import Bus
 from sitebus.errors import exit_code_of
-from sitebus.logs import log_to_screen
-from sitebus.servers import Server
-from sitebus.signals import SignalHandler
+from sitebus.process.signals import SignalHandler
+from sitebus.servers.server import Server
+from sitebus.site.logs import log_to_screen
 from tests.httpclients import hello_app
 from tests.processes import notify, socket_fds
 

@@ -18,12 +18,12 @@ import sys
 import threading
 
 from sitebus.bus import Bus
-from sitebus.daemon import Daemonizer
 from sitebus.errors import ConfigError, exit_code_of, root_causes
-from sitebus.logs import ErrorLogFormatter, log_to_screen
-from sitebus.pidfile import PIDFile
-from sitebus.privileges import DropPrivileges
-from sitebus.signals import SignalHandler
+from sitebus.process.daemon import Daemonizer
+from sitebus.process.pidfile import PIDFile
+from sitebus.process.privileges import DropPrivileges
+from sitebus.process.signals import SignalHandler
+from sitebus.site.logs import ErrorLogFormatter, log_to_screen
 
 
 def notify(message: str) -> None:

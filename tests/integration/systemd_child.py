@@ -24,8 +24,8 @@ import sys
 
 from sitebus import systemd
 from sitebus.bus import Bus
-from sitebus.logs import log_to_screen
-from sitebus.signals import SignalHandler
+from sitebus.process.signals import SignalHandler
+from sitebus.site.logs import log_to_screen
 
 
 def activate() -> None:

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 SLOW_START = '''\
 """Hold the site in STARTING, its servers listening, until the test writes to go.fifo."""
 
-from sitebus.site import bus
+from sitebus.site.container import bus
 
 
 def wait_for_go():

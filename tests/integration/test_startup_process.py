@@ -124,7 +124,7 @@ def test_quickstart_reloads_three_times_under_keep_alive_clients(
     answered, failures = crowd.answered, crowd.failures
     print(f"keep-alive: {answered} answered, {len(failures)} failed: {sorted(set(failures))}")
     assert answered > 100
-    assert failures == []  # the restart hands kept-alive connections over (sitebus.drain)
+    assert failures == []  # the restart hands kept-alive connections over (sitebus.servers.drain)
     child.send_signal(signal.SIGTERM)
     assert child.wait(30) == 0
 

@@ -43,7 +43,7 @@ SITEBUS_RUN = ["-m", "sitebus", "run", "-c", "site.conf", "-p", "site.pid"]
 
 REPORTS = '''
 def reports(environ, start_response):
-    from sitebus.site import log
+    from sitebus.site.container import log
     log("an app warns", "APP", 30)
     log("an app reports an error", "APP", 40)
     return hello(environ, start_response)

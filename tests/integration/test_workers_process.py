@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sitebus.supervision import CRASH_LIMIT
+from sitebus.workers.supervision import CRASH_LIMIT
 from tests.integration.sites import (
     ClientCrowd,
     SteadyClient,

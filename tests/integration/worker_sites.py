@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from sitebus.status import read_status
+from sitebus.process.status import read_status
 from tests.integration.sites import get, ready_addresses, run_site, tcp_port
 from tests.processes import Child, wait_until
 
@@ -42,7 +42,7 @@ PLUGIN_APP = '''\
 import os
 
 from sitebus.plugins import SimplePlugin
-from sitebus.site import bus
+from sitebus.site.container import bus
 
 
 class Pool(SimplePlugin):

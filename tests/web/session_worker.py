@@ -8,7 +8,7 @@ import sys
 
 import services.web as cherrypy
 from services.web.lib.sessions import FileSession
-from sitebus import site
+from sitebus.site import container as site
 from tests.web.sessions_helpers import Counter
 
 if __name__ == "__main__":

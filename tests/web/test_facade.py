@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 import services.web as cherrypy
-import sitebus.site
+import sitebus.site.container
 
 PUBLIC_NAMES = [
     "Application", "HTTPError", "HTTPRedirect", "InternalRedirect", "NotFound", "Tool",
@@ -24,10 +24,10 @@ def test_public_names(name: str) -> None:
 
 
 def test_the_site_objects_are_the_sites() -> None:
-    assert cherrypy.engine is sitebus.site.bus
-    assert cherrypy.config is sitebus.site.config
-    assert cherrypy.log is sitebus.site.log
-    assert cherrypy.tree is sitebus.site.tree
+    assert cherrypy.engine is sitebus.site.container.bus
+    assert cherrypy.config is sitebus.site.container.config
+    assert cherrypy.log is sitebus.site.container.log
+    assert cherrypy.tree is sitebus.site.container.tree
     assert cherrypy.tree.app_factory is cherrypy._cptree.make_application
     assert cherrypy.engine.signals is cherrypy.engine.signal_handler
     assert cherrypy.engine.timeout_monitor is not None
@@ -37,7 +37,7 @@ def test_the_server_is_the_sites_default_server() -> None:
     server = cherrypy.server
     assert server is cherrypy.server  # one object, found again
     assert hasattr(server, "subscribe")
-    site_server = getattr(sitebus.site, "server", None)
+    site_server = getattr(sitebus.site.container, "server", None)
     if site_server is not None:
         assert server is site_server
 
@@ -88,7 +88,7 @@ def test_module_names(module: str, names: list[str]) -> None:
 def test_process_plugins_are_sitebus_classes() -> None:
     from services.web.process.plugins import SignalHandler, SimplePlugin
     from sitebus.plugins import SimplePlugin as SitebusSimplePlugin
-    from sitebus.signals import SignalHandler as SitebusSignalHandler
+    from sitebus.process.signals import SignalHandler as SitebusSignalHandler
 
     assert SimplePlugin is SitebusSimplePlugin
     assert SignalHandler is SitebusSignalHandler
@@ -99,7 +99,7 @@ def test_a_plugin_not_written_yet_is_named_in_the_error() -> None:
     try:
         plugins.Daemonizer  # noqa: B018
     except AttributeError as error:
-        assert "sitebus.daemon.Daemonizer" in str(error)
+        assert "sitebus.process.daemon.Daemonizer" in str(error)
 
 
 def test_config_decorator() -> None:

@@ -136,7 +136,7 @@ def test_tree_entry_mounts_an_application_at_its_own_script_name(web: Any) -> No
 
 
 def test_wsgi_version_u0_serves(web: Any, site_state: Any) -> None:
-    from sitebus.servers import Server
+    from sitebus.servers.server import Server
 
     class Root:
         @cherrypy.expose
@@ -195,7 +195,7 @@ def test_an_extra_server_needs_no_bus(site_state: Any) -> None:
 
 def test_config_values_as_the_reference_reads_them(site_state: Any) -> None:
     cherrypy.config.update({"recipe.not_found": "cherrypy.lib.httputil.response_codes[404]"})
-    from sitebus.config import unrepr
+    from sitebus.site.config import unrepr
 
     assert unrepr("cherrypy.lib.httputil.response_codes[404]") == httputil.response_codes[404]
     assert unrepr("dict(foo='written', **{'foo': 'mapped'})") == {"foo": "written"}

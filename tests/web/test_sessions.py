@@ -362,7 +362,7 @@ def test_ram_cleanup_removes_expired_sessions() -> None:
 
 
 def test_cleanup_runs_as_a_monitor_on_the_bus(web: Any, tmp_path: Path) -> None:
-    from sitebus.site import bus
+    from sitebus.site.container import bus
 
     web.mount(Counter(), "", {"/": {"tools.sessions.on": True,
                                     "tools.sessions.storage_class": FileSession,

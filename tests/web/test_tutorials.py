@@ -112,7 +112,7 @@ def test_tut11_dispatcher_tool_and_plugin(web: Any) -> None:
         store.unsubscribe()
 
 
-RUN = ("import sitebus.site as s; s.config.update({{'server.socket_port': 0}}); "
+RUN = ("import sitebus.site.container as s; s.config.update({{'server.socket_port': 0}}); "
        "import runpy; runpy.run_module('services.web.tutorial.{name}', run_name='__main__')")
 
 

@@ -125,7 +125,7 @@ def test_tut09_tut10_sqlite(web: Any, tmp_path: Path, monkeypatch: Any, name: st
         web.assertInBody('<StringGeneratorBox url="/generator" />')
 
 
-RUN = ("import sitebus.site as s; s.config.update({{'server.socket_port': 0}}); "
+RUN = ("import sitebus.site.container as s; s.config.update({{'server.socket_port': 0}}); "
        "import runpy; runpy.run_module('services.web.tutorial.{name}', run_name='__main__')")
 
 

@@ -13,8 +13,8 @@ from services.web._workersafe import check_session_storage
 from services.web.lib import auth_digest
 from services.web.lib.filesession import FileSession
 from services.web.lib.sessions import RamSession
-from sitebus.config import Config
 from sitebus.errors import ConfigError
+from sitebus.site.config import Config
 from tests.web.test_auth import KEY, REALM, digest_app, digest_header  # noqa: F401
 
 

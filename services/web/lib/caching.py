@@ -61,7 +61,7 @@ def _cache_for(kwargs: dict[str, Any]) -> Any:
     app = serving.request.app
     cache_class = kwargs.pop("cache_class", MemoryCache)
     if isinstance(cache_class, str):
-        from sitebus.site import load_object
+        from sitebus.site.container import load_object
 
         cache_class = load_object(cache_class)
     cache = getattr(app, "_cache", None)

@@ -101,7 +101,7 @@ def _new_app_record(name: str) -> dict[str, Any]:
 
 
 def _site_namespace() -> dict[str, Any]:
-    from sitebus import site
+    from sitebus.site import container as site
 
     bus = site.bus
     return {

@@ -155,7 +155,7 @@ def request_counter() -> RequestCounter:
     global _counter
     with _counter_lock:
         if _counter is None:
-            from sitebus.site import bus
+            from sitebus.site.container import bus
 
             _counter = RequestCounter(bus)
             _counter.subscribe()

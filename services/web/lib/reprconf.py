@@ -1,6 +1,6 @@
-"""Config parsing under the reference's module name (``sitebus.config``)."""
+"""Config parsing under the reference's module name (``sitebus.site.config``)."""
 
-from sitebus.config import (
+from sitebus.site.config import (
     Config,
     NamespaceSet,
     Parser,

@@ -21,7 +21,7 @@ _cleaners_lock = threading.Lock()
 def start_cleanup(session: Any) -> None:
     """Start the cleanup Monitor of ``session``'s store, if it has none yet."""
     key = session.cleanup_key()
-    from sitebus.site import bus
+    from sitebus.site.container import bus
 
     if key in _cleaners and _cleaners[key].start in bus.listeners["start"]:
         return

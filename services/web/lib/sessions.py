@@ -285,7 +285,7 @@ _STORAGE_TYPES = {"ram": "RamSession", "file": "FileSession", "memcached": "Memc
 def _storage_class(storage_type: Any, storage_class: Any) -> Any:
     if storage_class:
         if isinstance(storage_class, str):
-            from sitebus.config import attributes
+            from sitebus.site.config import attributes
 
             storage_class = attributes(storage_class)
         return storage_class

@@ -6,6 +6,6 @@ process's bus (the site's, ``services.web.engine``), as ``cherrypy.process.bus``
 """
 
 from services.web.process import plugins, servers, wspbus
-from sitebus.site import bus
+from sitebus.site.container import bus
 
 __all__ = ["bus", "plugins", "servers", "wspbus"]

@@ -13,11 +13,11 @@ PLUGINS = {
     "BackgroundTask": "sitebus.plugins:BackgroundTask",
     "PerpetualTimer": "sitebus.plugins:PerpetualTimer",
     "ThreadManager": "sitebus.plugins:ThreadManager",
-    "SignalHandler": "sitebus.signals:SignalHandler",
-    "Daemonizer": "sitebus.daemon:Daemonizer",
-    "PIDFile": "sitebus.pidfile:PIDFile",
-    "DropPrivileges": "sitebus.privileges:DropPrivileges",
-    "Autoreloader": "sitebus.autoreload:Autoreloader",
+    "SignalHandler": "sitebus.process.signals:SignalHandler",
+    "Daemonizer": "sitebus.process.daemon:Daemonizer",
+    "PIDFile": "sitebus.process.pidfile:PIDFile",
+    "DropPrivileges": "sitebus.process.privileges:DropPrivileges",
+    "Autoreloader": "sitebus.reload.autoreload:Autoreloader",
 }
 
 __all__ = list(PLUGINS)

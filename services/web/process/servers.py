@@ -1,4 +1,4 @@
-"""Server adapters under the reference's module name (from ``sitebus.servers``)."""
+"""Server adapters under the reference's module name (from ``sitebus.servers.server``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 from services.web.process._lazy import resolver
 
 SERVERS = {
-    "ServerAdapter": "sitebus.servers:ServerAdapter",
-    "Timeouts": "sitebus.servers:Timeouts",
-    "FlupCGIServer": "sitebus.servers:FlupCGIServer",
-    "FlupFCGIServer": "sitebus.servers:FlupFCGIServer",
-    "FlupSCGIServer": "sitebus.servers:FlupSCGIServer",
+    "ServerAdapter": "sitebus.servers.server:ServerAdapter",
+    "Timeouts": "sitebus.servers.server:Timeouts",
+    "FlupCGIServer": "sitebus.servers.server:FlupCGIServer",
+    "FlupFCGIServer": "sitebus.servers.server:FlupFCGIServer",
+    "FlupSCGIServer": "sitebus.servers.server:FlupSCGIServer",
 }
 
 __all__ = list(SERVERS)

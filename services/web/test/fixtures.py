@@ -27,7 +27,7 @@ __all__ = ["site_state", "web"]
 @pytest.fixture
 def site_state() -> Iterator[SiteState]:
     """Restore the site config and tree after the test."""
-    from sitebus.site import config
+    from sitebus.site.container import config
 
     state = SiteState()
     dict.update(config, TEST_CONFIG)

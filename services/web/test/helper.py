@@ -31,7 +31,7 @@ from typing import Any
 from services.web.lib import httputil
 from services.web.test import webtest
 from services.web.test.webtest import WebCase, WebClient
-from sitebus.servertypes import SETTINGS as SERVER_SETTINGS
+from sitebus.servers.registry import SETTINGS as SERVER_SETTINGS
 
 __all__ = ["CPProcess", "CPWebCase", "LocalServer", "SiteState", "Supervisor", "WebHarness",
            "webtest"]
@@ -50,7 +50,7 @@ class LocalServer:
     def __init__(self, app: Any = None, host: str = "127.0.0.1", port: int = 0,
                  threads: int = 4) -> None:
         if app is None:
-            from sitebus.site import tree
+            from sitebus.site.container import tree
 
             app = tree
         self.app = app
@@ -92,7 +92,7 @@ class SiteState:
     """
 
     def __init__(self) -> None:
-        from sitebus.site import config, log, tree
+        from sitebus.site.container import config, log, tree
 
         self._config = config
         self._tree = tree
@@ -132,7 +132,7 @@ class SiteState:
 
 
 def _site_server() -> Any:
-    from sitebus.site import site
+    from sitebus.site.container import site
 
     return site.server
 
@@ -146,7 +146,7 @@ class WebHarness(WebClient):
 
     def mount(self, root: Any, script_name: str = "", config: Any = None) -> Any:
         """Mount ``root`` on the site tree (starting the server if needed); return the app."""
-        from sitebus.site import tree
+        from sitebus.site.container import tree
 
         app = tree.mount(root, script_name, config)
         self.start()
@@ -154,7 +154,7 @@ class WebHarness(WebClient):
 
     def graft(self, wsgi_app: Any, script_name: str = "") -> None:
         """Graft any WSGI application on the site tree (starting the server if needed)."""
-        from sitebus.site import tree
+        from sitebus.site.container import tree
 
         tree.graft(wsgi_app, script_name)
         self.start()
@@ -220,7 +220,7 @@ class Supervisor:
 
     def start(self, modulename: str | None = None) -> None:
         """Start the engine (and with it the site's servers)."""
-        from sitebus.site import site
+        from sitebus.site.container import site
 
         site.server.using_wsgi = self.using_wsgi
         if self.wsgi_version is not None:
@@ -233,7 +233,7 @@ class Supervisor:
         Stop, not exit (as the reference does): the process's bus stays usable for whatever
         runs next in this process, which an EXITING bus is not for plugins that check.
         """
-        from sitebus.site import site
+        from sitebus.site.container import site
 
         teardown = getattr(self, "teardown", None)
         if teardown is not None:
@@ -302,7 +302,7 @@ class CPWebCase(WebCase):
     # does the work once.
     @classmethod
     def setup_class(cls) -> None:
-        from sitebus.site import config, tree
+        from sitebus.site.container import config, tree
 
         if cls.__dict__.get("supervisor") is not None:
             return
