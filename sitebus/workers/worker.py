@@ -171,16 +171,12 @@ class RequestTracker:
         started = self.started
         clock = time.monotonic
         ident = threading.get_ident
+        count = self.count
 
         def tracked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             me = ident()
             started[me] = clock()
-            self.requests = count = self.requests + 1
-            if count == self.limit and self.on_limit is not None:
-                self.on_limit()
-            if not self.unreported and self.on_count is not None:
-                self.unreported = True
-                self.on_count()
+            count()
             try:
                 result = app(environ, start_response)
             except BaseException:
