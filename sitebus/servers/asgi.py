@@ -231,11 +231,7 @@ class AsgiSite:
         """
         direct = self.direct
         if direct is not None and scope["type"] == "http" and not self.draining:
-            observer = self.observer
-            if observer.idle():
-                observer.count()
-                return direct(scope, receive, send)
-            return observer.http(direct, scope, receive, send, "")
+            return self.observer.http(direct, scope, receive, send, "")
         return self._route(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:

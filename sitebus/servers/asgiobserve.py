@@ -164,21 +164,6 @@ class AsgiObserver:
         self.tracker = tracker
         """The pre-fork worker's ``sitebus.workers.worker.RequestTracker``, or None."""
 
-    def idle(self) -> bool:
-        """Return True when nothing but the worker's count (``count``) is to be noted of a
-        request: call the app directly."""
-        tree = self.tree
-        if tree is None:
-            return True
-        if tree.proxy is not None:
-            return False
-        observer = tree.observer
-        if observer is None:
-            return True
-        log = observer.log
-        return observer.metrics is None and (log is None or (not log.request_id
-                                                             and not log.wants_access()))
-
     def count(self) -> None:
         """Count a request for the worker's ``server.max_requests``, if in a worker."""
         tracker = self.tracker
@@ -197,20 +182,24 @@ class AsgiObserver:
              script_name: str) -> Awaitable[None]:
         """Return the awaitable that runs ``app`` on an http request and notes it (see the
         module docstring): the app's own coroutine when nothing is to be noted at its end."""
-        tree = self.tree
-        if tree is None:
-            log = metrics = None
-        else:
-            if tree.proxy is not None:
-                forward(scope, tree.proxy)
-            observer = tree.observer
-            log = observer.log if observer is not None else None
-            metrics = observer.metrics if observer is not None else None
-        request_id = _request_id(scope) if log is not None and log.request_id else None
-        logging = log is not None and log.wants_access()
         tracker = self.tracker
         if tracker is not None:
             tracker.count()
+        tree = self.tree
+        if tree is None:
+            return app(scope, receive, send)
+        if tree.proxy is not None:
+            forward(scope, tree.proxy)
+        observer = tree.observer
+        if observer is None:
+            return app(scope, receive, send)
+        log = observer.log
+        metrics = observer.metrics
+        if log is None:
+            request_id, logging = None, False
+        else:
+            request_id = _request_id(scope) if log.request_id else None
+            logging = log.wants_access()
         if not logging and metrics is None:
             if request_id is None:
                 return app(scope, receive, send)
