@@ -20,7 +20,9 @@ can mount what it likes. ``CPWebCase`` ties them together in the reference's sty
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -274,7 +276,14 @@ def scratch_dir() -> str:
     """A directory for this process's test files (config, PID file, logs)."""
     if not _scratch:
         _scratch.append(tempfile.mkdtemp(prefix="services-web-test-"))
+        atexit.register(_remove_scratch, os.getpid())  # leave /tmp clean
     return _scratch[0]
+
+
+def _remove_scratch(owner: int) -> None:
+    """Remove the scratch directory at exit, in the process that made it (not a fork)."""
+    if os.getpid() == owner and _scratch:
+        shutil.rmtree(_scratch[0], ignore_errors=True)
 
 
 class CPWebCase(WebCase):
