@@ -1,7 +1,8 @@
 """Servers and listeners: sockets in, WSGI or ASGI calls out.
 
-The server plugin (``server``: one per address, on the bus at priority 75) and its registry of
-server types (``registry``: cheroot, FastCGI, SCGI, CGI, uvicorn); listening sockets
+The server plugin (``server``: one per address, on the bus at priority 75), its registry of
+server types (``registry``: cheroot, FastCGI, SCGI, CGI, uvicorn) and the settings a type is
+built from (``settings``); listening sockets
 (``listeners``) and their hand-over to the next image (``handover``); the cheroot WSGI server
 (``wsgiserver``) with its epoll head reader (``headreader``, ``connection``), strict framing
 (``framing``, ``strictgateway``) and keep-alive drain (``drain``); flup gateways

@@ -33,16 +33,14 @@ import gc
 import logging
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sitebus import __version__
 from sitebus.errors import UnavailableError
 from sitebus.servers.asgi import AsgiMounts, AsgiSite
 from sitebus.servers.listeners import Listener
+from sitebus.servers.settings import ServerSettings
 from sitebus.servers.wsgiserver import make_ssl_adapter
-
-if TYPE_CHECKING:
-    from sitebus.servers.server import Server
 
 __all__ = ["UvicornServer", "build", "require_uvicorn"]
 
@@ -227,7 +225,7 @@ class UvicornServer:
                 pass  # the loop has just closed: nothing left to stop
 
 
-def build(server: Server, listener: Listener | None) -> UvicornServer:
+def build(server: ServerSettings, listener: Listener | None) -> UvicornServer:
     """Build the uvicorn server of a Server (``server_types['uvicorn']``) on ``listener``."""
     assert listener is not None
     mounts = getattr(server, "asgi", None) or AsgiMounts()
@@ -241,7 +239,7 @@ def build(server: Server, listener: Listener | None) -> UvicornServer:
                          ssl_context=tls_context(server))
 
 
-def tls_context(server: Server) -> ssl.SSLContext | None:
+def tls_context(server: ServerSettings) -> ssl.SSLContext | None:
     """Return the TLS context of the ``server.ssl_*`` settings, or None for plain HTTP.
 
     Built by the same code as cheroot's (``make_ssl_adapter``), so both server types read the

@@ -16,13 +16,10 @@ reader built in ``__init__``, with a ``bytes_read`` count. ``StreamReader`` buil
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cheroot import makefile
 from cheroot.server import HTTPConnection, HTTPRequest
-
-if TYPE_CHECKING:
-    from sitebus.servers.headreader import HeadReader
 
 __all__ = ["BufferedSocketIO", "Connection", "Request", "StreamReader"]
 
@@ -63,12 +60,19 @@ class StreamReader(makefile.StreamReader):
         self.bytes_read = 0
 
 
+class Holder(Protocol):
+    """What a connection needs of the head reader that holds it (``HeadReader``): the
+    connections queued for a worker thread, with when each was queued."""
+
+    queued: dict[Connection, float]
+
+
 class Connection(HTTPConnection):
     """cheroot's connection, which tells the head reader when a thread takes it."""
 
     RequestHandlerClass = Request
 
-    reader: HeadReader | None = None
+    reader: Holder | None = None
     """The head reader that holds it between requests."""
 
     def communicate(self) -> bool:

@@ -13,14 +13,12 @@ import os
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sitebus.servers.gateways import CGIServer, FlupFCGIServer, FlupSCGIServer
 from sitebus.servers.listeners import Listener
+from sitebus.servers.settings import ServerSettings
 from sitebus.servers.wsgiserver import CherootServer, listener_address, make_ssl_adapter
-
-if TYPE_CHECKING:
-    from sitebus.servers.server import Server
 
 __all__ = ["CHECKS", "SETTINGS", "ServerType", "server_types", "setting_problems"]
 
@@ -37,11 +35,11 @@ class ServerType:
     scheme: str
     listens: bool
     tls: bool
-    build: Callable[[Server, Listener | None], Any]
+    build: Callable[[ServerSettings, Listener | None], Any]
     requires: str | None = None
 
 
-def _cheroot(server: Server, listener: Listener | None) -> CherootServer:
+def _cheroot(server: ServerSettings, listener: Listener | None) -> CherootServer:
     assert listener is not None and server.wsgi_app is not None
     httpserver = CherootServer(
         listener,
@@ -71,14 +69,14 @@ def _cheroot(server: Server, listener: Listener | None) -> CherootServer:
     return httpserver
 
 
-def _fastcgi(server: Server, listener: Listener | None) -> FlupFCGIServer:
+def _fastcgi(server: ServerSettings, listener: Listener | None) -> FlupFCGIServer:
     assert listener is not None
     return FlupFCGIServer(
         application=server.wsgi_app, bindAddress=listener_address(listener), listener=listener
     )
 
 
-def _scgi(server: Server, listener: Listener | None) -> FlupSCGIServer:
+def _scgi(server: ServerSettings, listener: Listener | None) -> FlupSCGIServer:
     assert listener is not None
     return FlupSCGIServer(
         application=server.wsgi_app,
@@ -87,12 +85,12 @@ def _scgi(server: Server, listener: Listener | None) -> FlupSCGIServer:
     )
 
 
-def _cgi(server: Server, listener: Listener | None) -> CGIServer:
+def _cgi(server: ServerSettings, listener: Listener | None) -> CGIServer:
     assert server.wsgi_app is not None
     return CGIServer(server.wsgi_app)
 
 
-def _uvicorn(server: Server, listener: Listener | None) -> Any:
+def _uvicorn(server: ServerSettings, listener: Listener | None) -> Any:
     from sitebus.servers.asgiserver import build  # imports uvicorn only for a site that serves ASGI
 
     return build(server, listener)

@@ -38,7 +38,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sitebus.errors import EX_SOFTWARE
 from sitebus.workers.supervision import (
@@ -52,10 +52,32 @@ from sitebus.workers.supervision import (
 )
 from sitebus.workers.worker import BLOCKED_ACROSS_FORK, MessageReader, WorkerSpec
 
-if TYPE_CHECKING:
-    from sitebus.workers.master import Workers
+__all__ = ["Owner", "Supervisor"]
 
-__all__ = ["Supervisor"]
+
+class Owner(Protocol):
+    """What the supervisor needs of the plugin that owns it (``master.Workers``): its limits,
+    the worker spec and the child's entry point, and where to report what happened."""
+
+    max_rss: int
+    worker_timeout: float
+
+    def log(self, msg: str, level: int = 20) -> None: ...
+
+    def stop_grace(self) -> float: ...
+
+    def make_spec(self, pipe: int, generation: int, close_fds: tuple[int, ...]
+                  ) -> WorkerSpec: ...
+
+    def run_child(self, spec: WorkerSpec) -> None: ...
+
+    def workers_changed(self, snapshot: list[dict[str, Any]], target: int) -> None: ...
+
+    def files_reported(self, files: list[str]) -> None: ...
+
+    def reload_finished(self, error: str | None) -> None: ...
+
+    def gave_up(self, failure: Failure) -> None: ...
 
 
 @dataclass(eq=False)
@@ -85,7 +107,7 @@ class Child:
 class Supervisor:
     """Keep ``target`` workers running for ``owner``, from a thread of its own."""
 
-    def __init__(self, owner: Workers, target: int) -> None:
+    def __init__(self, owner: Owner, target: int) -> None:
         self.owner = owner
         self.target = target
         self.failure: Failure | None = None
