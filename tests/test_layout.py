@@ -1,4 +1,5 @@
-"""sitebus's packages import one way: the CLI, the site, the workers, the rest, the core.
+"""sitebus's packages import one way: the CLI, the site, the workers, the rest, the core; no
+module imports one that imports it back.
 
 Every import counts, at the top of a module or inside a function or ``if TYPE_CHECKING:``
 alike: an import put off until it runs is still an arrow. ``ALLOWED`` is the rule the
@@ -153,3 +154,38 @@ def test_the_checker_finds_a_circle_and_a_lazy_import(tmp_path: Path) -> None:
         ("sitebus.__version__", ("__version__",)),
         ("sitebus.bus", ("bus",)),
     ]
+
+
+def module_arrows() -> dict[tuple[str, str], list[str]]:
+    """Module to module within sitebus (a package by its dotted name), with the imports."""
+    modules = {".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(
+        ".__init__") for path in PACKAGE.rglob("*.py")}
+    found: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(
+            ".__init__")
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # from sitebus.servers import handover: the module handover, if it is one
+                names = []
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    names.append(full if full.removeprefix("sitebus.") in modules else node.module)
+            else:
+                continue
+            for name in names:
+                if name.startswith("sitebus.") and name.removeprefix("sitebus.") != source:
+                    target = name.removeprefix("sitebus.")
+                    if target in modules:
+                        found.setdefault((source, target), []).append(f"{path.name}: {name}")
+    return found
+
+
+def test_no_circles_between_modules() -> None:
+    # Type-only imports count too: a Protocol says what one module needs of another.
+    edges = set(module_arrows())
+    assert ("servers.server", "servers.registry") in edges  # the graph is read at all
+    found = cycles(edges)
+    assert found == [], f"import circles between sitebus's modules: {found}"
