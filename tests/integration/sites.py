@@ -126,7 +126,8 @@ class SteadyClient(threading.Thread):
             try:
                 status, body, _headers = self.fetch(self.port, self.path)
                 outcome = None if status == 200 else f"{status} {body[:200]!r}"
-            except OSError as error:
+            except (OSError, http.client.HTTPException) as error:
+                # A worker killed while answering cuts its response short (IncompleteRead).
                 body, outcome = b"", repr(error)
             self._record(body, outcome)
             self.stop.wait(0.003)
