@@ -57,8 +57,8 @@ def site_of(*mounts: tuple[str, Any], wsgi: dict[str, Any] | None = None) -> Asg
     return AsgiSite(asgi, tree, threads=2)
 
 
-async def request(site: AsgiSite, path: str, body: bytes = b"", query: bytes = b""
-                  ) -> tuple[int, bytes, list[Any]]:
+async def request(site: AsgiSite, path: str, body: bytes = b"", query: bytes = b"",
+                  host: bytes | None = None) -> tuple[int, bytes, list[Any]]:
     sent: list[Any] = []
     incoming = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -72,6 +72,8 @@ async def request(site: AsgiSite, path: str, body: bytes = b"", query: bytes = b
              "query_string": query, "headers": [(b"x-two", b"a"), (b"x-two", b"b")],
              "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8080),
              "client": ("127.0.0.1", 5000)}
+    if host is not None:
+        scope["headers"] = [(b"host", host), *scope["headers"]]
     await site(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     return (start["status"], b"".join(m.get("body", b"") for m in sent[1:]),
@@ -96,6 +98,35 @@ def test_requests_go_to_the_longest_prefix_of_either_kind() -> None:
     assert apix[:2] == (200, b"root  /apix")
     assert legacy[:2] == (201, b"wsgi /api/legacy /y q=1 2 a,b hi")
     assert root[:2] == (200, b"root  /")
+
+
+def test_a_virtual_host_gets_its_own_apps_first() -> None:
+    events: list[str] = []
+    tree = Tree(LogManager(appid="test"))
+    tree.graft(wsgi_app, "/legacy", host="api.example.com")
+    asgi = AsgiMounts(None, tree)
+    asgi.mount("", asgi_app("every-host", events), "tree.root")
+    asgi.mount("", asgi_app("api-root", events), "tree.api", host="API.example.com")
+    asgi.mount("/v2", asgi_app("api-v2", events), "tree.v2", host="api.example.com")
+    site = AsgiSite(asgi, tree, threads=2)
+
+    async def scenario() -> list[Any]:
+        await site.startup()
+        try:
+            return [await request(site, path, host=host) for path, host in (
+                ("/v2/x", b"api.example.com:8080"), ("/x", b"API.example.com"),
+                ("/legacy/y", b"api.example.com"), ("/v2/x", b"www.example.com"),
+                ("/x", None))]
+        finally:
+            await site.shutdown()
+
+    v2, api_root, legacy, elsewhere, no_host = asyncio.run(scenario())
+    assert site.direct is None  # a root app for one host is not every request's
+    assert v2[:2] == (200, b"api-v2 /v2 /v2/x")
+    assert api_root[:2] == (200, b"api-root  /x")
+    assert legacy[0] == 201 and legacy[1].startswith(b"wsgi /legacy /y")  # the host's WSGI app
+    assert elsewhere[:2] == (200, b"every-host  /v2/x")
+    assert no_host[:2] == (200, b"every-host  /x")
 
 
 def test_lifespans_start_in_mount_order_and_stop_in_reverse() -> None:

@@ -48,11 +48,13 @@ class LifespanError(SitebusError):
 
 
 class Mount(NamedTuple):
-    """One ASGI app at a prefix; ``name`` says where it came from (``tree.api 'main:app'``)."""
+    """One ASGI app at a prefix, for one virtual host or (``host`` None) every host; ``name``
+    says where it came from (``tree.api 'main:app'``)."""
 
     script_name: str
     app: Any
     name: str
+    host: str | None = None
 
 
 class AsgiMounts:
@@ -63,11 +65,13 @@ class AsgiMounts:
         self.tree = tree
         self.mounts: list[Mount] = []
 
-    def mount(self, script_name: str, app: Any, name: str) -> None:
-        """Mount ``app`` at ``script_name`` ('' for the root), replacing what was there."""
+    def mount(self, script_name: str, app: Any, name: str, host: str | None = None) -> None:
+        """Mount ``app`` at ``script_name`` ('' for the root), for ``host`` only if given,
+        replacing what was there."""
         script_name = script_name.rstrip("/")
-        self.mounts = [m for m in self.mounts if m.script_name != script_name]
-        self.mounts.append(Mount(script_name, app, name))
+        host = host.lower() if host else None
+        self.mounts = [m for m in self.mounts if (m.script_name, m.host) != (script_name, host)]
+        self.mounts.append(Mount(script_name, app, name, host))
 
     def __bool__(self) -> bool:
         return bool(self.mounts)
@@ -75,6 +79,17 @@ class AsgiMounts:
     def endpoints(self) -> Any:
         """The exact paths the tree answers before every app (the health endpoint)."""
         return getattr(self.tree, "endpoints", {}) or {}
+
+
+def _host_of(scope: Scope) -> str | None:
+    """The request's Host without its port, lowercased, or None without one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1").lower()
+            if host.startswith("["):  # [::1]:8080
+                return host[: host.find("]") + 1]
+            return host.rsplit(":", 1)[0]
+    return None
 
 
 def _matches(path: str, script_name: str) -> bool:
@@ -168,6 +183,12 @@ class AsgiSite:
                           key=lambda pair: len(pair[0].script_name), reverse=True)
         self.mounts = [mount for mount, _ in by_depth]
         self.states = [lifespan.state for _, lifespan in by_depth]
+        self.hosted: dict[str, list[int]] = {}
+        """Indexes of the mounts for each virtual host, deepest first."""
+        for index, mount in enumerate(self.mounts):
+            if mount.host is not None:
+                self.hosted.setdefault(mount.host, []).append(index)
+        self.for_every_host = [i for i, mount in enumerate(self.mounts) if mount.host is None]
         self.tree = mounts.tree
         self.endpoints = mounts.endpoints()
         self.observer = AsgiObserver(self.tree, tracker)
@@ -198,7 +219,8 @@ class AsgiSite:
             self.executor.shutdown(wait=False)
             raise
         tree = self.tree
-        alone = (len(self.mounts) == 1 and not self.mounts[0].script_name and not self.states[0]
+        alone = (len(self.mounts) == 1 and not self.mounts[0].script_name
+                 and self.mounts[0].host is None and not self.states[0]
                  and not self.endpoints and not getattr(tree, "apps", None)
                  and not getattr(tree, "vhosts", None))
         self.direct = self.mounts[0].app if alone else None
@@ -242,9 +264,10 @@ class AsgiSite:
             send = _closing(send)
         path = scope.get("path", "")
         if path not in self.endpoints:
-            for index, mount in enumerate(self.mounts):
+            for index in self._candidates(scope):
+                mount = self.mounts[index]
                 if _matches(path, mount.script_name):
-                    if self._wsgi_mounted_deeper(path, mount.script_name):
+                    if self._wsgi_mounted_deeper(path, mount.script_name, mount.host):
                         break
                     scope["root_path"] = scope.get("root_path", "") + mount.script_name
                     state = self.states[index]
@@ -261,9 +284,19 @@ class AsgiSite:
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
 
-    def _wsgi_mounted_deeper(self, path: str, script_name: str) -> bool:
-        """True when the tree has an app at a longer prefix of ``path`` than ``script_name``."""
-        apps = getattr(self.tree, "apps", None) or {}
+    def _candidates(self, scope: Scope) -> list[int]:
+        """Indexes of the mounts to try, deepest first: the request's virtual host's, then
+        those for every host (as the tree routes WSGI apps)."""
+        if not self.hosted:
+            return self.for_every_host
+        return [*self.hosted.get(_host_of(scope) or "", ()), *self.for_every_host]
+
+    def _wsgi_mounted_deeper(self, path: str, script_name: str, host: str | None) -> bool:
+        """True when the tree has an app at a longer prefix of ``path`` than ``script_name``
+        (for every host, or for ``host`` when the ASGI app is that host's)."""
+        apps = dict(getattr(self.tree, "apps", None) or {})
+        if host is not None:
+            apps.update((getattr(self.tree, "vhosts", None) or {}).get(host, {}))
         return any(len(name) > len(script_name) and _matches(path, name) for name in apps)
 
     async def _websocket(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send

@@ -11,8 +11,8 @@ An **ASGI app** (``async def __call__(scope, receive, send)``: FastAPI, Starlett
 ``asgi.py``) is mounted beside them and served by uvicorn (``sitebus.servers.asgi``).
 
 Refused, each with one line naming the tree entry, the module and the cause (exit 78): an app
-that fails to import (whatever it raises), an object that is none of these, and config or a
-virtual host given to an app that takes neither.
+that fails to import (whatever it raises), an object that is none of these, and
+services.web config given to an ASGI app.
 
 Entry forms (``tree.<name> = ...`` in ``[global]``)::
 
@@ -180,8 +180,8 @@ def refuse(entry: TreeEntry, app: Any, kind: str | None) -> ConfigError:
     key = entry.name
     if kind == ASGI:
         return ConfigError(f"{entry.target!r} is an ASGI app ({describe(app)}: async "
-                           "__call__(scope, receive, send)), which takes no services.web config "
-                           "and no virtual host; remove 'config' and 'host' from this entry",
+                           "__call__(scope, receive, send)), which takes no services.web "
+                           "config; remove 'config' from this entry",
                            key=key, value=entry.target)
     if isinstance(app, type):
         return ConfigError(f"{entry.target!r} is a class ({describe(app)}); expected a WSGI "

@@ -509,10 +509,10 @@ class Site:
             if config is not None:
                 self.configured_apps.append(mounted)
             return mounted
-        if kind == ASGI and entry.config is None and entry.host is None:
+        if kind == ASGI and entry.config is None:
             target = entry.target if isinstance(entry.target, str) else describe(app)
             name = entry.name if target in entry.name else f"{entry.name} ({target!r})"
-            self.asgi.mount(entry.script_name, app, name)
+            self.asgi.mount(entry.script_name, app, name, entry.host)
             for server in (self.server, *self.servers.values()):
                 if server.type == "cheroot":
                     server.type = ASGI_SERVER_TYPE

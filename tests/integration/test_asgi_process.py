@@ -198,3 +198,29 @@ def test_an_asgi_site_serves_the_socket_systemd_passes(spawn: Any, tmp_path: Pat
     assert echo(passed, "/ws") == "echo hello"
     assert f"Serving on http://127.0.0.1:{passed}" in child.output
     stop(child)
+
+
+VHOSTS = """\
+[global]
+server.socket_port = 0
+engine.autoreload.on = False
+tree.raw = "", "rawapp:app"
+tree.api = "", "starletteapp:app", "api.example.com"
+tree.web = "/web", "wsgiapp:app", "api.example.com"
+"""
+
+
+def test_asgi_apps_answer_their_virtual_host_first(spawn: Any, tmp_path: Path) -> None:
+    write_apps(tmp_path)
+    (tmp_path / "site.conf").write_text(VHOSTS)
+    checked = sitebus("check", "-c", "site.conf", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    child = spawn(python("-m", "sitebus", "run", "-c", "site.conf"))
+    port = tcp_port(ready_addresses(child))
+    api = {"Host": "API.example.com:443"}
+    assert get(port, "/hello", headers=api)[:2] == (200, b"starlette  /hello")
+    assert get(port, "/web/x/y", headers=api)[:2] == (200, b"wsgi /web /x/y")
+    assert get(port, "/other")[:2] == (200, f"{child.pid} raw  /other hi from raw".encode())
+    assert get(port, "/web/x/y")[1].startswith(f"{child.pid} raw".encode())  # not this host's
+    assert echo(port, "/ws") == "echo hello"  # websockets route by host too (none given: raw)
+    stop(child)

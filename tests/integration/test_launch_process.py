@@ -187,8 +187,8 @@ tools.gzip.on = True
 BROKEN = {
     "raises": ("tree.x = '/x', 'explodes:app'",
                r"tree\.x: cannot import module 'explodes': RuntimeError: boom at import"),
-    "asgi-vhost": ("tree.x = '/x', 'fw:asgi', 'www.example.com'",
-                   r"tree\.x: 'fw:asgi' is an ASGI app .* no virtual host"),
+    "asgi-config": ("tree.x = {'path': '/x', 'app': 'fw:asgi', 'config': 'app.conf'}",
+                    r"tree\.x: 'fw:asgi' is an ASGI app .* takes no services\.web config"),
     "not-callable": ("tree.x = '/x', 'fw:KINDS'",
                      r"tree\.x: 'fw:KINDS' \(builtins\.dict\) is not callable"),
     "orphan-section": ("tree.x = '/x', 'fw:bare'\n[/static]\ntools.staticdir.on = True",
