@@ -12,7 +12,7 @@ import pytest
 
 from sitebus.bus import Bus
 from sitebus.errors import ConfigError
-from sitebus.servers.observe import new_request_id
+from sitebus.servers.observe import new_request_id, new_request_id_bytes
 from sitebus.site.logs import LogManager
 from sitebus.site.proxyheaders import ProxyHeaders, Trust, forwarded_hops, rewrite
 from sitebus.site.tree import Tree
@@ -156,6 +156,10 @@ def test_a_flask_app_ignores_the_headers_of_an_untrusted_peer(flask_tree: Any) -
 
 def test_request_ids_are_unique_and_an_app_s_own_header_is_kept(bus: Bus) -> None:
     assert len({new_request_id() for _ in range(1000)}) == 1000
+    # WSGI's text ids and ASGI's byte ids come from one counter: never the same id twice.
+    mixed = [new_request_id().encode() if n % 2 else new_request_id_bytes() for n in range(100)]
+    assert len(set(mixed)) == 100 and all(re.fullmatch(rb"[0-9a-f]{12}-[0-9a-f]+", m)
+                                          for m in mixed)
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("x-request-id", "mine"), ("Content-Length", "0")])

@@ -9,7 +9,7 @@ settings from the tree each request, so there is one source for both kinds of ap
   ``client``, ``scheme``, ``server`` and ``Host`` header become what the proxy says. The same
   trust list and the same parsing as for WSGI apps: uvicorn's own ``proxy_headers`` stays off.
 - **Request id** (``log.request_id``): a sane ``X-Request-ID`` from the client is kept, else one
-  is made (``sitebus.servers.observe.new_request_id``) and put in the scope's headers, where
+  is made (``sitebus.servers.observe.new_request_id_bytes``) and put in the scope's headers, where
   Starlette, FastAPI and Django read headers; the response carries it unless the app set one.
 - **Access line and metrics**: when the app returns, the access log gets the line the WSGI
   side writes (same format, duration and request id; the request target as the client sent
@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from sitebus.servers.observe import new_request_id, sane_request_id
+from sitebus.servers.observe import new_request_id_bytes, sane_request_id
 from sitebus.servers.wsgibridge import request_target
 
 __all__ = ["AsgiObserver", "access_environ", "forward"]
@@ -108,7 +108,7 @@ def _request_id(scope: Scope) -> bytes:
                 return bytes(value)
             headers = scope["headers"] = [(n, v) for n, v in headers if n != b"x-request-id"]
             break
-    request_id = new_request_id().encode("ascii")
+    request_id = new_request_id_bytes()
     if type(headers) is list:
         headers.append((b"x-request-id", request_id))  # the server made it for this request
     else:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter
 from typing import Any
 
-__all__ = ["Observer", "new_request_id", "sane_request_id"]
+__all__ = ["Observer", "new_request_id", "new_request_id_bytes", "sane_request_id"]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -43,6 +43,7 @@ class _Ids:
 
     def reset(self) -> None:
         self.prefix = secrets.token_hex(6) + "-"
+        self.prefix_bytes = self.prefix.encode("ascii")
         self.counter = itertools.count(1)
 
 
@@ -53,6 +54,11 @@ os.register_at_fork(after_in_child=_ids.reset)  # a worker must not repeat its m
 def new_request_id() -> str:
     """Return a request id unique to this process's lifetime (and, by its prefix, others')."""
     return f"{_ids.prefix}{next(_ids.counter):x}"
+
+
+def new_request_id_bytes() -> bytes:
+    """``new_request_id`` as ASGI headers carry it (made as bytes: no text to encode)."""
+    return b"%s%x" % (_ids.prefix_bytes, next(_ids.counter))
 
 
 class Observer:
