@@ -13,6 +13,8 @@ from typing import Any
 
 from cheroot import wsgi
 
+from sitebus.servers.registry import cheroot_arguments, tune_cheroot
+
 __all__ = ["CPWSGIServer"]
 
 
@@ -20,30 +22,14 @@ class CPWSGIServer(wsgi.Server):
     """A cheroot WSGI server configured from a Server adapter (the default server if none)."""
 
     def __init__(self, server_adapter: Any = None) -> None:
-        if server_adapter is None:
-            from sitebus.site.container import site
-
-            server_adapter = site.server
         from sitebus.site.container import site
 
-        self.server_adapter = server_adapter
-        adapter = server_adapter
+        adapter = server_adapter if server_adapter is not None else site.server
+        self.server_adapter = adapter
         self.wsgi_version = (1, 0)  # cheroot's gateway map lacks ('u', 0): set it below
-        super().__init__(
-            adapter.bind_addr,
-            adapter.wsgi_app or site.tree,
-            numthreads=adapter.thread_pool,
-            max=adapter.thread_pool_max,
-            request_queue_size=adapter.socket_queue_size,
-            timeout=adapter.socket_timeout,
-            shutdown_timeout=adapter.shutdown_timeout,
-            accepted_queue_size=adapter.accepted_queue_size,
-            accepted_queue_timeout=adapter.accepted_queue_timeout,
-        )
+        super().__init__(adapter.bind_addr, adapter.wsgi_app or site.tree,
+                         **cheroot_arguments(adapter))
         if tuple(adapter.wsgi_version) == ("u", 0):
             self.gateway = wsgi.Gateway_u0
         self.wsgi_version = adapter.wsgi_version
-        self.protocol = adapter.protocol_version
-        self.max_request_header_size = adapter.max_request_header_size
-        self.max_request_body_size = adapter.max_request_body_size
-        self.nodelay = adapter.nodelay
+        tune_cheroot(self, adapter)

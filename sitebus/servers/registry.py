@@ -20,7 +20,8 @@ from sitebus.servers.listeners import Listener
 from sitebus.servers.settings import ServerSettings
 from sitebus.servers.wsgiserver import CherootServer, listener_address, make_ssl_adapter
 
-__all__ = ["CHECKS", "SETTINGS", "ServerType", "server_types", "setting_problems"]
+__all__ = ["CHECKS", "SETTINGS", "ServerType", "cheroot_arguments", "server_types",
+           "setting_problems", "tune_cheroot"]
 
 
 # -- the registry of server types -------------------------------------------------------------
@@ -39,24 +40,29 @@ class ServerType:
     requires: str | None = None
 
 
-def _cheroot(server: ServerSettings, listener: Listener | None) -> CherootServer:
-    assert listener is not None and server.wsgi_app is not None
-    httpserver = CherootServer(
-        listener,
-        server.wsgi_app,
-        wsgi_version=server.wsgi_version,
-        numthreads=server.thread_pool,
-        max=server.thread_pool_max,
-        request_queue_size=server.socket_queue_size,
-        timeout=server.socket_timeout,
-        shutdown_timeout=server.shutdown_timeout,
-        accepted_queue_size=server.accepted_queue_size,
-        accepted_queue_timeout=server.accepted_queue_timeout,
-    )
+def cheroot_arguments(server: ServerSettings) -> dict[str, Any]:
+    """The keyword arguments of a cheroot WSGI server that come from the ``server.*`` settings
+    (its threads, queue and timeouts); ``tune_cheroot`` sets the rest once it is built."""
+    return {"numthreads": server.thread_pool, "max": server.thread_pool_max,
+            "request_queue_size": server.socket_queue_size, "timeout": server.socket_timeout,
+            "shutdown_timeout": server.shutdown_timeout,
+            "accepted_queue_size": server.accepted_queue_size,
+            "accepted_queue_timeout": server.accepted_queue_timeout}
+
+
+def tune_cheroot(httpserver: Any, server: ServerSettings) -> None:
+    """Set a built cheroot server's protocol, size limits and TCP_NODELAY from the settings."""
     httpserver.protocol = server.protocol_version
     httpserver.max_request_header_size = server.max_request_header_size
     httpserver.max_request_body_size = server.max_request_body_size
     httpserver.nodelay = server.nodelay
+
+
+def _cheroot(server: ServerSettings, listener: Listener | None) -> CherootServer:
+    assert listener is not None and server.wsgi_app is not None
+    httpserver = CherootServer(listener, server.wsgi_app, wsgi_version=server.wsgi_version,
+                               **cheroot_arguments(server))
+    tune_cheroot(httpserver, server)
     httpserver.stats["Enabled"] = server.statistics
     httpserver.error_log = server.bus.log  # type: ignore[method-assign]
     httpserver.ssl_adapter = make_ssl_adapter(

@@ -86,3 +86,19 @@ def test_a_failed_wait_on_every_interface_is_only_a_warning() -> None:
     with pytest.raises(TimeoutError):
         with servers._safe_wait("127.0.0.1", 8):
             raise TimeoutError("port 8 not occupied")
+
+
+def test_the_reference_wsgi_server_class_takes_a_server_s_settings() -> None:
+    from services.web._cpserver import Server
+    from services.web._cpwsgi_server import CPWSGIServer
+
+    adapter = Server()
+    adapter.socket_host, adapter.socket_port = "127.0.0.1", 8123
+    adapter.thread_pool, adapter.socket_timeout = 3, 7
+    adapter.max_request_body_size, adapter.nodelay = 1234, False
+    adapter.wsgi_app = lambda environ, start_response: []
+    built = CPWSGIServer(adapter)
+    assert built.bind_addr == ("127.0.0.1", 8123) and built.server_adapter is adapter
+    assert (built.requests.min, built.timeout) == (3, 7)
+    assert (built.max_request_body_size, built.nodelay) == (1234, False)
+    assert built.protocol == adapter.protocol_version and built.wsgi_app is adapter.wsgi_app
