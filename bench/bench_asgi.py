@@ -4,8 +4,9 @@
 
 Throughput: requests per second of one raw ASGI hello world through wrk, 16 keep-alive
 connections, for ``sitebus run hello:app -w 2 -e production``, ``uvicorn hello:app --workers
-2`` and ``gunicorn -k uvicorn_worker.UvicornWorker -w 2``, all with access logs off (and
-sitebus once more with ``log.request_id = False``: the peers give no request ids). Every
+2`` and ``gunicorn -k uvicorn_worker.UvicornWorker -w 2``, all with access logs off (so
+sitebus makes no request ids, as by default without an access log; and once more with
+``log.request_id = True``, what an id per request costs, which the peers do not make). Every
 round visits every server in turn (alternating rounds); each figure is the median, and the
 CPU time per request (of each server's whole process tree) is the figure a loaded machine
 leaves comparable.
@@ -78,16 +79,16 @@ class Server:
                     "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                     "hello:app"]
         extra: list[str] = []
-        if self.kind == "sitebus-no-ids":
-            Path(workdir, "no-ids.conf").write_text("[global]\nlog.request_id = False\n")
-            extra = ["-c", "no-ids.conf"]
+        if self.kind == "sitebus-ids":
+            Path(workdir, "ids.conf").write_text("[global]\nlog.request_id = True\n")
+            extra = ["-c", "ids.conf"]
         return [sys.executable, "-m", "sitebus", "run", "hello:app", "-w", "2", "-b",
                 f"127.0.0.1:{port}", "-e", "production", "--no-reload", *extra]
 
 
 SERVERS = [
     Server("sitebus -w 2 (uvicorn)", "sitebus"),
-    Server("sitebus -w 2, log.request_id off", "sitebus-no-ids"),
+    Server("sitebus -w 2, log.request_id = True", "sitebus-ids"),
     Server("uvicorn --workers 2", "uvicorn"),
     Server("gunicorn -k UvicornWorker -w 2", "gunicorn"),
 ]

@@ -121,6 +121,12 @@ def test_a_flush_interval_must_be_seconds(value: object) -> None:
         LogManager("flush-test").access_flush_interval = value  # type: ignore[assignment]
 
 
+@pytest.mark.parametrize("value", [1, "yes", "auto"])
+def test_request_id_is_true_false_or_none(value: object) -> None:
+    with pytest.raises(ConfigError, match="log.request_id"):
+        LogManager("id-test").request_id = value  # type: ignore[assignment]
+
+
 def test_log_manager_writes_directly_to_its_file_handler(tmp_path: Path) -> None:
     manager = LogManager(appid="accesslogtest")
     manager.access_log.setLevel(logging.INFO)

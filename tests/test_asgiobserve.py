@@ -129,6 +129,91 @@ def test_a_client_request_id_is_kept_and_an_app_s_own_header_wins(log: LogManage
     assert b"x-request-id" not in headers and body.endswith(b" -")
 
 
+def test_request_ids_follow_the_access_log_unless_set(log: LogManager) -> None:
+    site, _tree = site_with(log)
+    assert log.request_id is None  # the default: an id while access lines are written
+    assert b"x-request-id" in call(site, "/api/x")[2]
+    log.access_file = ""  # no access log: no id made, none sent
+    _status, body, headers = call(site, "/api/x")
+    assert b"x-request-id" not in headers and body.endswith(b" -")
+    log.request_id = True  # asked for without an access log
+    _status, body, headers = call(site, "/api/x")
+    assert body.endswith(b" " + headers[b"x-request-id"])
+
+
+async def echo_socket(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        raise ValueError("no lifespan")
+    await receive()  # websocket.connect
+    if scope["path"].endswith("/refused"):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message["text"] * 2})
+
+
+def talk(make: Site, path: str, texts: Sequence[str]) -> list[Any]:
+    """Open a websocket at ``path``, send ``texts``, disconnect; return what the app sent."""
+    incoming = [{"type": "websocket.connect"},
+                *({"type": "websocket.receive", "text": text} for text in texts),
+                {"type": "websocket.disconnect", "code": 1000}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "http_version": "1.1", "scheme": "ws",
+             "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5001),
+             "headers": [(b"host", b"site.test"), (b"user-agent", b"sock/1")],
+             "subprotocols": []}
+    site = make()
+
+    async def scenario() -> None:
+        await site.startup()
+        try:
+            await site(scope, receive, send)
+        finally:
+            await site.shutdown()
+
+    asyncio.run(scenario())
+    return sent
+
+
+def test_a_websocket_session_gets_an_access_line_and_counts_as_a_request(
+        log: LogManager, tmp_path: Path) -> None:
+    tree = Tree(log)
+    mounts = AsgiMounts(log, tree)
+    mounts.mount("/ws", echo_socket, "tree.ws")
+    tracker = RequestTracker(limit=0)
+
+    def site() -> AsgiSite:
+        return AsgiSite(mounts, tree, threads=1, tracker=tracker)
+
+    sent = talk(site, "/ws/chat", ["ab", "cde"])
+    accept = sent[0]
+    assert accept["type"] == "websocket.accept"
+    request_id = dict(accept["headers"])[b"x-request-id"].decode()  # the handshake carries it
+    assert [m["text"] for m in sent[1:]] == ["abab", "cdecde"]
+    refused = talk(site, "/ws/refused", [])
+    assert [m["type"] for m in refused] == ["websocket.close"]
+    assert tracker.requests == 2
+    log.access_file = ""  # flushes
+    lines = [LINE.fullmatch(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    assert all(lines), lines
+    assert [(m.group("r"), m.group("s"), m.group("b"), m.group("a")) for m in lines if m] == [
+        ("GET /ws/chat HTTP/1.1", "101", "10", "sock/1"),
+        ("GET /ws/refused HTTP/1.1", "403", "-", "sock/1")]  # no bytes: "-"
+    assert lines[0] is not None and lines[0].group("L") == request_id
+
+
 def test_metrics_count_asgi_requests_by_mount_point(log: LogManager) -> None:
     site, tree = site_with(None)
     recorder = Recorder()

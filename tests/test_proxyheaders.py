@@ -165,10 +165,44 @@ def test_request_ids_are_unique_and_an_app_s_own_header_is_kept(bus: Bus) -> Non
         start_response("200 OK", [("x-request-id", "mine"), ("Content-Length", "0")])
         return []
 
-    tree = Tree(LogManager(appid="idtest"))
+    log = LogManager(appid="idtest")
+    log.request_id = True  # an id for every request, though no access line is written
+    tree = Tree(log)
     tree.graft(app, "")
     _status, headers, _text = call(tree, environ())
     assert headers == {"x-request-id": "mine", "Content-Length": "0"}
+
+
+def test_by_default_a_request_gets_an_id_while_access_lines_are_written() -> None:
+    seen: list[str | None] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ.get("HTTP_X_REQUEST_ID"))
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    log = LogManager(appid="idfollows")
+    log.access_log.setLevel(logging.INFO)
+    log.access_log.propagate = False
+    tree = Tree(log)
+    tree.graft(app, "")
+    _status, headers, _text = call(tree, environ())
+    assert "X-Request-ID" not in headers and seen == [None]  # no access log: no id
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log.access_log.addHandler(handler)
+    try:
+        _status, headers, _text = call(tree, environ())
+    finally:
+        log.access_log.removeHandler(handler)
+    assert headers["X-Request-ID"] == seen[1] and stream.getvalue().rstrip().endswith(seen[1])
+    log.request_id = False
+    log.access_log.addHandler(handler)
+    try:
+        _status, headers, _text = call(tree, environ())
+    finally:
+        log.access_log.removeHandler(handler)
+    assert "X-Request-ID" not in headers and seen[2] is None
 
 
 def test_without_a_log_the_tree_adds_nothing() -> None:

@@ -8,21 +8,26 @@ settings from the tree each request, so there is one source for both kinds of ap
   ``Forwarded``/``X-Forwarded-*`` headers and peer; when the peer is trusted, the scope's
   ``client``, ``scheme``, ``server`` and ``Host`` header become what the proxy says. The same
   trust list and the same parsing as for WSGI apps: uvicorn's own ``proxy_headers`` stays off.
-- **Request id** (``log.request_id``): a sane ``X-Request-ID`` from the client is kept, else one
-  is made (``sitebus.servers.observe.new_request_id_bytes``) and put in the scope's headers, where
-  Starlette, FastAPI and Django read headers; the response carries it unless the app set one.
+- **Request id** (``log.request_id``; by default only while access lines are written): a sane
+  ``X-Request-ID`` from the client is kept, else one is made
+  (``sitebus.servers.observe.new_request_id_bytes``) and put in the scope's headers, where
+  Starlette, FastAPI and Django read headers; the response (a websocket's handshake
+  response too) carries it unless the app set one.
 - **Access line and metrics**: when the app returns, the access log gets the line the WSGI
   side writes (same format, duration and request id; the request target as the client sent
-  it), and the metrics recorder the app's mount point, method, status and duration.
-- **Limits**: in a pre-fork worker, the worker's ``RequestTracker`` counts each request, for
-  ``server.max_requests``. The hung-request check (``server.worker_timeout``) is not per
-  request here: a request that awaits (a slow upstream, a long stream) holds nothing up, so
-  the server reports instead how long its event loop has not run (``UvicornServer.stalled``):
-  a handler that computes or blocks stops every request of the worker.
+  it), and the metrics recorder the app's mount point, method, status and duration. A
+  websocket session gets its line when it ends, as ``GET`` with status 101 once accepted (403
+  if refused before, or the status of the app's denial response), the bytes of the messages
+  sent and the session's length; it is left out of the metrics, whose durations are those
+  of requests answered.
+- **Limits**: in a pre-fork worker, the worker's ``RequestTracker`` counts each request and
+  each websocket session, for ``server.max_requests``. The hung-request check
+  (``server.worker_timeout``) is not per request here: a request that awaits (a slow
+  upstream, a long stream) holds nothing up, so the server reports instead how long its
+  event loop has not run (``UvicornServer.stalled``): a handler that computes or blocks
+  stops every request of the worker.
 
-When none of these is wanted ``idle()`` is True and the site calls the app directly. Websocket
-sessions get the proxy rewrite only: they are long by nature, so they are neither timed as
-long requests nor written as access lines (WSGI has none to match).
+When none of these is wanted the site calls the app directly.
 """
 
 from __future__ import annotations
@@ -86,10 +91,11 @@ def forward(scope: Scope, proxy: Callable[[dict[str, Any]], None]) -> None:
 
 
 def access_environ(scope: Scope) -> dict[str, str]:
-    """Return what an access line reads of a request, under the WSGI environ's names."""
+    """Return what an access line reads of a request (a websocket's handshake is a GET),
+    under the WSGI environ's names."""
     client = scope.get("client")
     environ = {"REMOTE_ADDR": str(client[0]) if client else "",
-               "REQUEST_METHOD": scope["method"],
+               "REQUEST_METHOD": scope.get("method", "GET"),
                "REQUEST_URI": request_target(scope),
                "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1")}
     for name, value in scope["headers"]:
@@ -155,6 +161,40 @@ class _Response:
         return self._send(message)
 
 
+class _Session:
+    """The ``send`` of a websocket session whose access line is wanted: notes its status
+    and the bytes of the messages sent, and gives the handshake response the request id."""
+
+    __slots__ = ("_send", "_header", "status", "size")
+
+    def __init__(self, send: Send, request_id: bytes | None) -> None:
+        self._send = send
+        self._header = None if request_id is None else (b"x-request-id", request_id)
+        self.status = 403  # what a session closed before it was accepted answers
+        self.size = 0
+
+    def send(self, message: Message) -> Awaitable[None]:
+        """Note the message, and return the awaitable of sending it."""
+        kind = message["type"]
+        if kind == "websocket.send":
+            data = message.get("bytes")
+            if data is None:
+                data = (message.get("text") or "").encode("utf-8")
+            self.size += len(data)
+        elif kind == "websocket.accept":
+            self.status = 101
+            header = self._header
+            if header is not None:
+                headers = message.get("headers", ())
+                if all(name.lower() != b"x-request-id" for name, _value in headers):
+                    message = {**message, "headers": [*headers, header]}
+        elif kind == "websocket.http.response.start":
+            self.status = message["status"]  # the app's denial response
+        elif kind == "websocket.http.response.body":
+            self.size += len(message.get("body", b""))
+        return self._send(message)
+
+
 class AsgiObserver:
     """Note each ASGI request for the proxy, the request id, the access log, the metrics and
     the worker's limits, from the settings of the site's ``tree``."""
@@ -172,11 +212,30 @@ class AsgiObserver:
 
     async def websocket(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
                         ) -> None:
-        """Run a websocket session: the proxy's headers applied, nothing else noted."""
-        proxy = getattr(self.tree, "proxy", None)
-        if proxy is not None:
-            forward(scope, proxy)
-        await app(scope, receive, send)
+        """Run a websocket session: counted, the proxy's headers applied, the request id
+        given, and its access line written when it ends."""
+        self.count()
+        tree = self.tree
+        if tree is None:
+            return await app(scope, receive, send)
+        if tree.proxy is not None:
+            forward(scope, tree.proxy)
+        log = tree.observer.log if tree.observer is not None else None
+        logging = log is not None and log.wants_access()
+        request_id = (_request_id(scope) if log is not None and log.wants_request_id(logging)
+                      else None)
+        if not logging and request_id is None:
+            return await app(scope, receive, send)
+        session = _Session(send, request_id)
+        start = perf_counter()
+        try:
+            await app(scope, receive, session.send)
+        finally:
+            if logging:
+                assert log is not None
+                log.access(access_environ(scope), str(session.status), session.size,
+                           perf_counter() - start,
+                           request_id.decode("latin-1") if request_id else None)
 
     def http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
              script_name: str) -> Awaitable[None]:
@@ -195,11 +254,9 @@ class AsgiObserver:
             return app(scope, receive, send)
         log = observer.log
         metrics = observer.metrics
-        if log is None:
-            request_id, logging = None, False
-        else:
-            request_id = _request_id(scope) if log.request_id else None
-            logging = log.wants_access()
+        logging = log is not None and log.wants_access()
+        request_id = (_request_id(scope) if log is not None and log.wants_request_id(logging)
+                      else None)
         if not logging and metrics is None:
             if request_id is None:
                 return app(scope, receive, send)

@@ -9,7 +9,8 @@ whatever its framework:
   random per-process prefix and a counter, unique without a system call per request. The app
   finds it in ``environ['HTTP_X_REQUEST_ID']`` (where frameworks look for the header) and in
   ``environ['sitebus.request_id']``; the response carries it as ``X-Request-ID`` unless the
-  app set one. ``log.request_id = False`` turns this off.
+  app set one. By default only while access lines are written (``log.request_id = None``);
+  ``True`` gives every request one, ``False`` none.
 - **Access line and metrics.** When the body is closed (so once it has been sent), the access
   log gets the line, with the duration, and the metrics recorder (``sitebus.site.metrics``) the
   request's app, method, status and duration.
@@ -75,12 +76,12 @@ class Observer:
         log = self.log
         start = environ["sitebus.request_start"] = perf_counter()
         request_id = None
-        if log is not None and log.request_id:
+        logging = log is not None and log.wants_access()
+        if log is not None and log.wants_request_id(logging):
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or sane_request_id(request_id) is None:
                 request_id = environ["HTTP_X_REQUEST_ID"] = new_request_id()
             environ["sitebus.request_id"] = request_id
-        logging = log is not None and log.wants_access()
         if not logging and self.metrics is None:
             if request_id is None:
                 return app(environ, start_response)

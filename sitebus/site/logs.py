@@ -146,8 +146,7 @@ class LogManager:
         self._line_format = ACCESS_LOG_FORMAT
         self._line = compile_format(ACCESS_LOG_FORMAT)
         self._access_flush_interval = FLUSH_INTERVAL
-        self.request_id = True
-        """Give every request an id (X-Request-ID), in its environ, response and access line."""
+        self._request_id: bool | None = None
         self.reopen_failures: list[str] = []
         """What the last ``reopen_files`` could not reopen."""
 
@@ -190,6 +189,12 @@ class LogManager:
         if line_format is not self._line_format:
             self._line_format, self._line = line_format, compile_format(line_format)
         return self._line
+
+    def wants_request_id(self, logging: bool) -> bool:
+        """Return True when a request gets an id, ``logging`` saying if its access line is
+        wanted (``wants_access``, which the caller asks once per request anyway)."""
+        wanted = self._request_id
+        return logging if wanted is None else wanted
 
     def wants_access(self) -> bool:
         """Return True when an access line would be written anywhere."""
@@ -234,6 +239,21 @@ class LogManager:
                               value=value) from None
         self._access_log_format = self._line_format = value
         self._line = line
+
+    @property
+    def request_id(self) -> bool | None:
+        """Give every request an id (X-Request-ID), in its environ, response and access line:
+        True always, False never, None (the default) while access lines are written: the id
+        is there to join a request's access line to the app's own log lines, and a site that
+        writes none does not pay for one per request."""
+        return self._request_id
+
+    @request_id.setter
+    def request_id(self, value: bool | None) -> None:
+        if type(value) not in (bool, type(None)):
+            raise ConfigError("expected True (every request), False (none) or None (while "
+                              "access lines are written)", key="log.request_id", value=value)
+        self._request_id = value
 
     @property
     def access_flush_interval(self) -> float:

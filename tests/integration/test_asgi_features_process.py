@@ -81,8 +81,14 @@ def test_asgi_and_wsgi_requests_share_access_log_metrics_and_proxy_settings(
     access = tmp_path / "access.log"
     child = site(spawn, tmp_path, f"log.access_file = {str(access)!r}",
                  "engine.metrics.on = True", "engine.proxy.on = True",
-                 "tree.star = '/star', 'observed:star'", "tree.web = '/web', 'observed:wsgi'")
+                 "tree.star = '/star', 'observed:star'", "tree.web = '/web', 'observed:wsgi'",
+                 "tree.raw = '/raw', 'rawapp:app'")
     port = tcp_port(ready_addresses(child))
+    with websockets_client.connect(f"ws://127.0.0.1:{port}/raw/chat", open_timeout=10,
+                                   user_agent_header="sock/1") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo hi"
+        socket_id = ws.response.headers["X-Request-ID"]  # the handshake response has it
     forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
                  "User-Agent": "probe/1"}
     star = get(port, "/star/client?x=1", headers=forwarded)
@@ -95,7 +101,7 @@ def test_asgi_and_wsgi_requests_share_access_log_metrics_and_proxy_settings(
     stop(child)  # which writes out the access lines
     lines = access.read_text().splitlines()
     found = [LINE.fullmatch(line) for line in lines]
-    assert len(lines) == 3 and None not in found, lines
+    assert len(lines) == 4 and None not in found, lines
     # By request id: a WSGI app's line is written from its pool thread as its body closes,
     # which may come after the next request's.
     by_id = {match.group("L"): match for match in found if match is not None}
@@ -107,6 +113,9 @@ def test_asgi_and_wsgi_requests_share_access_log_metrics_and_proxy_settings(
     assert web_line.group("h", "r", "s", "a", "L") == (
         "203.0.113.9", "GET /web/client HTTP/1.1", "200", "probe/1", web[2]["x-request-id"])
     assert plain_line.group("h") == "127.0.0.1"
+    # The websocket session's line, written when it ended: 101, the bytes it sent ("echo hi").
+    assert by_id[socket_id].group("h", "r", "s", "b", "a") == (
+        "127.0.0.1", "GET /raw/chat HTTP/1.1", "101", "7", "sock/1")
 
 
 def test_metrics_count_the_requests_of_asgi_apps(spawn: Any, tmp_path: Path) -> None:
