@@ -631,16 +631,22 @@ class Bus:
             self._atexit_registered = True
 
     def _exit_at_interpreter_exit(self) -> None:
+        """Exit a bus the program forgot to exit, so its exit listeners still clean up.
+
+        One left started (or starting, or stopping) is a mistake worth a warning: the program
+        ended without ``block()``. One that was stopped is only missing its ``exit()``.
+        """
         if self._state is not states.EXITING:
-            message = (
-                f"The main thread is exiting, but the Bus is in the {self._state!r} state; "
-                "shutting it down automatically now. You must either call bus.block() after "
-                "start(), or call bus.exit() before the main thread exits."
-            )
-            self.log(message, 30)
-            with warnings.catch_warnings():
-                warnings.simplefilter("default")
-                warnings.warn(message, RuntimeWarning, stacklevel=1)
+            if self._state is not states.STOPPED:
+                message = (
+                    f"the program's main thread ended with the bus {self._state.name}: exiting "
+                    "the bus now; call bus.block() after bus.start() to serve until a signal "
+                    "or bus.exit(), or call bus.exit() before the program ends"
+                )
+                self.log(message, 30)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("default")
+                    warnings.warn(message, RuntimeWarning, stacklevel=1)
             self.exit()
 
     @property

@@ -42,6 +42,11 @@ def main() -> None:
         bus.start()
         print("main thread returning", flush=True)
         return
+    if scenario == "stopped":
+        bus.start()
+        bus.stop()
+        print("main thread returning", flush=True)
+        return
 
     SignalHandler(bus).subscribe()
     bus.start()

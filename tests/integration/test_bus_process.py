@@ -88,8 +88,18 @@ def test_main_thread_ending_without_block_warns_and_exits_the_bus(
     child = spawn(python(str(child_script), "noblock"))
     assert child.wait() == 0
     out = child.output
-    assert "The main thread is exiting, but the Bus is in the states.STARTED state" in out
+    assert "main thread ended with the bus STARTED: exiting the bus now" in out
     assert out.index("main thread returning") < out.index("exit listener ran")
+
+
+def test_a_stopped_bus_is_exited_quietly_when_the_main_thread_ends(
+    spawn: Any, child_script: Path
+) -> None:
+    child = spawn(python(str(child_script), "stopped"))
+    assert child.wait() == 0
+    out = child.output
+    assert out.index("main thread returning") < out.index("exit listener ran")
+    assert "Warning" not in out and "main thread ended" not in out
 
 
 def _check_restart(child: Any, workdir: Path) -> None:
