@@ -120,13 +120,15 @@ def test_a_signal_delivered_to_another_thread_wakes_block(bus: Bus, handler: Sig
 
 def test_configure_adds_a_listener_or_turns_off_a_signal(bus: Bus, handler: SignalHandler) -> None:
     calls: list[str] = []
+    before = signal.getsignal(signal.SIGHUP)  # SIG_IGN under nohup, else SIG_DFL
     handler.subscribe()
+    assert signal.getsignal(signal.SIGHUP) != before
     handler.configure("SIGTERM", lambda: calls.append("custom"))
     assert handler.handlers["SIGTERM"] == bus.exit
     handler._publish_signal("SIGTERM")
     assert calls == ["custom"] and bus.state is states.EXITING  # both ran
     handler.configure("SIGHUP", None)
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) == before  # what the process had is back
     assert bus.publish("SIGHUP") == []
 
 
