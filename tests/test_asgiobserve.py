@@ -67,6 +67,19 @@ def site_with(log: LogManager | None, wsgi: bool = False) -> tuple[Site, Tree]:
     return lambda: AsgiSite(mounts, tree, threads=1), tree
 
 
+def serve_once(site: AsgiSite, scope: Any, receive: Any, send: Any) -> None:
+    """Start ``site``, let it answer one request (or session), and shut it down."""
+
+    async def scenario() -> None:
+        await site.startup()
+        try:
+            await site(scope, receive, send)
+        finally:
+            await site.shutdown()
+
+    asyncio.run(scenario())
+
+
 def call(make: Site, path: str, headers: Sequence[tuple[bytes, bytes]] = (),
          client: tuple[str, int] | None = ("127.0.0.1", 5000)
          ) -> tuple[int, bytes, dict[bytes, bytes]]:
@@ -83,16 +96,7 @@ def call(make: Site, path: str, headers: Sequence[tuple[bytes, bytes]] = (),
              "scheme": "http", "server": ("127.0.0.1", 8080), "client": client,
              "headers": [(b"host", b"site.test"), (b"user-agent", b"probe/1"), *headers]}
 
-    site = make()
-
-    async def scenario() -> None:
-        await site.startup()
-        try:
-            await site(scope, receive, send)
-        finally:
-            await site.shutdown()
-
-    asyncio.run(scenario())
+    serve_once(make(), scope, receive, send)
     start = sent[0]
     return (start["status"], b"".join(m.get("body", b"") for m in sent[1:]),
             dict(start["headers"]))
@@ -175,16 +179,7 @@ def talk(make: Site, path: str, texts: Sequence[str]) -> list[Any]:
              "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5001),
              "headers": [(b"host", b"site.test"), (b"user-agent", b"sock/1")],
              "subprotocols": []}
-    site = make()
-
-    async def scenario() -> None:
-        await site.startup()
-        try:
-            await site(scope, receive, send)
-        finally:
-            await site.shutdown()
-
-    asyncio.run(scenario())
+    serve_once(make(), scope, receive, send)
     return sent
 
 
