@@ -212,7 +212,7 @@ class Autoreloader(SimplePlugin):
     # -- the reference's public methods -----------------------------------------------------
 
     def sysfiles(self) -> set[str]:
-        """Return a Set of sys.modules filenames to monitor."""
+        """The source files of the loaded modules that `match` selects: what a change restarts."""
         return module_files(sys.modules, self.match, module_file_base)
 
     def run(self) -> None:
