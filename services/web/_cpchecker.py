@@ -27,7 +27,7 @@ OBSOLETE_KEYS = {
     "log_to_screen": "log.screen",
     "show_tracebacks": "request.show_tracebacks",
     "throw_errors": "request.throw_errors",
-    "profiler.on": "cherrypy.tree.mount(profiler.make_app(cherrypy.Application(Root())))",
+    "profiler.on": "profiler.make_app(app) as WSGI middleware",
     "autoreload_on": "engine.autoreload.on",
     "autoreload_frequency": "engine.autoreload.frequency",
     "autoreload_match": "engine.autoreload.match",
@@ -158,9 +158,9 @@ class Checker:
         from sitebus.site.container import config
 
         if config.get("server.socket_host") == "localhost":
-            self.warn("The use of 'localhost' as a socket host can cause problems on newer "
-                      "systems, since 'localhost' can map to either an IPv4 or an IPv6 "
-                      "address. You should use '127.0.0.1' or '[::1]' instead.")
+            self.warn("server.socket_host = 'localhost' may resolve to an IPv4 or an IPv6 "
+                      "address, whichever the resolver lists first; name the one you mean: "
+                      "'127.0.0.1' or '::1'.")
 
 
 checker = Checker()

@@ -68,7 +68,8 @@ class Dispatcher:
     def __init__(self, dispatch_method_name: str | None = None,
                  translate: dict[int, Any] = punctuation_to_underscores) -> None:
         if not isinstance(translate, dict):
-            raise TypeError("The translate argument must be a dict.")
+            raise TypeError("translate: expected a dict (str.maketrans gives one), got "
+                            f"{type(translate).__name__}")
         self.translate = translate
         if dispatch_method_name:
             self.dispatch_method_name = dispatch_method_name

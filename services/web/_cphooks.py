@@ -67,7 +67,7 @@ class Hook:
         return self.priority < other.priority
 
     def __call__(self) -> Any:
-        """Run self.callback(**self.kwargs)."""
+        """Call the callback with the keyword arguments given at registration."""
         return self.callback(**self.kwargs)
 
     def __repr__(self) -> str:
@@ -104,7 +104,7 @@ class HookMap(dict):
             bisect.insort_right(hooks, hook)
 
     def run(self, point: str) -> None:
-        """Execute all registered Hooks (callbacks) for the given point."""
+        """Call the hooks registered at `point`, lowest priority number first."""
         hooks = self.get(point)
         if hooks:
             self.run_hooks(hooks)

@@ -287,7 +287,7 @@ class Request:
         host = dict.get(self.headers, "Host")
         if not host:
             if self.protocol >= (1, 1):
-                raise HTTPError(400, "HTTP/1.1 requires a 'Host' request header.")
+                raise HTTPError(400, "An HTTP/1.1 request must carry a Host header.")
             host = self.local.name or self.local.ip
         self.base = f"{self.scheme}://{host}"
 

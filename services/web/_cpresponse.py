@@ -20,7 +20,8 @@ from services.web.lib import closable, file_generator, httputil
 
 __all__ = ["Response", "prepare_iter"]
 
-_UNICODE_ERR = "Page handlers MUST return bytes. Use tools.encode if you wish to return unicode."
+_UNICODE_ERR = ("A page handler returned str where bytes are expected: encode it, or turn "
+                "tools.encode on.")
 
 
 def prepare_iter(value: Any) -> Any:

@@ -232,7 +232,7 @@ class SessionTool(Tool):
         hooks.attach("on_end_request", self._sessions.close)
 
     def regenerate(self) -> None:
-        """Drop the current session and make a new one (with a new id)."""
+        """Give the session a fresh id (and cookie), so an id seen before login stops working."""
         serving.session.regenerate()
         relevant = ("path", "path_header", "name", "timeout", "domain", "secure", "httponly")
         conf = {k: v for k, v in self._merged_args().items() if k in relevant}

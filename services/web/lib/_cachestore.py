@@ -116,19 +116,19 @@ class Cache:
     """Base class for Cache implementations: get, put, delete and clear."""
 
     def get(self) -> Any:
-        """Return the current variant if in the cache, else None."""
+        """The stored response for this request's URL and varying headers, or None."""
         raise NotImplementedError
 
     def put(self, obj: Any, size: int) -> None:
-        """Store the current variant in the cache."""
+        """Keep `obj` (`size` bytes) as the response for this request's URL and headers."""
         raise NotImplementedError
 
     def delete(self) -> None:
-        """Remove ALL cached variants of the current resource."""
+        """Forget every stored response for this URL, whatever the headers."""
         raise NotImplementedError
 
     def clear(self) -> None:
-        """Reset the cache to its initial, empty state."""
+        """Forget everything stored."""
         raise NotImplementedError
 
 
@@ -292,7 +292,7 @@ class MemoryCache(Cache):
                 del self.store[uri]
 
     def delete(self) -> None:
-        """Remove ALL cached variants of the current resource."""
+        """Forget every stored response for this URL, whatever the headers."""
         with self._lock:
             uricache = self.store.pop(self.key(), None)
             if uricache is None:

@@ -327,7 +327,7 @@ def www_authenticate(realm: str, key: str, algorithm: str = "MD5", nonce: str | 
                      accept_charset: str = "utf-8") -> str:
     """Return a Digest challenge for a WWW-Authenticate header."""
     if '"' in realm:
-        raise ValueError('Realm cannot contain the " (quote) character.')
+        raise ValueError(f"realm: a double quote cannot appear in it, got {realm!r}")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"Unsupported value for algorithm: {algorithm!r}")
     for one in qop.split(","):
@@ -420,7 +420,7 @@ def digest_auth(realm: str, get_ha1: Callable[..., str | None], key: str,
     challenges = [www_authenticate(realm, key, algorithm, nonce, ",".join(offered_qops),
                                    stale, accept_charset) for algorithm in algorithms]
     serving.response.headers["WWW-Authenticate"] = ", ".join(challenges)
-    raise HTTPError(401, "You are not authorized to access that resource")
+    raise HTTPError(401, "This page needs a user name and password.")
 
 
 digest_auth.priority = 1  # type: ignore[attr-defined]

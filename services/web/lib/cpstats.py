@@ -212,7 +212,7 @@ class StatsTool(Tool):
             self.record_start()
 
     def record_start(self) -> None:
-        """Record the beginning of a request."""
+        """Count the request in and note when it began, for the statistics."""
         request = serving.request
         if not hasattr(request.rfile, "bytes_read"):
             request.rfile = ByteCountWrapper(request.rfile)
@@ -246,7 +246,7 @@ class StatsTool(Tool):
 
     def record_stop(self, uriset: str | None = None, slow_queries: float = 1.0,
                     slow_queries_count: int = 100, debug: bool = False, **kwargs: Any) -> None:
-        """Record the end of a request."""
+        """Count the request out: its time, bytes and status go into the statistics."""
         request = serving.request
         response = serving.response
         started = request.__dict__.pop("_cpstats", None)

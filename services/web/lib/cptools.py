@@ -85,7 +85,7 @@ def log_hooks(debug: bool = False) -> None:
 
 
 def redirect(url: str = "", internal: bool = True, debug: bool = False) -> None:
-    """Raise InternalRedirect or HTTPRedirect to the given url."""
+    """Send the request to `url`: inside the server (internal) or through the client."""
     if internal:
         raise InternalRedirect(url)
     raise HTTPRedirect(url)
@@ -93,7 +93,7 @@ def redirect(url: str = "", internal: bool = True, debug: bool = False) -> None:
 
 def trailing_slash(missing: bool = True, extra: bool = False, status: int | None = None,
                    debug: bool = False) -> None:
-    """Redirect if path_info has (missing|extra) trailing slash."""
+    """Redirect to the URL with the slash its handler expects: added for an index, else removed."""
     from services.web._helper import url
 
     request = serving.request
@@ -122,7 +122,7 @@ def flatten(debug: bool = False) -> None:
 
 def response_headers(headers: Iterable[tuple[str, str]] | None = None,
                      debug: bool = False) -> None:
-    """Set headers on the response."""
+    """Add the configured (name, value) pairs to the response's headers."""
     response_headers_map = serving.response.headers
     for name, value in headers or []:
         response_headers_map[name] = value
@@ -193,7 +193,7 @@ def accept(media: str | list[str] | None = None, debug: bool = False) -> str | N
             return element.value
     header = request.headers.get("Accept")
     if header is None:
-        msg = "Your client did not send an Accept header."
+        msg = "The request has no Accept header."
     else:
         msg = f"Your client sent this Accept header: {header}."
     msg += f" But this resource only emits these media types: {', '.join(media)}."

@@ -173,7 +173,7 @@ class ResponseEncoder:
 
         header = request.headers.get("Accept-Charset")
         if header is None:
-            msg = "Your client did not send an Accept-Charset header."
+            msg = "The request has no Accept-Charset header."
         else:
             msg = f"Your client sent this Accept-Charset header: {header}."
         msg += f" We tried these charsets: {', '.join(sorted(self.attempted_charsets))}."

@@ -119,7 +119,7 @@ def get_ranges(headervalue: str | None, content_length: int) -> list[tuple[int, 
 
 
 class HeaderElement:
-    """An element (with parameters) from an HTTP header's element list."""
+    """One comma-separated item of a header value, with its `;key=value` parameters."""
 
     def __init__(self, value: str, params: dict[str, Any] | None = None) -> None:
         self.value = value
@@ -143,7 +143,7 @@ class HeaderElement:
 
     @staticmethod
     def parse(elementstr: str) -> tuple[str, dict[str, str]]:
-        """Transform 'token;key=val' to ('token', {'key': 'val'})."""
+        """Split an item at its semicolons: the first piece is the value, the rest parameters."""
         atoms = [x.strip() for x in elementstr.split(";")]
         atoms = [x for x in atoms if x]
         initial_value = atoms.pop(0) if atoms else ""
@@ -158,7 +158,7 @@ class HeaderElement:
 
     @classmethod
     def from_str(cls, elementstr: str) -> HeaderElement:
-        """Construct an instance from a string of the form 'token;key=val'."""
+        """Build one from the text of a single item."""
         value, params = cls.parse(elementstr)
         return cls(value, params)
 
@@ -184,7 +184,7 @@ class AcceptElement(HeaderElement):
 
     @property
     def qvalue(self) -> float:
-        """The qvalue, or priority, of this value."""
+        """How much the client prefers this item: its `q` parameter, 1.0 when absent."""
         val = self.params.get("q", "1")
         if isinstance(val, HeaderElement):
             val = val.value
@@ -350,12 +350,12 @@ class HeaderMap(CaseInsensitiveDict):
     use_rfc_2047 = True
 
     def elements(self, key: str) -> list[HeaderElement]:
-        """Return a sorted list of HeaderElements for the given header."""
+        """The items of header `key`, parsed, most preferred first."""
         key = str(key).title()
         return header_elements(key, dict.get(self, key))
 
     def values(self, key: str | None = None) -> Any:
-        """Return a sorted list of HeaderElement.value for the given header."""
+        """The values of header `key`'s items, most preferred first (all values without a key)."""
         if key is None:
             return dict.values(self)
         return [e.value for e in self.elements(key)]
@@ -391,7 +391,7 @@ class HeaderMap(CaseInsensitiveDict):
 
     @classmethod
     def encode(cls, v: str) -> str:
-        """Return the given header name or value, encoded for HTTP output."""
+        """`v` ready for the wire: as is if Latin-1 can carry it, else an RFC 2047 word."""
         if "\n" in v or "\r" in v:
             raise ValueError(f"a header may not contain a line break: {v!r}")
         for enc in cls.encodings:

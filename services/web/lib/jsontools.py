@@ -28,7 +28,7 @@ def json_encode(value: Any) -> Iterator[bytes]:
 
 
 def json_processor(entity: Any) -> None:
-    """Read application/json data into request.json."""
+    """Parse a JSON body and store the result on `request.json`."""
     if not entity.headers.get("Content-Length", ""):
         raise HTTPError(411)
     body = entity.fp.read()
