@@ -151,11 +151,11 @@ def reexec_argv(orig_argv: list[str], executable: str) -> list[str]:
 
 
 class Bus:
-    """Process state-machine and messenger for HTTP site deployment.
+    """The process's state and the channels its parts talk over.
 
-    All listeners for a given channel are called even if others at the same channel fail.
-    Each failure is logged, and execution proceeds to the next listener. The only way to
-    stop all processing from inside a listener is to raise SystemExit.
+    Publishing calls every listener of the channel, in priority order: one that raises is
+    logged and the rest still run, so a broken plugin cannot keep the others from stopping.
+    A listener that must end everything raises SystemExit.
     """
 
     states = states

@@ -92,7 +92,7 @@ def test_bind_addr_follows_host_port_and_socket_file(bus: Bus) -> None:
     assert (server.socket_host, server.socket_port, server.socket_file) == ("0.0.0.0", 80, None)
     server.bind_addr = "/tmp/other.sock"
     assert server.bind_addr == "/tmp/other.sock"
-    with pytest.raises(ValueError, match="bind_addr must be a \\(host, port\\) tuple"):
+    with pytest.raises(ValueError, match="bind_addr: expected \\(host, port\\) for TCP"):
         server.bind_addr = ("a", "b", "c")
 
 

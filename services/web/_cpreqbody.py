@@ -220,7 +220,7 @@ class Entity:
         return fp_out
 
     def make_file(self) -> IO[bytes]:
-        """Return a file-like object into which the request body will be read."""
+        """Where a large body is spooled: an anonymous temporary file (override to change)."""
         return tempfile.TemporaryFile()
 
     def fullvalue(self) -> str:

@@ -38,8 +38,8 @@ __all__ = ["CachingTool", "ErrorTool", "HandlerTool", "HandlerWrapperTool", "Ses
            "SessionTool", "Tool", "Toolbox", "XMLRPCController", "default_toolbox",
            "tool_settings"]
 
-_attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
-               "them as decorators on your page handlers.")
+_attr_error = ("A tool has no 'on' attribute to set or read: turn it on in the config "
+               "(tools.NAME.on = True) or decorate the handler with it.")
 
 
 def _getargs(func: Callable[..., Any]) -> list[str]:

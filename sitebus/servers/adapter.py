@@ -75,10 +75,8 @@ class ServerAdapter(SimplePlugin):
     A site makes one per listening address. Several can share a bus: subscribe each, and
     ``bus.start()`` starts them all::
 
-        s1 = ServerAdapter(bus, MyWSGIServer(host='0.0.0.0', port=80))
-        s2 = ServerAdapter(bus, another.HTTPServer(host='127.0.0.1', SSL=True))
-        s1.subscribe()
-        s2.subscribe()
+        for server in (public_server, admin_server):
+            ServerAdapter(bus, server).subscribe()
         bus.start()
     """
 

@@ -2,12 +2,12 @@
 
 Example, with ``checkpassword_dict`` as the credentials store::
 
-    userpassdict = {'bird': 'bebop', 'ornette': 'wayout'}
-    checkpassword = services.web.lib.auth_basic.checkpassword_dict(userpassdict)
-    basic_auth = {'tools.auth_basic.on': True,
-                  'tools.auth_basic.realm': 'earth',
-                  'tools.auth_basic.checkpassword': checkpassword}
-    app_config = {'/': basic_auth}
+    users = {'ada': 'analytical', 'grace': 'cobol'}
+    config = {'/admin': {
+        'tools.auth_basic.on': True,
+        'tools.auth_basic.realm': 'staff',
+        'tools.auth_basic.checkpassword': services.web.lib.auth_basic.checkpassword_dict(users),
+    }}
 
 The tool runs at ``before_request_body`` (the reference: ``before_handler``), so the body of
 an unauthenticated request is never read or parsed. Credentials are decoded as

@@ -2,12 +2,13 @@
 
 Example, with ``get_ha1_dict_plain`` (plain passwords) as the credentials store::
 
-    userpassdict = {'alice': '4x5istwelve'}
-    get_ha1 = services.web.lib.auth_digest.get_ha1_dict_plain(userpassdict)
-    digest_auth = {'tools.auth_digest.on': True,
-                   'tools.auth_digest.realm': 'wonderland',
-                   'tools.auth_digest.get_ha1': get_ha1,
-                   'tools.auth_digest.key': 'a565c27146791cfb'}
+    users = {'ada': 'analytical'}
+    config = {'/admin': {
+        'tools.auth_digest.on': True,
+        'tools.auth_digest.realm': 'staff',
+        'tools.auth_digest.get_ha1': services.web.lib.auth_digest.get_ha1_dict_plain(users),
+        'tools.auth_digest.key': KEY,  # a secret shared by every worker process
+    }}
 
 Algorithms: MD5, MD5-sess, SHA-256 and SHA-256-sess (SHA-512-256 too where hashlib has
 it). HA1 depends on the algorithm, so the store says which it can give: ``get_ha1(realm,

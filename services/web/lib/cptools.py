@@ -155,7 +155,7 @@ def ignore_headers(headers: Iterable[str] = ("Range",), debug: bool = False) -> 
 def referer(pattern: str, accept: bool = True, accept_missing: bool = False,
             error: int = 403, message: str = "Forbidden Referer header.",
             debug: bool = False) -> None:
-    """Raise HTTPError if Referer header does/does not match the given pattern."""
+    """Answer `error` unless the Referer matches `pattern` (accept=False: unless it does not)."""
     ref = serving.request.headers.get("Referer")
     if ref is None:
         if accept_missing:
@@ -407,7 +407,7 @@ def _not_after(since: str, lastmod: str) -> bool | None:
 
 
 def validate_since() -> None:
-    """Validate the current Last-Modified against If-Modified-Since and If-Unmodified-Since.
+    """Answer 304 or 412 from If-Modified-Since and If-Unmodified-Since and the Last-Modified set.
 
     Does nothing when no code has set the Last-Modified response header.
     """

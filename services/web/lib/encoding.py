@@ -38,7 +38,7 @@ __all__ = ["ResponseEncoder", "UTF8StreamEncoder", "compress", "decode", "decomp
 
 
 def decode(encoding: Any = None, default_encoding: Any = "utf-8") -> None:
-    """Replace or extend the list of charsets used to decode a request entity.
+    """Choose the charsets a request body is decoded with.
 
     ``encoding`` (a string or a list) restricts the charsets attempted, whatever the
     Content-Type says; otherwise ``default_encoding`` extends them.

@@ -304,7 +304,7 @@ def _unquote(text: str, encoding: str) -> str:
 
 
 class CaseInsensitiveDict(dict):
-    """A case-insensitive dict subclass: each key is changed on entry to ``str(key).title()``."""
+    """A dict for header names: keys are stored as ``str(key).title()``, so any case finds them."""
 
     def __getitem__(self, key: Any) -> Any:
         return dict.__getitem__(self, str(key).title())

@@ -37,7 +37,7 @@ class NeverExpires:
 
 
 class Timer:
-    """A simple timer that will indicate when an expiration time has passed.
+    """Says whether a deadline has passed.
 
     ``expiration`` is a ``time.monotonic()`` value.
     """
@@ -59,7 +59,7 @@ class Timer:
 
 
 class LockTimeout(Exception):
-    """An exception when a lock could not be acquired before a timeout period."""
+    """Raised when a lock is still held by another when the wait for it runs out."""
 
 
 class LockChecker:

@@ -160,7 +160,7 @@ def _check_preconditions(etag: str | None, last_modified: float | None) -> None:
 
 def serve_file(path: str, content_type: str | None = None, disposition: str | None = None,
                name: str | None = None, debug: bool = False) -> Any:
-    """Set status, headers, and body in order to serve the file at ``path`` (absolute).
+    """Answer with the file at ``path`` (absolute): status, headers and a body that reads it.
 
     The Content-Type is ``content_type`` or guessed from the extension; with
     ``disposition`` (e.g. 'attachment') a Content-Disposition names the file ``name``
@@ -194,7 +194,7 @@ def serve_file(path: str, content_type: str | None = None, disposition: str | No
 def serve_fileobj(fileobj: IO[bytes], content_type: str | None = None,
                   disposition: str | None = None, name: str | None = None,
                   debug: bool = False) -> Any:
-    """Set status, headers, and body in order to serve the given file object.
+    """Answer with an open file object's content, from where it stands; Range gets parts of it.
 
     Content is served from the object's current position. For a Range request the object
     is seeked (from that position); an object that cannot seek is served whole.
