@@ -44,7 +44,7 @@ __all__ = [
 
 
 class SimplePlugin:
-    """Plugin base class which auto-subscribes methods named like the bus's channels."""
+    """A base for plugins: `subscribe()` hooks every method named like a bus channel."""
 
     bus: Bus
 
@@ -143,7 +143,7 @@ class Monitor(SimplePlugin):
     """What the thread runs, once per period."""
 
     frequency: float = 60
-    """The time in seconds between callback runs; 0 or less means no thread at all."""
+    """Seconds from one call to the next; 0 or less: the thread never starts."""
 
     thread: BackgroundTask | None = None
     """A BackgroundTask thread."""
@@ -218,7 +218,7 @@ class ThreadManager(SimplePlugin):
             bus.listeners.setdefault(channel, set())
 
     def acquire_thread(self) -> None:
-        """Run 'start_thread' listeners for the current thread, once per thread."""
+        """Number the calling thread and publish it on 'start_thread' (the first time only)."""
         ident = threading.get_ident()
         with self._lock:
             if ident in self.threads:

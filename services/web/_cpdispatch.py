@@ -362,7 +362,7 @@ def XMLRPCDispatcher(next_dispatcher: Any = None) -> Callable[[str], Any]:  # no
 
 def VirtualHost(next_dispatcher: Any = None, use_x_forwarded_host: bool = True,  # noqa: N802
                 **domains: str) -> Callable[[str], Any]:
-    """Select a different handler based on the Host header, by prefixing the path.
+    """Serve several host names from one app: the Host header picks a path prefix.
 
     ``domains`` maps host names (``'www.domain2.example:443'``) to path prefixes inside the
     root application (``'/domain2'``); other hosts get the path unchanged. With

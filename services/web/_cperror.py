@@ -357,8 +357,8 @@ def _custom_page_body(result: Any) -> Any:
     if isinstance(result, str):
         return result.encode("utf-8")
     if not isinstance(result, bytes):
-        raise ValueError("error page function did not return a bytestring, a string or an "
-                         f"iterator - returned object of type {type(result).__name__}.")
+        raise ValueError("error_page: a custom error page must give bytes, str or an iterator, "
+                         f"got {type(result).__name__}")
     return result
 
 

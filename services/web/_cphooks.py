@@ -47,7 +47,7 @@ def log_traceback(severity: int = 40) -> None:
 
 
 class Hook:
-    """A callback and its metadata: failsafe, priority and keyword arguments."""
+    """A function to call at a hook point: its order, arguments, whether it runs after errors."""
 
     callback: Callable[..., Any]
     failsafe = False
@@ -90,7 +90,7 @@ class HookMap(dict):
 
     def attach(self, point: str, callback: Callable[..., Any], failsafe: bool | None = None,
                priority: int | None = None, **kwargs: Any) -> None:
-        """Append a new Hook made from the supplied arguments (after those of equal priority)."""
+        """Register `callback` at `point`; of equal priorities, the first registered runs first."""
         self.add(point, Hook(callback, failsafe, priority, **kwargs))
 
     def add(self, point: str, hook: Hook) -> None:

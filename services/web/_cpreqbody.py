@@ -102,7 +102,7 @@ def process_multipart(entity: Entity) -> None:
 
 
 def process_multipart_form_data(entity: Entity) -> None:
-    """Read multipart/form-data parts into entity.parts or entity.params."""
+    """As `process_multipart`, then named parts go to params: fields as text, uploads as Parts."""
     process_multipart(entity)
     kept_parts = []
     for part in entity.parts:
@@ -259,7 +259,7 @@ class Entity:
             proc(self)
 
     def default_proc(self) -> None:
-        """Called if a more-specific processor is not found for the entity's type."""
+        """What runs when no processor knows the body's type: the body is left for the handler."""
 
     def close_files(self) -> None:
         """Close the temporary files of this entity and of its parts (and of params)."""
@@ -465,7 +465,7 @@ class SizedReader:
         return b"".join(pieces) if fp_out is None else None
 
     def readline(self, size: int | None = None) -> bytes:
-        """Read a line (at most ``size`` bytes) from the request body and return it."""
+        """The body's next line, up to ``size`` bytes, newline included."""
         line = bytearray()
         while size is None or len(line) < size:
             room = self.bufsize if size is None else min(size - len(line), self.bufsize)

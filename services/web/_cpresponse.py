@@ -39,7 +39,7 @@ class Response:
     """An HTTP response: status, headers, cookie and body for the current request."""
 
     status: Any = ""
-    """The HTTP status code and reason phrase (int or str; finalize makes it '200 OK')."""
+    """What the handler set (an int or a string); finalize turns it into e.g. '200 OK'."""
 
     header_list: list[tuple[str, str]] | None = None
     """The headers as (name, value) pairs, filled by finalize."""

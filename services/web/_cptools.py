@@ -93,8 +93,8 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """Turn the tool on for the decorated handler, with these settings."""
         if args:
-            raise TypeError(f"The {self._name!r} Tool does not accept positional arguments; "
-                            "you must use keyword arguments.")
+            raise TypeError(f"tools.{self._name}: settings go by keyword (name=value), got "
+                            f"{len(args)} positional argument(s)")
 
         def tool_decorator(f: Any) -> Any:
             if not hasattr(f, "_cp_config"):
@@ -339,7 +339,7 @@ class Toolbox:
                     getattr(self, name)._setup()
 
     def register(self, point: str, **kwargs: Any) -> Callable[[Any], Any]:
-        """Return a decorator which registers the function as a tool at ``point``.
+        """A decorator: the function becomes a tool of this toolbox, run at ``point``.
 
         ``name`` (default: the function's name) and ``priority`` may be given.
         """

@@ -144,7 +144,7 @@ def check_settings(frequency: object, match: object, files: Iterable[object], qu
 
 
 class Autoreloader(SimplePlugin):
-    """Monitor which re-executes the process when files change (or are deleted)."""
+    """Restarts the process (by re-exec) when a watched file changes or disappears."""
 
     frequency: float = 1
     """Seconds between looks of the polling watcher (the others wait for events); 0: off."""
@@ -216,7 +216,7 @@ class Autoreloader(SimplePlugin):
         return module_files(sys.modules, self.match, module_file_base)
 
     def run(self) -> None:
-        """Reload the process if registered files have been modified (checks now)."""
+        """Look at the watched files once, now; restart if any changed since the last look."""
         with self._work:
             self._rescan()
             with self._cond:

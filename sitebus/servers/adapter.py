@@ -202,7 +202,7 @@ class ServerAdapter(SimplePlugin):
             self.bus.exit()
 
     def wait(self) -> None:
-        """Wait until the HTTP server is ready to receive requests.
+        """Block until the server accepts connections.
 
         Re-raises an error from the server thread; raises UnavailableError if the server is
         not ready within ``Timeouts.occupied`` seconds.

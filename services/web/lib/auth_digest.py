@@ -145,7 +145,7 @@ def _takes_algorithm(get_ha1: Callable[..., Any]) -> bool:
 
 def synthesize_nonce(s: str, key: str, timestamp: int | None = None,
                      salt: str | None = None) -> str:
-    """Return a nonce that resists spoofing and can be checked for staleness.
+    """A fresh nonce: the server can tell later that it made it, and how long ago.
 
     ``s`` relates to the resource (the realm); ``key`` is a secret known only to the server.
     The nonce is ``timestamp:salt:HMAC`` with a random salt, so no two challenges share one

@@ -159,7 +159,7 @@ def _namespaces() -> dict[str, Any]:
 
 
 class ByteCountWrapper:
-    """Wraps a file-like object, counting the bytes read through it in ``bytes_read``."""
+    """A file-like object that passes reads through and adds their sizes to ``bytes_read``."""
 
     def __init__(self, rfile: Any) -> None:
         self.rfile = rfile
@@ -201,7 +201,7 @@ class ByteCountWrapper:
 
 
 class StatsTool(Tool):
-    """Record various information about the current request (``tools.cpstats``)."""
+    """Counts requests, bytes and times per app and per URL (``tools.cpstats``)."""
 
     def __init__(self) -> None:
         super().__init__("on_end_request", self.record_stop)

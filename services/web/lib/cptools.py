@@ -61,7 +61,7 @@ __all__ = [
 
 
 def log_traceback(severity: int = logging.ERROR, debug: bool = False) -> None:
-    """Write the last error's traceback to the error log."""
+    """Log the traceback of the error being handled (at ERROR, or ``severity``)."""
     current_log().error("", "HTTP", severity=severity, traceback=True)
 
 
@@ -107,7 +107,7 @@ def trailing_slash(missing: bool = True, extra: bool = False, status: int | None
 
 
 def flatten(debug: bool = False) -> None:
-    """Wrap response.body in a generator that recursively iterates over it."""
+    """Let a handler return nested iterables: the body is walked depth first, in order."""
 
     def flattener(body: Iterable[Any]) -> Iterator[Any]:
         for chunk in body:
@@ -146,7 +146,7 @@ def allow(methods: Any = None, debug: bool = False) -> None:
 
 
 def ignore_headers(headers: Iterable[str] = ("Range",), debug: bool = False) -> None:
-    """Delete request headers whose field names are included in ``headers``."""
+    """Drop the named headers from the request before the handler sees them."""
     request_headers = serving.request.headers
     for name in headers:
         request_headers.pop(name, None)
@@ -166,7 +166,7 @@ def referer(pattern: str, accept: bool = True, accept_missing: bool = False,
 
 
 def accept(media: str | list[str] | None = None, debug: bool = False) -> str | None:
-    """Return the client's preferred media type from the given list; 406 if none fits.
+    """Pick from ``media`` the type the client's Accept header likes best; 406 if none fits.
 
     The client's Accept header is read in its order of preference; ``*/*`` and ``type/*``
     prefer the earlier entries of ``media``. Without an Accept header anything goes.
@@ -241,7 +241,7 @@ def _forwarded_base(value: str) -> str | None:
 def proxy(base: str | None = None, local: str = "X-Forwarded-Host",
           remote: str = "X-Forwarded-For", scheme: str = "X-Forwarded-Proto",
           debug: bool = False, proxies: int = 1) -> None:
-    """Change the base URL (scheme://host[:port][/path]) for a site behind a reverse proxy.
+    """Behind a reverse proxy, rebuild the URL the client used (scheme://host[:port][/path]).
 
     ``local`` names the header carrying the host the client asked for (``'Origin'`` for
     Squid); to put a path in the base, set ``base`` to it (no trailing slash) and ``local``
@@ -359,7 +359,7 @@ def _weak_match(tag: str, candidates: list[str]) -> bool:
 
 
 def validate_etags(autotags: bool = False, debug: bool = False) -> None:
-    """Validate the current ETag against If-Match and If-None-Match headers.
+    """Answer 304 or 412 when If-Match or If-None-Match rule on the response's ETag.
 
     With ``autotags``, a 200 response without an ETag gets one: the MD5 of its body. Only
     for URLs whose other methods do not change what GET returns (see the reference's
@@ -409,7 +409,7 @@ def _not_after(since: str, lastmod: str) -> bool | None:
 def validate_since() -> None:
     """Answer 304 or 412 from If-Modified-Since and If-Unmodified-Since and the Last-Modified set.
 
-    Does nothing when no code has set the Last-Modified response header.
+    Without a Last-Modified header on the response, it leaves the request alone.
     """
     response = serving.response
     lastmod = response.headers.get("Last-Modified")

@@ -314,7 +314,7 @@ def _mime_matches(content_type: str, mime_types: Iterable[str]) -> bool:
 
 def gzip(compress_level: int = 5, mime_types: Iterable[str] = ("text/html", "text/plain"),
          debug: bool = False) -> None:
-    """Gzip the response body if the client accepts it and the Content-Type is in mime_types.
+    """Compress the body with gzip when the client allows it and its type is one of ``mime_types``.
 
     ``response.headers['Content-Type']`` must be set before this runs. ``mime_types`` holds
     ``type/subtype``, ``type/*`` or ``type/*+subtype`` forms. Nothing is compressed when the

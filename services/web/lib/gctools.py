@@ -167,9 +167,9 @@ class GCRoot:
 
     classes: list[tuple[type, int, int, str]] = [
         (_cprequest.Request, 2, 2,
-         "Should be 1 in this request thread and 1 kept for code outside requests."),
+         "One for this request, one kept for code running outside requests."),
         (_cprequest.Response, 2, 2,
-         "Should be 1 in this request thread and 1 kept for code outside requests."),
+         "One for this request, one kept for code running outside requests."),
         (_cpwsgi.AppResponse, 0, 0, "Should be none but those of other requests in flight."),
     ]
     """(class, minimum, maximum, why) for a quiet server; each other request in flight adds

@@ -60,7 +60,7 @@ _valid_status_cache: dict[Any, tuple[int, str, str]] = {}
 
 
 def urljoin(*atoms: str) -> str:
-    """Return the given path atoms joined into one URL, even if some are blank."""
+    """Join URL pieces with single slashes, skipping empty ones."""
     url = "/".join([x for x in atoms if x])
     while "//" in url:
         url = url.replace("//", "/")
@@ -81,7 +81,7 @@ def protocol_from_http(protocol_str: str) -> tuple[int, int]:
 
 
 def get_ranges(headervalue: str | None, content_length: int) -> list[tuple[int, int]] | None:
-    """Return a list of (start, stop) slice indices from a Range header, or None.
+    """The byte ranges a Range header asks for, as (start, stop) slices, or None.
 
     ``bytes=3-6`` against a body gives ``[(3, 7)]``; an empty list means 416
     (no range can be satisfied); None means there is no usable Range header.
@@ -167,7 +167,7 @@ _q_separator = re.compile(r"; *q *=")
 
 
 class AcceptElement(HeaderElement):
-    """An element (with parameters) from an Accept* header's element list.
+    """One item of an Accept-style header, ordered by its preference.
 
     The more-preferred element sorts first ("less than" the less-preferred one).
     """
@@ -201,7 +201,7 @@ class AcceptElement(HeaderElement):
 
 
 def header_elements(fieldname: str, fieldvalue: str | None) -> list[HeaderElement]:
-    """Return a HeaderElement list from a comma-separated header, most preferred first."""
+    """Parse a comma-separated header value into its items, most preferred first."""
     if not fieldvalue:
         return []
     accept = fieldname.startswith("Accept") or fieldname == "TE"
@@ -361,13 +361,13 @@ class HeaderMap(CaseInsensitiveDict):
         return [e.value for e in self.elements(key)]
 
     def output(self) -> list[tuple[bytes, bytes]]:
-        """Transform self into a list of (name, value) byte-string pairs, as sent (the
+        """The headers as (name, value) pairs of bytes, ready to send (the
         reference's form; ``native_output`` gives the text pairs start_response takes)."""
         return [(name.encode("latin-1"), value.encode("latin-1"))
                 for name, value in self.native_output()]
 
     def native_output(self) -> list[tuple[str, str]]:
-        """Transform self into a list of (name, value) pairs for WSGI's start_response."""
+        """The headers as (name, value) pairs of str, as WSGI's start_response takes them."""
         encode = self.encode
         out = []
         for name, value in self.items():

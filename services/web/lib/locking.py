@@ -47,7 +47,7 @@ class Timer:
 
     @classmethod
     def after(cls, elapsed: float | datetime.timedelta) -> Timer:
-        """Return a timer that will expire after ``elapsed`` (seconds or a timedelta)."""
+        """A timer whose deadline is ``elapsed`` (seconds or a timedelta) from now."""
         return cls(time.monotonic() + (seconds(elapsed) or 0.0))
 
     def expired(self) -> bool:

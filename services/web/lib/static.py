@@ -399,7 +399,7 @@ _ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
 def staticdir(section: str, dir: str, root: str = "", match: str = "",  # noqa: A002
               content_types: dict[str, str] | None = None, index: str = "",
               follow_symlinks: bool = False, debug: bool = False) -> bool:
-    """Serve a static resource from the given (root +) dir; True if it was served.
+    """Answer from the files under ``dir`` (joined to ``root``); True if a file answered.
 
     ``match``: a regular expression ``request.path_info`` must contain; ``content_types``:
     {extension: type}; ``index``: the file served for a directory.
@@ -433,7 +433,7 @@ def staticdir(section: str, dir: str, root: str = "", match: str = "",  # noqa: 
 
 def staticfile(filename: str, root: str | None = None, match: str = "",
                content_types: dict[str, str] | None = None, debug: bool = False) -> bool:
-    """Serve a static resource from the given (root +) filename; True if it was served."""
+    """Answer with the file ``filename`` (joined to ``root``); True if it answered."""
     request = serving.request
     if request.method not in ("GET", "HEAD"):
         return False
