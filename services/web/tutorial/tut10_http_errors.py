@@ -51,8 +51,8 @@ class HTTPErrorDemo:
     def messageArg(self):  # noqa: N802 - the tutorial's URL
         """Fail with a message of our own."""
         raise cherrypy.HTTPError(500, message=(
-            "This text came as HTTPError's 'message' argument; the error page shows it "
-            "below the status."))
+            "If you construct an HTTPError with a 'message' argument, it will be placed "
+            "on the error page (underneath the status line by default)."))
 
 
 if __name__ == "__main__":
