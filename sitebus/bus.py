@@ -151,11 +151,11 @@ def reexec_argv(orig_argv: list[str], executable: str) -> list[str]:
 
 
 class Bus:
-    """Process state-machine and messenger for HTTP site deployment.
+    """The process's state and the channels its parts talk over.
 
-    All listeners for a given channel are called even if others at the same channel fail.
-    Each failure is logged, and execution proceeds to the next listener. The only way to
-    stop all processing from inside a listener is to raise SystemExit.
+    Publishing calls every listener of the channel, in priority order: one that raises is
+    logged and the rest still run, so a broken plugin cannot keep the others from stopping.
+    A listener that must end everything raises SystemExit.
     """
 
     states = states
@@ -366,7 +366,7 @@ class Bus:
                 self.exit()
 
     def exit(self) -> None:
-        """Stop all services and prepare to exit the process.
+        """Stop, then run the exit listeners: the process may end once this returns.
 
         Called from another thread while one thread runs start(), the exit happens as soon
         as start() returns; called from a stop listener, as soon as stop() has finished.
@@ -547,7 +547,7 @@ class Bus:
             pass  # the pipe is full (a wake-up is pending anyway) or closed
 
     def block(self, interval: float = 0.1) -> None:
-        """Wait for the EXITING state, KeyboardInterrupt or SystemExit; then maybe re-execute.
+        """Park the main thread until the bus exits (or Ctrl-C, or SystemExit); re-exec if asked.
 
         For the main thread only. After EXITING it waits for the other non-daemon threads to
         end, then calls ``os.execv`` if ``self.execv`` is set (by ``restart()``).

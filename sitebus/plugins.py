@@ -44,7 +44,7 @@ __all__ = [
 
 
 class SimplePlugin:
-    """Plugin base class which auto-subscribes methods named like the bus's channels."""
+    """A base for plugins: `subscribe()` hooks every method named like a bus channel."""
 
     bus: Bus
 
@@ -52,14 +52,14 @@ class SimplePlugin:
         self.bus = bus
 
     def subscribe(self) -> None:
-        """Register this object as a (multi-channel) listener on the bus."""
+        """Subscribe each method named after one of the bus's channels to that channel."""
         for channel in list(self.bus.listeners):
             method = getattr(self, channel, None)
             if method is not None and callable(method):
                 self.bus.subscribe(channel, method)
 
     def unsubscribe(self) -> None:
-        """Unregister this object as a listener on the bus."""
+        """Take back every subscription `subscribe` made."""
         for channel in list(self.bus.listeners):
             method = getattr(self, channel, None)
             if method is not None and callable(method):
@@ -140,10 +140,10 @@ class Monitor(SimplePlugin):
     """A bus listener that runs ``callback`` every ``frequency`` seconds in its own thread."""
 
     callback: Callable[[], Any] | None = None
-    """The function to call at intervals."""
+    """What the thread runs, once per period."""
 
     frequency: float = 60
-    """The time in seconds between callback runs; 0 or less means no thread at all."""
+    """Seconds from one call to the next; 0 or less: the thread never starts."""
 
     thread: BackgroundTask | None = None
     """A BackgroundTask thread."""
@@ -162,7 +162,7 @@ class Monitor(SimplePlugin):
         self.name = name
 
     def start(self) -> None:
-        """Start our callback in its own background thread."""
+        """Begin calling `callback` from a thread of its own (none if `frequency` is 0 or less)."""
         if self.frequency > 0:
             threadname = self.name or self.__class__.__name__
             if self.thread is None:
@@ -177,7 +177,7 @@ class Monitor(SimplePlugin):
     start.priority = 70  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        """Stop our callback's background task thread, and wait for it unless it is us."""
+        """End the thread and wait for it, unless the thread is the one asking."""
         if self.thread is None:
             self.bus.log(f"No thread running for {self.name or self.__class__.__name__}.")
             return
@@ -193,22 +193,21 @@ class Monitor(SimplePlugin):
         self.thread = None
 
     def graceful(self) -> None:
-        """Stop the callback's background task thread and restart it."""
+        """Replace the thread with a fresh one, so that a changed `frequency` takes effect."""
         self.stop()
         self.start()
 
 
 class ThreadManager(SimplePlugin):
-    """Manager for HTTP request threads.
+    """Numbers the threads that serve requests and tells listeners when each begins and ends.
 
-    If you control thread creation and destruction, publish to 'acquire_thread' and
-    'release_thread' for each thread. If threads are created by code you do not control,
-    publish only 'acquire_thread' at the start of every request: 'stop_thread' listeners then
-    run for every known thread when the bus stops.
+    A server whose threads it owns publishes 'acquire_thread' when one starts and
+    'release_thread' when it ends. One that borrows threads may publish 'acquire_thread' on
+    every request (repeats are ignored) and never release: the bus's stop ends them all.
     """
 
     threads: dict[int, int]
-    """A map of {thread ident: index number} pairs."""
+    """Each known thread's `threading.get_ident()` and the number `start_thread` gave it."""
 
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
@@ -219,7 +218,7 @@ class ThreadManager(SimplePlugin):
             bus.listeners.setdefault(channel, set())
 
     def acquire_thread(self) -> None:
-        """Run 'start_thread' listeners for the current thread, once per thread."""
+        """Number the calling thread and publish it on 'start_thread' (the first time only)."""
         ident = threading.get_ident()
         with self._lock:
             if ident in self.threads:
@@ -229,14 +228,14 @@ class ThreadManager(SimplePlugin):
         self.bus.publish("start_thread", index)
 
     def release_thread(self) -> None:
-        """Release the current thread and run 'stop_thread' listeners."""
+        """Forget the calling thread and publish its number on 'stop_thread'."""
         with self._lock:
             index = self.threads.pop(threading.get_ident(), None)
         if index is not None:
             self.bus.publish("stop_thread", index)
 
     def stop(self) -> None:
-        """Release all threads and run all 'stop_thread' listeners."""
+        """At the bus's stop, publish 'stop_thread' for every thread still known."""
         with self._lock:
             released = list(self.threads.values())
             self.threads.clear()

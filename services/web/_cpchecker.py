@@ -27,7 +27,7 @@ OBSOLETE_KEYS = {
     "log_to_screen": "log.screen",
     "show_tracebacks": "request.show_tracebacks",
     "throw_errors": "request.throw_errors",
-    "profiler.on": "cherrypy.tree.mount(profiler.make_app(cherrypy.Application(Root())))",
+    "profiler.on": "profiler.make_app(app) as WSGI middleware",
     "autoreload_on": "engine.autoreload.on",
     "autoreload_frequency": "engine.autoreload.frequency",
     "autoreload_match": "engine.autoreload.match",
@@ -83,9 +83,8 @@ class Checker:
             for section in app.config:
                 if str(section).startswith(script_name + "/") or section == script_name:
                     self.warn(
-                        f"The application mounted at {script_name!r} has config entries that "
-                        f"start with its script name: {section!r}. Application config paths "
-                        "are relative to the mount point ('/' is the application's root).")
+                        f"App at {script_name!r}: config section {section!r} repeats the mount "
+                        "point; an app's sections are paths below it ('/' is the app's root).")
 
     def check_site_config_entries_in_app_config(self) -> None:
         """Warn about site-only keys (engine, server...) in application config."""
@@ -100,16 +99,15 @@ class Checker:
                         misplaced.append(f"[{section}] {key}")
             if misplaced:
                 self.warn(
-                    f"The application mounted at {script_name!r} contains the following config "
-                    f"entries, which are only allowed in site-wide config: "
-                    f"{', '.join(misplaced)}. Move them to a [global] section and pass them "
-                    "to config.update() instead of tree.mount().")
+                    f"App at {script_name!r}: these keys work only in the site's config, here "
+                    f"they do nothing: {', '.join(misplaced)}. Set them in [global], through "
+                    "config.update(), not in the config given to tree.mount().")
 
     def check_skipped_app_config(self) -> None:
         """Warn about applications mounted without any config."""
         for script_name, app in self._apps():
             if not app.config:
-                self.warn(f"The Application mounted at {script_name!r} has an empty config.")
+                self.warn(f"App at {script_name!r}: mounted with no config at all.")
 
     def check_app_config_brackets(self) -> None:
         """Warn about config section names written with brackets in a dict."""
@@ -117,9 +115,8 @@ class Checker:
             for section in app.config:
                 if str(section).startswith("[") and str(section).endswith("]"):
                     self.warn(
-                        f"The application mounted at {script_name!r} has config section names "
-                        f"which contain brackets ({section!r}); in a dict, sections are written "
-                        "without them.")
+                        f"App at {script_name!r}: section {section!r} is written with brackets; "
+                        "in a dict, write the bare path.")
 
     def check_compatibility(self) -> None:
         """Warn about config keys of older versions of the reference."""
@@ -148,19 +145,18 @@ class Checker:
                     namespace, dot, _ = str(key).partition(".")
                     if dot and namespace not in known:
                         self.warn(
-                            f"The config entry {key!r} in section {section!r} of the application "
-                            f"mounted at {script_name!r} is in the unknown namespace "
-                            f"{namespace!r}; known namespaces are "
-                            f"{', '.join(sorted(known))}.")
+                            f"App at {script_name!r}: {key!r} in section {section!r}: no "
+                            f"namespace {namespace!r} (there are "
+                            f"{', '.join(sorted(known))}).")
 
     def check_localhost(self) -> None:
         """Warn about 'localhost' as the socket host (it may resolve to IPv4 or IPv6)."""
         from sitebus.site.container import config
 
         if config.get("server.socket_host") == "localhost":
-            self.warn("The use of 'localhost' as a socket host can cause problems on newer "
-                      "systems, since 'localhost' can map to either an IPv4 or an IPv6 "
-                      "address. You should use '127.0.0.1' or '[::1]' instead.")
+            self.warn("server.socket_host = 'localhost' may resolve to an IPv4 or an IPv6 "
+                      "address, whichever the resolver lists first; name the one you mean: "
+                      "'127.0.0.1' or '::1'.")
 
 
 checker = Checker()

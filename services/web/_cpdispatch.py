@@ -68,7 +68,8 @@ class Dispatcher:
     def __init__(self, dispatch_method_name: str | None = None,
                  translate: dict[int, Any] = punctuation_to_underscores) -> None:
         if not isinstance(translate, dict):
-            raise TypeError("The translate argument must be a dict.")
+            raise TypeError("translate: expected a dict (str.maketrans gives one), got "
+                            f"{type(translate).__name__}")
         self.translate = translate
         if dispatch_method_name:
             self.dispatch_method_name = dispatch_method_name
@@ -361,7 +362,7 @@ def XMLRPCDispatcher(next_dispatcher: Any = None) -> Callable[[str], Any]:  # no
 
 def VirtualHost(next_dispatcher: Any = None, use_x_forwarded_host: bool = True,  # noqa: N802
                 **domains: str) -> Callable[[str], Any]:
-    """Select a different handler based on the Host header, by prefixing the path.
+    """Serve several host names from one app: the Host header picks a path prefix.
 
     ``domains`` maps host names (``'www.domain2.example:443'``) to path prefixes inside the
     root application (``'/domain2'``); other hosts get the path unchanged. With

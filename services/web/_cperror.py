@@ -119,7 +119,7 @@ class HTTPRedirect(CherryPyException):
         else:
             code = int(status)
             if code < 300 or code > 399:
-                raise ValueError("status must be between 300 and 399.")
+                raise ValueError(f"HTTPRedirect: expected a 3xx status, got {code}")
         self.code = self.status = code
         self.urls = abs_urls
         super().__init__(abs_urls, code)
@@ -200,7 +200,7 @@ class HTTPError(CherryPyException):
         except ValueError as error:
             raise self.__class__(500, error.args[0]) from None
         if self.code < 400 or self.code > 599:
-            raise ValueError("status must be between 400 and 599.")
+            raise ValueError(f"HTTPError: expected a 4xx or 5xx status, got {self.code}")
         self._message = message or default_message
         super().__init__(status, message)
 
@@ -357,8 +357,8 @@ def _custom_page_body(result: Any) -> Any:
     if isinstance(result, str):
         return result.encode("utf-8")
     if not isinstance(result, bytes):
-        raise ValueError("error page function did not return a bytestring, a string or an "
-                         f"iterator - returned object of type {type(result).__name__}.")
+        raise ValueError("error_page: a custom error page must give bytes, str or an iterator, "
+                         f"got {type(result).__name__}")
     return result
 
 

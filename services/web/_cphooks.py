@@ -47,7 +47,7 @@ def log_traceback(severity: int = 40) -> None:
 
 
 class Hook:
-    """A callback and its metadata: failsafe, priority and keyword arguments."""
+    """A function to call at a hook point: its order, arguments, whether it runs after errors."""
 
     callback: Callable[..., Any]
     failsafe = False
@@ -67,7 +67,7 @@ class Hook:
         return self.priority < other.priority
 
     def __call__(self) -> Any:
-        """Run self.callback(**self.kwargs)."""
+        """Call the callback with the keyword arguments given at registration."""
         return self.callback(**self.kwargs)
 
     def __repr__(self) -> str:
@@ -90,7 +90,7 @@ class HookMap(dict):
 
     def attach(self, point: str, callback: Callable[..., Any], failsafe: bool | None = None,
                priority: int | None = None, **kwargs: Any) -> None:
-        """Append a new Hook made from the supplied arguments (after those of equal priority)."""
+        """Register `callback` at `point`; of equal priorities, the first registered runs first."""
         self.add(point, Hook(callback, failsafe, priority, **kwargs))
 
     def add(self, point: str, hook: Hook) -> None:
@@ -104,7 +104,7 @@ class HookMap(dict):
             bisect.insort_right(hooks, hook)
 
     def run(self, point: str) -> None:
-        """Execute all registered Hooks (callbacks) for the given point."""
+        """Call the hooks registered at `point`, lowest priority number first."""
         hooks = self.get(point)
         if hooks:
             self.run_hooks(hooks)

@@ -57,7 +57,7 @@ def _merge_param(params: dict[str, Any], key: str, value: Any) -> None:
 
 
 def process_urlencoded(entity: Entity) -> None:
-    """Read application/x-www-form-urlencoded data into entity.params."""
+    """Decode a form-encoded body into `entity.params`, trying each allowed charset in turn."""
     qs = entity.fp.read()
     for charset in entity.attempt_charsets:
         try:
@@ -81,7 +81,7 @@ def process_urlencoded(entity: Entity) -> None:
 
 
 def process_multipart(entity: Entity) -> None:
-    """Read all multipart parts into entity.parts."""
+    """Split a multipart body at its boundary: each part becomes a Part in `entity.parts`."""
     boundary = entity.content_type.params.get("boundary", "").strip('"')
     if not _boundary_pattern.match(boundary):
         raise HTTPError(400, f"Invalid boundary in multipart form: {boundary!r}")
@@ -102,7 +102,7 @@ def process_multipart(entity: Entity) -> None:
 
 
 def process_multipart_form_data(entity: Entity) -> None:
-    """Read multipart/form-data parts into entity.parts or entity.params."""
+    """As `process_multipart`, then named parts go to params: fields as text, uploads as Parts."""
     process_multipart(entity)
     kept_parts = []
     for part in entity.parts:
@@ -213,14 +213,14 @@ class Entity:
         return line
 
     def read_into_file(self, fp_out: IO[bytes] | None = None) -> IO[bytes]:
-        """Read the request body into fp_out (or make_file() if None). Return fp_out."""
+        """Copy the whole body into `fp_out` (a new `make_file()` if None) and return that file."""
         if fp_out is None:
             fp_out = self.make_file()
         self.read(fp_out=fp_out)
         return fp_out
 
     def make_file(self) -> IO[bytes]:
-        """Return a file-like object into which the request body will be read."""
+        """Where a large body is spooled: an anonymous temporary file (override to change)."""
         return tempfile.TemporaryFile()
 
     def fullvalue(self) -> str:
@@ -248,7 +248,7 @@ class Entity:
     # -- processing -------------------------------------------------------------------------
 
     def process(self) -> None:
-        """Execute the best-match processor for the given media type."""
+        """Hand the body to the processor registered for its media type, or its major type."""
         media_type = self.content_type.value
         proc = self.processors.get(media_type)
         if proc is None:
@@ -259,7 +259,7 @@ class Entity:
             proc(self)
 
     def default_proc(self) -> None:
-        """Called if a more-specific processor is not found for the entity's type."""
+        """What runs when no processor knows the body's type: the body is left for the handler."""
 
     def close_files(self) -> None:
         """Close the temporary files of this entity and of its parts (and of params)."""
@@ -347,7 +347,7 @@ class Part(Entity):
             text, brk = _split_line_break(chunk)
             spool.write(held + text)
             held, starts_line = brk, bool(brk)
-        raise HTTPError(400, "Illegal end of multipart body.")
+        raise HTTPError(400, "The multipart body ends before its closing boundary.")
 
     def default_proc(self) -> None:
         """Read the part: an upload into a temporary file, a field into memory unless it
@@ -465,7 +465,7 @@ class SizedReader:
         return b"".join(pieces) if fp_out is None else None
 
     def readline(self, size: int | None = None) -> bytes:
-        """Read a line (at most ``size`` bytes) from the request body and return it."""
+        """The body's next line, up to ``size`` bytes, newline included."""
         line = bytearray()
         while size is None or len(line) < size:
             room = self.bufsize if size is None else min(size - len(line), self.bufsize)
@@ -497,7 +497,7 @@ class SizedReader:
 
 
 class RequestBody(Entity):
-    """The entity of the HTTP request."""
+    """The body of a request: its headers, limits and the processors that decode it."""
 
     bufsize = 8 * 1024
     default_content_type = ""
@@ -513,7 +513,7 @@ class RequestBody(Entity):
         self.request_params = {} if request_params is None else request_params
 
     def process(self) -> None:
-        """Process the request entity based on its Content-Type."""
+        """Check the body's size against the limits, then decode it by its Content-Type."""
         headers = self.headers
         if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
             raise HTTPError(411)

@@ -87,7 +87,7 @@ class Request:
     """The dispatcher: finds the handler and config (``request.dispatch`` in config)."""
 
     script_name = ""
-    """The mount point of the application which is handling this request."""
+    """Where the app serving this request is mounted ('' for the root)."""
 
     path_info = "/"
     """The path below the mount point (after the dispatcher, the handler's path)."""
@@ -204,7 +204,7 @@ class Request:
         return response
 
     def respond(self, path_info: str) -> None:
-        """Generate a response for the resource at ``path_info``."""
+        """Find the handler for ``path_info``, run the hooks around it, and fill in the response."""
         try:
             self._respond_then_end_resource(path_info, serving.response)
         except Exception as error:
@@ -287,7 +287,7 @@ class Request:
         host = dict.get(self.headers, "Host")
         if not host:
             if self.protocol >= (1, 1):
-                raise HTTPError(400, "HTTP/1.1 requires a 'Host' request header.")
+                raise HTTPError(400, "An HTTP/1.1 request must carry a Host header.")
             host = self.local.name or self.local.ip
         self.base = f"{self.scheme}://{host}"
 

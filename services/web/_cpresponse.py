@@ -20,7 +20,8 @@ from services.web.lib import closable, file_generator, httputil
 
 __all__ = ["Response", "prepare_iter"]
 
-_UNICODE_ERR = "Page handlers MUST return bytes. Use tools.encode if you wish to return unicode."
+_UNICODE_ERR = ("A page handler returned str where bytes are expected: encode it, or turn "
+                "tools.encode on.")
 
 
 def prepare_iter(value: Any) -> Any:
@@ -38,7 +39,7 @@ class Response:
     """An HTTP response: status, headers, cookie and body for the current request."""
 
     status: Any = ""
-    """The HTTP status code and reason phrase (int or str; finalize makes it '200 OK')."""
+    """What the handler set (an int or a string); finalize turns it into e.g. '200 OK'."""
 
     header_list: list[tuple[str, str]] | None = None
     """The headers as (name, value) pairs, filled by finalize."""

@@ -38,8 +38,8 @@ __all__ = ["CachingTool", "ErrorTool", "HandlerTool", "HandlerWrapperTool", "Ses
            "SessionTool", "Tool", "Toolbox", "XMLRPCController", "default_toolbox",
            "tool_settings"]
 
-_attr_error = ("Tools cannot be turned on directly. Instead, turn them on via config, or use "
-               "them as decorators on your page handlers.")
+_attr_error = ("A tool has no 'on' attribute to set or read: turn it on in the config "
+               "(tools.NAME.on = True) or decorate the handler with it.")
 
 
 def _getargs(func: Callable[..., Any]) -> list[str]:
@@ -93,8 +93,8 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """Turn the tool on for the decorated handler, with these settings."""
         if args:
-            raise TypeError(f"The {self._name!r} Tool does not accept positional arguments; "
-                            "you must use keyword arguments.")
+            raise TypeError(f"tools.{self._name}: settings go by keyword (name=value), got "
+                            f"{len(args)} positional argument(s)")
 
         def tool_decorator(f: Any) -> Any:
             if not hasattr(f, "_cp_config"):
@@ -232,7 +232,7 @@ class SessionTool(Tool):
         hooks.attach("on_end_request", self._sessions.close)
 
     def regenerate(self) -> None:
-        """Drop the current session and make a new one (with a new id)."""
+        """Give the session a fresh id (and cookie), so an id seen before login stops working."""
         serving.session.regenerate()
         relevant = ("path", "path_header", "name", "timeout", "domain", "secure", "httponly")
         conf = {k: v for k, v in self._merged_args().items() if k in relevant}
@@ -339,7 +339,7 @@ class Toolbox:
                     getattr(self, name)._setup()
 
     def register(self, point: str, **kwargs: Any) -> Callable[[Any], Any]:
-        """Return a decorator which registers the function as a tool at ``point``.
+        """A decorator: the function becomes a tool of this toolbox, run at ``point``.
 
         ``name`` (default: the function's name) and ``priority`` may be given.
         """

@@ -103,7 +103,7 @@ class Application:
         self._build_wsgiapp()
 
     def find_config(self, path: str, key: str, default: Any = None) -> Any:
-        """Return the most-specific value for ``key`` along ``path``, or ``default``."""
+        """The value of ``key`` set deepest along ``path`` (nearest the leaf), or ``default``."""
         for section in _sections_up_from(path or "/"):
             entries = self.config.get(section)
             if entries and key in entries:

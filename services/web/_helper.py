@@ -135,7 +135,7 @@ def normalize_path(path: str) -> str:
 
 def url(path: str = "", qs: Any = "", script_name: str | None = None,
         base: str | None = None, relative: Any = None) -> str:
-    """Create an absolute URL for the given path.
+    """Build the URL a client should use for ``path``, from the current request.
 
     ``path`` relative to the current page resolves against it (with the trailing slash an
     index page implies); ``qs`` may be a string or a mapping/sequence to urlencode.

@@ -20,13 +20,13 @@ __all__ = ["Serving", "ThreadLocalProxy", "serving", "thread_data"]
 
 
 class Serving(threading.local):
-    """An interface for registering request and response objects of the current thread."""
+    """Each thread's current request and response, as ``serving.request`` and ``.response``."""
 
     request: Any = None
-    """The request object for the current thread (a default one outside requests)."""
+    """The request this thread is serving (a default one outside requests)."""
 
     response: Any = None
-    """The response object for the current thread (a default one outside requests)."""
+    """The response this thread is building (a default one outside requests)."""
 
     def load(self, request: Any, response: Any) -> None:
         """Make ``request`` and ``response`` the current thread's."""

@@ -307,7 +307,7 @@ _live_plugins: weakref.WeakSet[PIDFile] = weakref.WeakSet()
 
 
 class PIDFile(SimplePlugin):
-    """Maintain a PID file via a WSPBus."""
+    """Writes the process id to a file while the bus runs, and removes it at exit."""
 
     pidfile: object
     """The path of the PID file (``engine.pidfile.pidfile``), preferably absolute."""

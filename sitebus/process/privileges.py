@@ -274,7 +274,7 @@ class DropPrivileges(SimplePlugin):
 
     @property
     def umask(self) -> int | None:
-        """The default permission mode for newly created files and directories (e.g. 0o027)."""
+        """The umask set when privileges drop (e.g. 0o027: no access for others)."""
         return self._umask
 
     @umask.setter

@@ -91,13 +91,13 @@ def has_terminal() -> bool:
 
 
 class SignalHandler:
-    """Register bus channels (and listeners) for system signals."""
+    """Turns the process's signals into bus calls: SIGTERM exits, SIGHUP restarts, and so on."""
 
     handlers: dict[str, Handler | None]
-    """A map from signal names (e.g. 'SIGTERM') to listeners (e.g. bus.exit)."""
+    """What each signal does, by name: ``{'SIGTERM': bus.exit, ...}``; edit before subscribing."""
 
     signals: dict[int, str] = _signal_names()
-    """A map from signal numbers to names."""
+    """The name of each signal number, for log lines."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

@@ -144,7 +144,7 @@ def check_settings(frequency: object, match: object, files: Iterable[object], qu
 
 
 class Autoreloader(SimplePlugin):
-    """Monitor which re-executes the process when files change (or are deleted)."""
+    """Restarts the process (by re-exec) when a watched file changes or disappears."""
 
     frequency: float = 1
     """Seconds between looks of the polling watcher (the others wait for events); 0: off."""
@@ -212,11 +212,11 @@ class Autoreloader(SimplePlugin):
     # -- the reference's public methods -----------------------------------------------------
 
     def sysfiles(self) -> set[str]:
-        """Return a Set of sys.modules filenames to monitor."""
+        """The source files of the loaded modules that `match` selects: what a change restarts."""
         return module_files(sys.modules, self.match, module_file_base)
 
     def run(self) -> None:
-        """Reload the process if registered files have been modified (checks now)."""
+        """Look at the watched files once, now; restart if any changed since the last look."""
         with self._work:
             self._rescan()
             with self._cond:

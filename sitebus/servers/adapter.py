@@ -55,7 +55,7 @@ def describe(address: Any, scheme: str = "http") -> str:
     The port is left out when it is the scheme's default (80 for http, 443 for https).
     """
     if address is None:
-        return "standard input and output" if scheme == "cgi" else "unknown interface (dynamic?)"
+        return "standard input and output" if scheme == "cgi" else "an address not known yet"
     if isinstance(address, (str, bytes)):
         return f"socket file: {format_address(address)}"
     host, port = address[:2]
@@ -70,15 +70,13 @@ _thread_numbers = itertools.count(1)
 
 
 class ServerAdapter(SimplePlugin):
-    """Adapter for an HTTP server.
+    """Runs one HTTP server in a thread of its own for as long as the bus is started.
 
-    If you need to start more than one HTTP server (to serve on multiple ports, or protocols,
-    etc.), you can manually register each one and then start them all with bus.start::
+    A site makes one per listening address. Several can share a bus: subscribe each, and
+    ``bus.start()`` starts them all::
 
-        s1 = ServerAdapter(bus, MyWSGIServer(host='0.0.0.0', port=80))
-        s2 = ServerAdapter(bus, another.HTTPServer(host='127.0.0.1', SSL=True))
-        s1.subscribe()
-        s2.subscribe()
+        for server in (public_server, admin_server):
+            ServerAdapter(bus, server).subscribe()
         bus.start()
     """
 
@@ -138,18 +136,18 @@ class ServerAdapter(SimplePlugin):
 
     @property
     def description(self) -> str:
-        """A description about where this server is bound."""
+        """Where the server listens, as a URL or a socket file, for log lines."""
         return describe(self.bound_addr, self.scheme)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the HTTP server."""
+        """Serve from a new thread; return once the server accepts connections."""
         if self.running:
             self.bus.log(f"Already serving on {self.description}")
             return
         if not self.httpserver:
-            raise ValueError("No HTTP server has been created.")
+            raise ValueError("ServerAdapter.start: no httpserver to start (got None)")
         self.interrupt = None
         self._wake = threading.Event()
         if hasattr(self.httpserver, "ready_event"):
@@ -180,11 +178,11 @@ class ServerAdapter(SimplePlugin):
         try:
             self.httpserver.start()
         except KeyboardInterrupt as error:
-            self._server_ended(error, "<Ctrl-C> hit: shutting down HTTP server")
+            self._server_ended(error, "HTTP server interrupted (KeyboardInterrupt): shutting down")
         except SystemExit as error:
-            self._server_ended(error, "SystemExit raised: shutting down HTTP server")
+            self._server_ended(error, "HTTP server asked to exit (SystemExit): shutting down")
         except Exception as error:
-            self._server_ended(error, "Error in HTTP server: shutting down", 40)
+            self._server_ended(error, "HTTP server failed: shutting down", 40)
         else:
             if not self._stopping:
                 self._server_ended(None, f"HTTP Server {self.description} ended: shutting down")
@@ -204,7 +202,7 @@ class ServerAdapter(SimplePlugin):
             self.bus.exit()
 
     def wait(self) -> None:
-        """Wait until the HTTP server is ready to receive requests.
+        """Block until the server accepts connections.
 
         Re-raises an error from the server thread; raises UnavailableError if the server is
         not ready within ``Timeouts.occupied`` seconds.
@@ -276,7 +274,7 @@ class ServerAdapter(SimplePlugin):
             self._stop_error = error
 
     def stop(self) -> None:
-        """Stop the HTTP server."""
+        """Ask the server to stop, and wait for its thread to end."""
         if not self.running:
             self.bus.log(f"HTTP Server {self.description} already shut down")
             return
@@ -306,6 +304,6 @@ class ServerAdapter(SimplePlugin):
         """Release what the server held once it has stopped (for subclasses)."""
 
     def restart(self) -> None:
-        """Restart the HTTP server."""
+        """Stop, then start again on the same address."""
         self.stop()
         self.start()

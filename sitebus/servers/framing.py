@@ -284,7 +284,7 @@ class ChunkedInput(LineReader):
                 if _TRAILER.fullmatch(line) is None:
                     raise self._refuse(BAD_REQUEST, "A malformed trailer field")
                 self.trailers.append(line)
-            raise self._refuse(BAD_REQUEST, "Too many trailer fields")
+            raise self._refuse(BAD_REQUEST, f"More than {MAX_TRAILERS} trailer fields")
         if self.max_size and self.size + size > self.max_size:
             raise self._refuse(TOO_LARGE, f"The body is larger than {self.max_size} bytes")
         self._chunk_left = size

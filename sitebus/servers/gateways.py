@@ -130,14 +130,14 @@ class _FlupServer:
 
 
 class FlupFCGIServer(_FlupServer):
-    """Adapter for a flup.server.fcgi.WSGIServer."""
+    """Serves the site over FastCGI with flup's server (flup.server.fcgi)."""
 
     module = "flup.server.fcgi"
     scheme = "fcgi"
 
 
 class FlupSCGIServer(_FlupServer):
-    """Adapter for a flup.server.scgi.WSGIServer."""
+    """Serves the site over SCGI with flup's server (flup.server.scgi)."""
 
     module = "flup.server.scgi"
     scheme = "scgi"

@@ -287,8 +287,8 @@ class Server(ServerAdapter):
                 self.socket_host, self.socket_port = value
             except (TypeError, ValueError):
                 raise ValueError(
-                    "bind_addr must be a (host, port) tuple (for TCP sockets) or a string "
-                    f"(for UNIX domain sockets), not {value!r}"
+                    "bind_addr: expected (host, port) for TCP or a path for a UNIX socket, "
+                    f"got {value!r}"
                 ) from None
             self.socket_file = None
 

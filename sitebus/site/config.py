@@ -394,7 +394,7 @@ class Config(dict):
             self.update(kwargs)
 
     def reset(self) -> None:
-        """Reset self to default values."""
+        """Forget every setting made: back to the defaults."""
         self.clear()
         self._explicit.clear()
         dict.update(self, self.defaults)

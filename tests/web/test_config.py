@@ -233,12 +233,12 @@ def test_checker_findings(site_state: Any, caplog: Any) -> None:
     with caplog.at_level(logging.WARNING, logger="sitebus"):
         checker()
     text = "\n".join(checker.findings)
-    assert "The Application mounted at '/empty' has an empty config." in text
-    assert "start with its script name: '/misconfigured/page'" in text
-    assert "only allowed in site-wide config: [/] server.socket_port" in text
-    assert "contain brackets ('[/brackets]')" in text
-    assert "'nosuch.key' in section '/'" in text and "unknown namespace 'nosuch'" in text
-    assert "Checker: The Application mounted at '/empty' has an empty config." in caplog.text
+    assert "App at '/empty': mounted with no config at all." in text
+    assert "config section '/misconfigured/page' repeats the mount point" in text
+    assert "only in the site's config, here they do nothing: [/] server.socket_port" in text
+    assert "section '[/brackets]' is written with brackets" in text
+    assert "'nosuch.key' in section '/': no namespace 'nosuch'" in text
+    assert "Checker: App at '/empty': mounted with no config at all." in caplog.text
     checker.on = False
     checker()
     assert checker.findings  # not run again: the old findings stay

@@ -101,7 +101,7 @@ def test_http_error_status_and_message(app: Any, code: int, message: str | None,
 
 
 def test_http_error_refuses_statuses_outside_4xx_5xx() -> None:
-    with pytest.raises(ValueError, match="between 400 and 599"):
+    with pytest.raises(ValueError, match="expected a 4xx or 5xx status, got 302"):
         cherrypy.HTTPError(302)
     with pytest.raises(cherrypy.HTTPError) as raised:  # an illegal status: a 500 saying so
         cherrypy.HTTPError("999")
@@ -213,7 +213,7 @@ def test_safe_url_leaves_no_control_characters(url: str) -> None:
 
 
 def test_redirect_status_must_be_3xx(app: Any) -> None:
-    with pytest.raises(ValueError, match="between 300 and 399"):
+    with pytest.raises(ValueError, match="expected a 3xx status"):
         HTTPRedirect("/x", 200)
 
 

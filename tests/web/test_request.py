@@ -168,7 +168,7 @@ def test_multipart_without_its_closing_boundary_is_a_400(app: Any) -> None:
     headers, body = multipart([("note", None, b"text")])
     app.getPage("/app/echo", method="POST", headers=headers, body=body[:-len("--xYzZY--\r\n")])
     app.assertStatus(400)
-    app.assertInBody("Illegal end of multipart body")
+    app.assertInBody("The multipart body ends before its closing boundary")
 
 
 def test_multipart_with_a_bad_boundary_is_a_400(app: Any) -> None:
@@ -289,7 +289,7 @@ def test_http11_without_host_is_a_400(app: Any) -> None:
         while chunk := sock.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400 ")
-    assert b"HTTP/1.1 requires a 'Host' request header." in reply
+    assert b"An HTTP/1.1 request must carry a Host header." in reply
 
 
 def test_http10_without_host_uses_the_server_name(app: Any) -> None:

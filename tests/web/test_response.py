@@ -221,7 +221,7 @@ def test_body_types(app: Any, path: str, body: bytes, content_type: str) -> None
 def test_text_without_the_encode_tool_is_an_error(app: Any) -> None:
     app.getPage("/no_encode")
     app.assertStatus(500)
-    app.assertInBody("Page handlers MUST return bytes")
+    app.assertInBody("A page handler returned str where bytes are expected")
 
 
 @pytest.mark.parametrize(

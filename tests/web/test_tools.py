@@ -167,11 +167,11 @@ def test_tool_as_decorator_with_arguments(web: Any) -> None:
 
 
 def test_tools_refuse_positional_arguments_and_direct_on() -> None:
-    with pytest.raises(TypeError, match="does not accept positional arguments"):
+    with pytest.raises(TypeError, match="settings go by keyword"):
         cherrypy.tools.encode("utf-8")
-    with pytest.raises(AttributeError, match="cannot be turned on directly"):
+    with pytest.raises(AttributeError, match="has no 'on' attribute"):
         cherrypy.tools.encode.on = True
-    with pytest.raises(AttributeError, match="cannot be turned on directly"):
+    with pytest.raises(AttributeError, match="has no 'on' attribute"):
         _ = cherrypy.tools.encode.on
 
 

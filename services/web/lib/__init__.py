@@ -58,7 +58,7 @@ def closable(obj: Any) -> bool:
 
 
 class file_generator:  # noqa: N801 (the reference's name)
-    """Yield the given input (a file object) in chunks (default 64 KiB); close it at the end."""
+    """Read a file object piece by piece (64 KiB unless told), closing it when done."""
 
     def __init__(self, input: IO[bytes], chunkSize: int = 65536) -> None:  # noqa: N803
         self.input = input
@@ -83,7 +83,7 @@ class file_generator:  # noqa: N801 (the reference's name)
 
 def file_generator_limited(fileobj: IO[bytes], count: int,
                            chunk_size: int = 65536) -> Iterator[bytes]:
-    """Yield the given file object in chunks, stopping after ``count`` bytes."""
+    """Read a file object piece by piece, no more than ``count`` bytes in all."""
     remaining = count
     while remaining > 0:
         chunk = fileobj.read(min(chunk_size, remaining))

@@ -38,7 +38,7 @@ class _Pending:
 
 
 class AntiStampedeCache(dict):
-    """A storage system for cached items which reduces stampede collisions.
+    """The variants of one URL, where a request for a variant being computed waits for it.
 
     ``selecting_headers`` names the request headers whose values key the variants (None
     until the first response is stored).
@@ -116,24 +116,24 @@ class Cache:
     """Base class for Cache implementations: get, put, delete and clear."""
 
     def get(self) -> Any:
-        """Return the current variant if in the cache, else None."""
+        """The stored response for this request's URL and varying headers, or None."""
         raise NotImplementedError
 
     def put(self, obj: Any, size: int) -> None:
-        """Store the current variant in the cache."""
+        """Keep `obj` (`size` bytes) as the response for this request's URL and headers."""
         raise NotImplementedError
 
     def delete(self) -> None:
-        """Remove ALL cached variants of the current resource."""
+        """Forget every stored response for this URL, whatever the headers."""
         raise NotImplementedError
 
     def clear(self) -> None:
-        """Reset the cache to its initial, empty state."""
+        """Forget everything stored."""
         raise NotImplementedError
 
 
 class MemoryCache(Cache):
-    """An in-memory cache for varying response content.
+    """Responses kept in this process's memory, one set of variants per URL.
 
     ``store`` maps each URL to an AntiStampedeCache whose keys are tuples of the values of
     its ``selecting_headers`` and whose values are the responses:
@@ -144,10 +144,10 @@ class MemoryCache(Cache):
     """The maximum number of cached variants."""
 
     maxobj_size = 100000
-    """The maximum size of each cached object in bytes."""
+    """Responses bigger than this (bytes) are not kept."""
 
     maxsize = 10000000
-    """The maximum size of the entire cache in bytes."""
+    """Once the kept responses add up to this (bytes), no more are stored."""
 
     delay = 600
     """Seconds until the cached content expires."""
@@ -166,7 +166,7 @@ class MemoryCache(Cache):
         self.clear()
 
     def clear(self) -> None:
-        """Reset the cache to its initial, empty state (waiters are released)."""
+        """Forget everything stored, and wake the requests waiting for a variant."""
         with self._lock:
             old = getattr(self, "store", {})
             self.store: dict[str, AntiStampedeCache] = {}
@@ -209,7 +209,7 @@ class MemoryCache(Cache):
         self.objects -= 1
 
     def get(self) -> Any:
-        """Return the current variant if in the cache, else None (then compute it).
+        """The stored response for this request, or None when this request must compute it.
 
         Waits while another thread computes the same variant; when it returns None the
         current request holds the variant's slot (``request._cache_claim``) until it stores
@@ -292,7 +292,7 @@ class MemoryCache(Cache):
                 del self.store[uri]
 
     def delete(self) -> None:
-        """Remove ALL cached variants of the current resource."""
+        """Forget every stored response for this URL, whatever the headers."""
         with self._lock:
             uricache = self.store.pop(self.key(), None)
             if uricache is None:

@@ -139,7 +139,7 @@ class StatsPage:
                             sections="\n".join(sections))
 
     def get_namespaces(self) -> Any:
-        """Yield (title, scalars, collections) for each namespace, formatted as HTML."""
+        """For each namespace: its title, then its scalars and its collections, as HTML pieces."""
         stats = extrapolate_statistics(logging.statistics)  # type: ignore[attr-defined]
         first = {SITE: 0, APPS: 1}  # ours first, then the others by name
         for title, ns in sorted(stats.items(), key=lambda item: (first.get(item[0], 2),
@@ -162,12 +162,12 @@ class StatsPage:
             yield title, scalars, collections
 
     def get_dict_collection(self, v: dict[Any, Any], formatting: dict[str, Any]) -> Any:
-        """Return ([headers], [rows]) for the given collection (a dict of records)."""
+        """Table headers and rows for a collection kept as a dict of records."""
         return self.get_list_collection([r for _, r in sorted(v.items(), key=lambda i: str(i[0]))
                                          if isinstance(r, dict)], formatting)
 
     def get_list_collection(self, v: list[Any], formatting: dict[str, Any]) -> Any:
-        """Return ([headers], [rows]) for the given collection (a list of records)."""
+        """Table headers and rows for a collection kept as a list of records."""
         headers: list[str] = []
         for record in v:
             for key in record if isinstance(record, dict) else ():

@@ -58,7 +58,7 @@ def basic_auth(realm: str, users: Any, encrypt: Callable[..., str] | None = None
     if check_auth(users, encrypt):
         return
     serving.response.headers["WWW-Authenticate"] = httpauth.basicAuth(realm)
-    raise HTTPError(401, "You are not authorized to access that resource")
+    raise HTTPError(401, "This page needs a user name and password.")
 
 
 def digest_auth(realm: str, users: Any, debug: bool = False) -> None:
@@ -66,4 +66,4 @@ def digest_auth(realm: str, users: Any, debug: bool = False) -> None:
     if check_auth(users, realm=realm):
         return
     serving.response.headers["WWW-Authenticate"] = httpauth.digestAuth(realm)
-    raise HTTPError(401, "You are not authorized to access that resource")
+    raise HTTPError(401, "This page needs a user name and password.")

@@ -2,12 +2,12 @@
 
 Example, with ``checkpassword_dict`` as the credentials store::
 
-    userpassdict = {'bird': 'bebop', 'ornette': 'wayout'}
-    checkpassword = services.web.lib.auth_basic.checkpassword_dict(userpassdict)
-    basic_auth = {'tools.auth_basic.on': True,
-                  'tools.auth_basic.realm': 'earth',
-                  'tools.auth_basic.checkpassword': checkpassword}
-    app_config = {'/': basic_auth}
+    users = {'ada': 'analytical', 'grace': 'cobol'}
+    config = {'/admin': {
+        'tools.auth_basic.on': True,
+        'tools.auth_basic.realm': 'staff',
+        'tools.auth_basic.checkpassword': services.web.lib.auth_basic.checkpassword_dict(users),
+    }}
 
 The tool runs at ``before_request_body`` (the reference: ``before_handler``), so the body of
 an unauthenticated request is never read or parsed. Credentials are decoded as
@@ -78,7 +78,7 @@ def basic_auth(realm: str, checkpassword: Callable[[str, str, str], bool],
     wrong, 400 when they are malformed.
     """
     if '"' in realm:
-        raise ValueError('Realm cannot contain the " (quote) character.')
+        raise ValueError(f"realm: a double quote cannot appear in it, got {realm!r}")
     request = serving.request
     charsets = tuple(dict.fromkeys((accept_charset.lower(), "iso-8859-1")))
     try:
@@ -94,7 +94,7 @@ def basic_auth(realm: str, checkpassword: Callable[[str, str, str], bool],
     announce = accept_charset and accept_charset.upper() not in ("ISO-8859-1", "LATIN-1")
     charset = f', charset="{accept_charset.upper()}"' if announce else ""
     serving.response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"{charset}'
-    raise HTTPError(401, "You are not authorized to access that resource")
+    raise HTTPError(401, "This page needs a user name and password.")
 
 
 basic_auth.priority = 1  # type: ignore[attr-defined]

@@ -2,12 +2,13 @@
 
 Example, with ``get_ha1_dict_plain`` (plain passwords) as the credentials store::
 
-    userpassdict = {'alice': '4x5istwelve'}
-    get_ha1 = services.web.lib.auth_digest.get_ha1_dict_plain(userpassdict)
-    digest_auth = {'tools.auth_digest.on': True,
-                   'tools.auth_digest.realm': 'wonderland',
-                   'tools.auth_digest.get_ha1': get_ha1,
-                   'tools.auth_digest.key': 'a565c27146791cfb'}
+    users = {'ada': 'analytical'}
+    config = {'/admin': {
+        'tools.auth_digest.on': True,
+        'tools.auth_digest.realm': 'staff',
+        'tools.auth_digest.get_ha1': services.web.lib.auth_digest.get_ha1_dict_plain(users),
+        'tools.auth_digest.key': KEY,  # a secret shared by every worker process
+    }}
 
 Algorithms: MD5, MD5-sess, SHA-256 and SHA-256-sess (SHA-512-256 too where hashlib has
 it). HA1 depends on the algorithm, so the store says which it can give: ``get_ha1(realm,
@@ -144,7 +145,7 @@ def _takes_algorithm(get_ha1: Callable[..., Any]) -> bool:
 
 def synthesize_nonce(s: str, key: str, timestamp: int | None = None,
                      salt: str | None = None) -> str:
-    """Return a nonce that resists spoofing and can be checked for staleness.
+    """A fresh nonce: the server can tell later that it made it, and how long ago.
 
     ``s`` relates to the resource (the realm); ``key`` is a secret known only to the server.
     The nonce is ``timestamp:salt:HMAC`` with a random salt, so no two challenges share one
@@ -327,7 +328,7 @@ def www_authenticate(realm: str, key: str, algorithm: str = "MD5", nonce: str | 
                      accept_charset: str = "utf-8") -> str:
     """Return a Digest challenge for a WWW-Authenticate header."""
     if '"' in realm:
-        raise ValueError('Realm cannot contain the " (quote) character.')
+        raise ValueError(f"realm: a double quote cannot appear in it, got {realm!r}")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"Unsupported value for algorithm: {algorithm!r}")
     for one in qop.split(","):
@@ -420,7 +421,7 @@ def digest_auth(realm: str, get_ha1: Callable[..., str | None], key: str,
     challenges = [www_authenticate(realm, key, algorithm, nonce, ",".join(offered_qops),
                                    stale, accept_charset) for algorithm in algorithms]
     serving.response.headers["WWW-Authenticate"] = ", ".join(challenges)
-    raise HTTPError(401, "You are not authorized to access that resource")
+    raise HTTPError(401, "This page needs a user name and password.")
 
 
 digest_auth.priority = 1  # type: ignore[attr-defined]

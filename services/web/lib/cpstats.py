@@ -159,7 +159,7 @@ def _namespaces() -> dict[str, Any]:
 
 
 class ByteCountWrapper:
-    """Wraps a file-like object, counting the bytes read through it in ``bytes_read``."""
+    """A file-like object that passes reads through and adds their sizes to ``bytes_read``."""
 
     def __init__(self, rfile: Any) -> None:
         self.rfile = rfile
@@ -201,7 +201,7 @@ class ByteCountWrapper:
 
 
 class StatsTool(Tool):
-    """Record various information about the current request (``tools.cpstats``)."""
+    """Counts requests, bytes and times per app and per URL (``tools.cpstats``)."""
 
     def __init__(self) -> None:
         super().__init__("on_end_request", self.record_stop)
@@ -212,7 +212,7 @@ class StatsTool(Tool):
             self.record_start()
 
     def record_start(self) -> None:
-        """Record the beginning of a request."""
+        """Count the request in and note when it began, for the statistics."""
         request = serving.request
         if not hasattr(request.rfile, "bytes_read"):
             request.rfile = ByteCountWrapper(request.rfile)
@@ -246,7 +246,7 @@ class StatsTool(Tool):
 
     def record_stop(self, uriset: str | None = None, slow_queries: float = 1.0,
                     slow_queries_count: int = 100, debug: bool = False, **kwargs: Any) -> None:
-        """Record the end of a request."""
+        """Count the request out: its time, bytes and status go into the statistics."""
         request = serving.request
         response = serving.response
         started = request.__dict__.pop("_cpstats", None)

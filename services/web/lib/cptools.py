@@ -61,7 +61,7 @@ __all__ = [
 
 
 def log_traceback(severity: int = logging.ERROR, debug: bool = False) -> None:
-    """Write the last error's traceback to the error log."""
+    """Log the traceback of the error being handled (at ERROR, or ``severity``)."""
     current_log().error("", "HTTP", severity=severity, traceback=True)
 
 
@@ -85,7 +85,7 @@ def log_hooks(debug: bool = False) -> None:
 
 
 def redirect(url: str = "", internal: bool = True, debug: bool = False) -> None:
-    """Raise InternalRedirect or HTTPRedirect to the given url."""
+    """Send the request to `url`: inside the server (internal) or through the client."""
     if internal:
         raise InternalRedirect(url)
     raise HTTPRedirect(url)
@@ -93,7 +93,7 @@ def redirect(url: str = "", internal: bool = True, debug: bool = False) -> None:
 
 def trailing_slash(missing: bool = True, extra: bool = False, status: int | None = None,
                    debug: bool = False) -> None:
-    """Redirect if path_info has (missing|extra) trailing slash."""
+    """Redirect to the URL with the slash its handler expects: added for an index, else removed."""
     from services.web._helper import url
 
     request = serving.request
@@ -107,7 +107,7 @@ def trailing_slash(missing: bool = True, extra: bool = False, status: int | None
 
 
 def flatten(debug: bool = False) -> None:
-    """Wrap response.body in a generator that recursively iterates over it."""
+    """Let a handler return nested iterables: the body is walked depth first, in order."""
 
     def flattener(body: Iterable[Any]) -> Iterator[Any]:
         for chunk in body:
@@ -122,7 +122,7 @@ def flatten(debug: bool = False) -> None:
 
 def response_headers(headers: Iterable[tuple[str, str]] | None = None,
                      debug: bool = False) -> None:
-    """Set headers on the response."""
+    """Add the configured (name, value) pairs to the response's headers."""
     response_headers_map = serving.response.headers
     for name, value in headers or []:
         response_headers_map[name] = value
@@ -146,7 +146,7 @@ def allow(methods: Any = None, debug: bool = False) -> None:
 
 
 def ignore_headers(headers: Iterable[str] = ("Range",), debug: bool = False) -> None:
-    """Delete request headers whose field names are included in ``headers``."""
+    """Drop the named headers from the request before the handler sees them."""
     request_headers = serving.request.headers
     for name in headers:
         request_headers.pop(name, None)
@@ -155,7 +155,7 @@ def ignore_headers(headers: Iterable[str] = ("Range",), debug: bool = False) -> 
 def referer(pattern: str, accept: bool = True, accept_missing: bool = False,
             error: int = 403, message: str = "Forbidden Referer header.",
             debug: bool = False) -> None:
-    """Raise HTTPError if Referer header does/does not match the given pattern."""
+    """Answer `error` unless the Referer matches `pattern` (accept=False: unless it does not)."""
     ref = serving.request.headers.get("Referer")
     if ref is None:
         if accept_missing:
@@ -166,7 +166,7 @@ def referer(pattern: str, accept: bool = True, accept_missing: bool = False,
 
 
 def accept(media: str | list[str] | None = None, debug: bool = False) -> str | None:
-    """Return the client's preferred media type from the given list; 406 if none fits.
+    """Pick from ``media`` the type the client's Accept header likes best; 406 if none fits.
 
     The client's Accept header is read in its order of preference; ``*/*`` and ``type/*``
     prefer the earlier entries of ``media``. Without an Accept header anything goes.
@@ -193,7 +193,7 @@ def accept(media: str | list[str] | None = None, debug: bool = False) -> str | N
             return element.value
     header = request.headers.get("Accept")
     if header is None:
-        msg = "Your client did not send an Accept header."
+        msg = "The request has no Accept header."
     else:
         msg = f"Your client sent this Accept header: {header}."
     msg += f" But this resource only emits these media types: {', '.join(media)}."
@@ -241,7 +241,7 @@ def _forwarded_base(value: str) -> str | None:
 def proxy(base: str | None = None, local: str = "X-Forwarded-Host",
           remote: str = "X-Forwarded-For", scheme: str = "X-Forwarded-Proto",
           debug: bool = False, proxies: int = 1) -> None:
-    """Change the base URL (scheme://host[:port][/path]) for a site behind a reverse proxy.
+    """Behind a reverse proxy, rebuild the URL the client used (scheme://host[:port][/path]).
 
     ``local`` names the header carrying the host the client asked for (``'Origin'`` for
     Squid); to put a path in the base, set ``base`` to it (no trailing slash) and ``local``
@@ -359,7 +359,7 @@ def _weak_match(tag: str, candidates: list[str]) -> bool:
 
 
 def validate_etags(autotags: bool = False, debug: bool = False) -> None:
-    """Validate the current ETag against If-Match and If-None-Match headers.
+    """Answer 304 or 412 when If-Match or If-None-Match rule on the response's ETag.
 
     With ``autotags``, a 200 response without an ETag gets one: the MD5 of its body. Only
     for URLs whose other methods do not change what GET returns (see the reference's
@@ -407,9 +407,9 @@ def _not_after(since: str, lastmod: str) -> bool | None:
 
 
 def validate_since() -> None:
-    """Validate the current Last-Modified against If-Modified-Since and If-Unmodified-Since.
+    """Answer 304 or 412 from If-Modified-Since and If-Unmodified-Since and the Last-Modified set.
 
-    Does nothing when no code has set the Last-Modified response header.
+    Without a Last-Modified header on the response, it leaves the request alone.
     """
     response = serving.response
     lastmod = response.headers.get("Last-Modified")

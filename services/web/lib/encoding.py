@@ -38,7 +38,7 @@ __all__ = ["ResponseEncoder", "UTF8StreamEncoder", "compress", "decode", "decomp
 
 
 def decode(encoding: Any = None, default_encoding: Any = "utf-8") -> None:
-    """Replace or extend the list of charsets used to decode a request entity.
+    """Choose the charsets a request body is decoded with.
 
     ``encoding`` (a string or a list) restricts the charsets attempted, whatever the
     Content-Type says; otherwise ``default_encoding`` extends them.
@@ -173,7 +173,7 @@ class ResponseEncoder:
 
         header = request.headers.get("Accept-Charset")
         if header is None:
-            msg = "Your client did not send an Accept-Charset header."
+            msg = "The request has no Accept-Charset header."
         else:
             msg = f"Your client sent this Accept-Charset header: {header}."
         msg += f" We tried these charsets: {', '.join(sorted(self.attempted_charsets))}."
@@ -314,7 +314,7 @@ def _mime_matches(content_type: str, mime_types: Iterable[str]) -> bool:
 
 def gzip(compress_level: int = 5, mime_types: Iterable[str] = ("text/html", "text/plain"),
          debug: bool = False) -> None:
-    """Gzip the response body if the client accepts it and the Content-Type is in mime_types.
+    """Compress the body with gzip when the client allows it and its type is one of ``mime_types``.
 
     ``response.headers['Content-Type']`` must be set before this runs. ``mime_types`` holds
     ``type/subtype``, ``type/*`` or ``type/*+subtype`` forms. Nothing is compressed when the

@@ -133,7 +133,7 @@ class FileSession(Session):
     # -- locks --------------------------------------------------------------------------------
 
     def acquire_lock(self, path: str | None = None) -> None:
-        """Acquire an exclusive lock on the currently-loaded session data."""
+        """Hold this session's lock, so other requests for it wait until it is saved."""
         if path is None:
             path = self._get_file_path()
         path += self.LOCK_SUFFIX
@@ -167,7 +167,7 @@ class FileSession(Session):
                 pause = min(pause * 2, 0.05)
 
     def release_lock(self, path: str | None = None) -> None:
-        """Release the lock on the currently-loaded session data."""
+        """Let the next request for this session in."""
         if path is None:
             path = self._get_file_path()
         path += self.LOCK_SUFFIX

@@ -29,7 +29,7 @@ __all__ = ["GCRoot", "ReferrerTree", "RequestCounter", "get_context", "get_insta
 
 
 class ReferrerTree:
-    """An object which gathers all referrers of an object to a given depth."""
+    """Walks `gc.get_referrers` up from an object, a few levels, to show what keeps it alive."""
 
     peek_length = 40
 
@@ -44,7 +44,7 @@ class ReferrerTree:
         return any(obj is ignored for ignored in self.ignore)
 
     def ascend(self, obj: Any, depth: int = 1) -> list[tuple[Any, list[Any]]]:
-        """Return a nested list containing referrers of the given object."""
+        """The objects that refer to `obj`, each with its own referrers, down to `maxdepth`."""
         referrers = gc.get_referrers(obj)
         self.ignore.append(referrers)  # the list itself now refers to obj: not a finding
         if len(referrers) > self.maxparents:
@@ -63,7 +63,7 @@ class ReferrerTree:
         return inspect.isframe(obj) and obj.f_code is self.ascend.__code__
 
     def peek(self, s: str) -> str:
-        """Return s, restricted to a sane length."""
+        """`s` cut to `peek_length` characters, with an ellipsis when cut."""
         if len(s) > self.peek_length:
             return s[:self.peek_length] + "..."
         return s
@@ -83,7 +83,7 @@ class ReferrerTree:
         return self.peek(_repr(obj))
 
     def format(self, tree: list[tuple[Any, list[Any]]]) -> list[str]:
-        """Return a list of string reprs from a nested list of referrers."""
+        """One indented line per object of an `ascend` tree, for a leak report."""
         output: list[str] = []
 
         def ascend(branch: list[tuple[Any, list[Any]]], depth: int = 1) -> None:
@@ -167,9 +167,9 @@ class GCRoot:
 
     classes: list[tuple[type, int, int, str]] = [
         (_cprequest.Request, 2, 2,
-         "Should be 1 in this request thread and 1 kept for code outside requests."),
+         "One for this request, one kept for code running outside requests."),
         (_cprequest.Response, 2, 2,
-         "Should be 1 in this request thread and 1 kept for code outside requests."),
+         "One for this request, one kept for code running outside requests."),
         (_cpwsgi.AppResponse, 0, 0, "Should be none but those of other requests in flight."),
     ]
     """(class, minimum, maximum, why) for a quiet server; each other request in flight adds

@@ -64,7 +64,7 @@ def digestAuth(realm: str, algorithm: str = MD5, nonce: str | None = None,  # no
 def basicAuth(realm: str) -> str:  # noqa: N802
     """Return a challenge for Basic authentication."""
     if '"' in realm:
-        raise ValueError('Realm cannot contain the " (quote) character.')
+        raise ValueError(f"realm: a double quote cannot appear in it, got {realm!r}")
     return f'Basic realm="{realm}"'
 
 

@@ -60,7 +60,7 @@ _valid_status_cache: dict[Any, tuple[int, str, str]] = {}
 
 
 def urljoin(*atoms: str) -> str:
-    """Return the given path atoms joined into one URL, even if some are blank."""
+    """Join URL pieces with single slashes, skipping empty ones."""
     url = "/".join([x for x in atoms if x])
     while "//" in url:
         url = url.replace("//", "/")
@@ -81,7 +81,7 @@ def protocol_from_http(protocol_str: str) -> tuple[int, int]:
 
 
 def get_ranges(headervalue: str | None, content_length: int) -> list[tuple[int, int]] | None:
-    """Return a list of (start, stop) slice indices from a Range header, or None.
+    """The byte ranges a Range header asks for, as (start, stop) slices, or None.
 
     ``bytes=3-6`` against a body gives ``[(3, 7)]``; an empty list means 416
     (no range can be satisfied); None means there is no usable Range header.
@@ -119,7 +119,7 @@ def get_ranges(headervalue: str | None, content_length: int) -> list[tuple[int, 
 
 
 class HeaderElement:
-    """An element (with parameters) from an HTTP header's element list."""
+    """One comma-separated item of a header value, with its `;key=value` parameters."""
 
     def __init__(self, value: str, params: dict[str, Any] | None = None) -> None:
         self.value = value
@@ -143,7 +143,7 @@ class HeaderElement:
 
     @staticmethod
     def parse(elementstr: str) -> tuple[str, dict[str, str]]:
-        """Transform 'token;key=val' to ('token', {'key': 'val'})."""
+        """Split an item at its semicolons: the first piece is the value, the rest parameters."""
         atoms = [x.strip() for x in elementstr.split(";")]
         atoms = [x for x in atoms if x]
         initial_value = atoms.pop(0) if atoms else ""
@@ -158,7 +158,7 @@ class HeaderElement:
 
     @classmethod
     def from_str(cls, elementstr: str) -> HeaderElement:
-        """Construct an instance from a string of the form 'token;key=val'."""
+        """Build one from the text of a single item."""
         value, params = cls.parse(elementstr)
         return cls(value, params)
 
@@ -167,7 +167,7 @@ _q_separator = re.compile(r"; *q *=")
 
 
 class AcceptElement(HeaderElement):
-    """An element (with parameters) from an Accept* header's element list.
+    """One item of an Accept-style header, ordered by its preference.
 
     The more-preferred element sorts first ("less than" the less-preferred one).
     """
@@ -184,7 +184,7 @@ class AcceptElement(HeaderElement):
 
     @property
     def qvalue(self) -> float:
-        """The qvalue, or priority, of this value."""
+        """How much the client prefers this item: its `q` parameter, 1.0 when absent."""
         val = self.params.get("q", "1")
         if isinstance(val, HeaderElement):
             val = val.value
@@ -201,7 +201,7 @@ class AcceptElement(HeaderElement):
 
 
 def header_elements(fieldname: str, fieldvalue: str | None) -> list[HeaderElement]:
-    """Return a HeaderElement list from a comma-separated header, most preferred first."""
+    """Parse a comma-separated header value into its items, most preferred first."""
     if not fieldvalue:
         return []
     accept = fieldname.startswith("Accept") or fieldname == "TE"
@@ -304,7 +304,7 @@ def _unquote(text: str, encoding: str) -> str:
 
 
 class CaseInsensitiveDict(dict):
-    """A case-insensitive dict subclass: each key is changed on entry to ``str(key).title()``."""
+    """A dict for header names: keys are stored as ``str(key).title()``, so any case finds them."""
 
     def __getitem__(self, key: Any) -> Any:
         return dict.__getitem__(self, str(key).title())
@@ -350,24 +350,24 @@ class HeaderMap(CaseInsensitiveDict):
     use_rfc_2047 = True
 
     def elements(self, key: str) -> list[HeaderElement]:
-        """Return a sorted list of HeaderElements for the given header."""
+        """The items of header `key`, parsed, most preferred first."""
         key = str(key).title()
         return header_elements(key, dict.get(self, key))
 
     def values(self, key: str | None = None) -> Any:
-        """Return a sorted list of HeaderElement.value for the given header."""
+        """The values of header `key`'s items, most preferred first (all values without a key)."""
         if key is None:
             return dict.values(self)
         return [e.value for e in self.elements(key)]
 
     def output(self) -> list[tuple[bytes, bytes]]:
-        """Transform self into a list of (name, value) byte-string pairs, as sent (the
+        """The headers as (name, value) pairs of bytes, ready to send (the
         reference's form; ``native_output`` gives the text pairs start_response takes)."""
         return [(name.encode("latin-1"), value.encode("latin-1"))
                 for name, value in self.native_output()]
 
     def native_output(self) -> list[tuple[str, str]]:
-        """Transform self into a list of (name, value) pairs for WSGI's start_response."""
+        """The headers as (name, value) pairs of str, as WSGI's start_response takes them."""
         encode = self.encode
         out = []
         for name, value in self.items():
@@ -391,7 +391,7 @@ class HeaderMap(CaseInsensitiveDict):
 
     @classmethod
     def encode(cls, v: str) -> str:
-        """Return the given header name or value, encoded for HTTP output."""
+        """`v` ready for the wire: as is if Latin-1 can carry it, else an RFC 2047 word."""
         if "\n" in v or "\r" in v:
             raise ValueError(f"a header may not contain a line break: {v!r}")
         for enc in cls.encodings:

@@ -28,7 +28,7 @@ def json_encode(value: Any) -> Iterator[bytes]:
 
 
 def json_processor(entity: Any) -> None:
-    """Read application/json data into request.json."""
+    """Parse a JSON body and store the result on `request.json`."""
     if not entity.headers.get("Content-Length", ""):
         raise HTTPError(411)
     body = entity.fp.read()
@@ -39,7 +39,7 @@ def json_processor(entity: Any) -> None:
 
 def json_in(content_type: Any = ("application/json", "text/javascript"), force: bool = True,
             debug: bool = False, processor: Callable[[Any], None] = json_processor) -> None:
-    """Add a processor to parse JSON request entities into ``request.json``.
+    """Have JSON bodies parsed into ``request.json`` before the handler runs.
 
     ``content_type`` is one or several media types to parse; with ``force``, entities of
     other types are answered 415. ``processor`` replaces ``json_processor`` if given.

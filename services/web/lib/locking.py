@@ -37,7 +37,7 @@ class NeverExpires:
 
 
 class Timer:
-    """A simple timer that will indicate when an expiration time has passed.
+    """Says whether a deadline has passed.
 
     ``expiration`` is a ``time.monotonic()`` value.
     """
@@ -47,7 +47,7 @@ class Timer:
 
     @classmethod
     def after(cls, elapsed: float | datetime.timedelta) -> Timer:
-        """Return a timer that will expire after ``elapsed`` (seconds or a timedelta)."""
+        """A timer whose deadline is ``elapsed`` (seconds or a timedelta) from now."""
         return cls(time.monotonic() + (seconds(elapsed) or 0.0))
 
     def expired(self) -> bool:
@@ -59,7 +59,7 @@ class Timer:
 
 
 class LockTimeout(Exception):
-    """An exception when a lock could not be acquired before a timeout period."""
+    """Raised when a lock is still held by another when the wait for it runs out."""
 
 
 class LockChecker:

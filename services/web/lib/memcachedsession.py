@@ -144,7 +144,7 @@ class MemcachedSession(Session):
         self.cache.delete(self.id)
 
     def acquire_lock(self) -> None:
-        """Acquire an exclusive lock on the currently-loaded session data."""
+        """Hold this session's lock, so other requests for it wait until it is saved."""
         if self.locked:
             return
         session_id = self.id
@@ -170,7 +170,7 @@ class MemcachedSession(Session):
         self.locked = True
 
     def release_lock(self) -> None:
-        """Release the lock on the currently-loaded session data."""
+        """Let the next request for this session in."""
         session_id = self._locked_id
         token, self._lock_token = self._lock_token, None
         try:

@@ -91,7 +91,7 @@ class Profiler:
         return sorted((n for n in names if _filename.match(n)), key=lambda n: int(n[3:-5]))
 
     def stats(self, filename: str, sortby: str = "cumulative") -> str:
-        """Return the output of print_stats() for the given profile."""
+        """The text ``pstats`` prints for one saved profile."""
         if filename not in self.statfiles():
             raise NotFound()
         out = io.StringIO()

@@ -45,7 +45,7 @@ _LOGIN_PAGE = """<!DOCTYPE html>
 
 
 class SessionAuth:
-    """Assert that the user is logged in."""
+    """Login by form, kept in the session: each request without a user name gets the form."""
 
     session_key = "username"
     debug = False
@@ -55,7 +55,7 @@ class SessionAuth:
         return None
 
     def anonymous(self) -> str | None:
-        """Provide a temporary user name for anonymous users."""
+        """The user name to give a visitor who has not logged in; None asks them to log in."""
         return None
 
     def on_login(self, username: str) -> None:
@@ -83,7 +83,7 @@ class SessionAuth:
 
     def do_login(self, username: str = "", password: str = "", from_page: str = "..",
                  **kwargs: Any) -> bool:
-        """Login. May raise redirect, or return True if request handled."""
+        """Check the posted credentials: redirect on success, show the form again on failure."""
         error_msg = self.check_username_and_password(username, password)
         if error_msg:
             return self._answer(self.login_screen(from_page, username, error_msg))
@@ -95,7 +95,7 @@ class SessionAuth:
         raise HTTPRedirect(_same_site(from_page) or "/")
 
     def do_logout(self, from_page: str = "..", **kwargs: Any) -> bool:
-        """Logout. May raise redirect, or return True if request handled."""
+        """Forget the session's user and redirect back."""
         session = serving.session
         username = session.get(self.session_key)
         session[self.session_key] = None
@@ -105,7 +105,7 @@ class SessionAuth:
         raise HTTPRedirect(_same_site(from_page) or "/")
 
     def do_check(self) -> bool | None:
-        """Assert username. Raise redirect, or return True if request handled."""
+        """Let a request with a user name through; answer the others with the login form."""
         from services.web._helper import url
 
         session = serving.session
@@ -113,7 +113,7 @@ class SessionAuth:
         username = session.get(self.session_key)
         if not username:
             session[self.session_key] = username = self.anonymous()
-            self._debug_message("No session[username], trying anonymous")
+            self._debug_message("no user name in the session: asking anonymous()")
         if not username:
             self._debug_message("No username, routing to login_screen")
             return self._answer(self.login_screen(url(qs=request.query_string)))
@@ -173,7 +173,7 @@ def session_auth(**kwargs: Any) -> bool | None:
 
 
 session_auth.__doc__ = (
-    "Session authentication hook.\n\nAny attribute of the SessionAuth class may be "
-    "overridden via a keyword arg to this function:\n\n" + "\n".join(
+    "Ask for a login before the handler runs.\n\nEach keyword sets the SessionAuth "
+    "attribute of the same name for this request:\n\n" + "\n".join(
         f"{name}: {type(getattr(SessionAuth, name)).__name__}"
         for name in dir(SessionAuth) if not name.startswith("__")))

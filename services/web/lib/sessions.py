@@ -103,7 +103,7 @@ class Session:
         return os.urandom(20).hex()
 
     def regenerate(self) -> None:
-        """Replace the current session (with a new id)."""
+        """Move the data to a new id, e.g. after login, so that an old id is worth nothing."""
         self.regenerated = True
         self._regenerate()
 
@@ -122,7 +122,7 @@ class Session:
             self.acquire_lock()
 
     def clean_up(self) -> None:
-        """Clean up expired sessions."""
+        """Delete the sessions whose time is up."""
 
     def expiration(self) -> datetime.datetime:
         """Return when data saved now expires."""
@@ -240,7 +240,7 @@ class RamSession(Session):
     locks = KeyedLocks()
 
     def clean_up(self) -> None:
-        """Clean up expired sessions."""
+        """Delete the sessions whose time is up."""
         now = self.now()
         for session_id, (_data, expiration) in list(self.cache.items()):
             if expiration <= now:
@@ -260,19 +260,19 @@ class RamSession(Session):
         self.cache.pop(self.id, None)  # type: ignore[arg-type]
 
     def acquire_lock(self) -> None:
-        """Acquire an exclusive lock on the currently-loaded session data."""
+        """Hold this session's lock, so other requests for it wait until it is saved."""
         if self.locked:
             return
         self.locks.acquire(self.id)
         self.locked = True
 
     def release_lock(self) -> None:
-        """Release the lock on the currently-loaded session data."""
+        """Let the next request for this session in."""
         self.locks.release(self.id)
         self.locked = False
 
     def __len__(self) -> int:
-        """Return the number of active sessions."""
+        """How many sessions are stored."""
         return len(self.cache)
 
 
@@ -429,7 +429,7 @@ close.priority = 90  # type: ignore[attr-defined]
 
 
 def expire() -> None:
-    """Expire the current session cookie."""
+    """Tell the client to drop its session cookie (one dated a year ago)."""
     name = serving.request.config.get("tools.sessions.name", "session_id")
     one_year = 60 * 60 * 24 * 365
     cookie = serving.response.cookie

@@ -160,7 +160,7 @@ def _check_preconditions(etag: str | None, last_modified: float | None) -> None:
 
 def serve_file(path: str, content_type: str | None = None, disposition: str | None = None,
                name: str | None = None, debug: bool = False) -> Any:
-    """Set status, headers, and body in order to serve the file at ``path`` (absolute).
+    """Answer with the file at ``path`` (absolute): status, headers and a body that reads it.
 
     The Content-Type is ``content_type`` or guessed from the extension; with
     ``disposition`` (e.g. 'attachment') a Content-Disposition names the file ``name``
@@ -194,7 +194,7 @@ def serve_file(path: str, content_type: str | None = None, disposition: str | No
 def serve_fileobj(fileobj: IO[bytes], content_type: str | None = None,
                   disposition: str | None = None, name: str | None = None,
                   debug: bool = False) -> Any:
-    """Set status, headers, and body in order to serve the given file object.
+    """Answer with an open file object's content, from where it stands; Range gets parts of it.
 
     Content is served from the object's current position. For a Range request the object
     is seeked (from that position); an object that cannot seek is served whole.
@@ -399,7 +399,7 @@ _ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
 def staticdir(section: str, dir: str, root: str = "", match: str = "",  # noqa: A002
               content_types: dict[str, str] | None = None, index: str = "",
               follow_symlinks: bool = False, debug: bool = False) -> bool:
-    """Serve a static resource from the given (root +) dir; True if it was served.
+    """Answer from the files under ``dir`` (joined to ``root``); True if a file answered.
 
     ``match``: a regular expression ``request.path_info`` must contain; ``content_types``:
     {extension: type}; ``index``: the file served for a directory.
@@ -433,7 +433,7 @@ def staticdir(section: str, dir: str, root: str = "", match: str = "",  # noqa: 
 
 def staticfile(filename: str, root: str | None = None, match: str = "",
                content_types: dict[str, str] | None = None, debug: bool = False) -> bool:
-    """Serve a static resource from the given (root +) filename; True if it was served."""
+    """Answer with the file ``filename`` (joined to ``root``); True if it answered."""
     request = serving.request
     if request.method not in ("GET", "HEAD"):
         return False

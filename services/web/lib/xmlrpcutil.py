@@ -67,7 +67,7 @@ def on_error(*args: Any, **kwargs: Any) -> None:
 
 
 class XMLRPCController:
-    """A controller (page handler collection) for XML-RPC: subclass it.
+    """Subclass this to serve XML-RPC: its exposed methods are the procedures.
 
     Its exposed methods (and those of exposed attributes, for dotted names) are the RPC
     methods; positional path segments come first, then the call's parameters.

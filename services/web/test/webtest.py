@@ -366,7 +366,7 @@ class WebClient:
             re.escape(b'<pre id="traceback">') + b"(.*)" + re.escape(b"</pre>"))
         m = re.match(epage, self.body, re.DOTALL)
         if not m:
-            self._fail("Error page does not match; expected:\n" + page.decode("utf-8"))
+            self._fail("The error page differs from the one expected:\n" + page.decode("utf-8"))
             return
         if pattern is None:
             if m.group(1):

@@ -12,7 +12,7 @@ class HelloWorld:
     @cherrypy.expose
     def index(self):
         """Answer ``/`` with a link."""
-        return 'We have an <a href="show_msg">important message</a> for you!'
+        return 'There is <a href="show_msg">a message</a> waiting for you.'
 
     @cherrypy.expose
     def show_msg(self):

@@ -5,7 +5,7 @@ from services.web.tutorial._tutconf import TUTCONF as tutconf
 
 FORM = """
 <form action="greetUser" method="GET">
-    What is your name?
+    Your name:
     <input type="text" name="name" />
     <input type="submit" />
 </form>"""

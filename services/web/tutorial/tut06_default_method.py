@@ -8,9 +8,9 @@ import services.web as cherrypy
 from services.web.tutorial._tutconf import TUTCONF as tutconf
 
 USERS = {
-    "remi": "Remi Delon, CherryPy lead developer",
+    "remi": "Remi Delon, who led CherryPy for years",
     "hendrik": "Hendrik Mans, CherryPy co-developer & crazy German",
-    "lorenzo": "Lorenzo Lamas, famous actor and singer!",
+    "lorenzo": "Lorenzo Lamas, an actor who also sings",
 }
 
 
