@@ -16,11 +16,22 @@ from tests.processes import wait_until
 SAFETY = 10.0
 
 
+HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
 @pytest.fixture
 def handler(bus: Bus) -> Iterator[SignalHandler]:
+    """A SignalHandler on a process whose handled signals start at their defaults (an earlier
+    test's engine may have left its handlers installed, nohup ignores SIGHUP); what was there
+    is put back after."""
+    found = {number: signal.signal(number, signal.SIG_DFL) for number in HANDLED}
     h = SignalHandler(bus)
-    yield h
-    h.unsubscribe()
+    try:
+        yield h
+    finally:
+        h.unsubscribe()
+        for number, disposition in found.items():
+            signal.signal(number, signal.SIG_DFL if disposition is None else disposition)
 
 
 def test_signals_map_numbers_to_names() -> None:
