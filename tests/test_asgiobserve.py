@@ -81,7 +81,7 @@ def serve_once(site: AsgiSite, scope: Any, receive: Any, send: Any) -> None:
 
 
 def call(make: Site, path: str, headers: Sequence[tuple[bytes, bytes]] = (),
-         client: tuple[str, int] | None = ("127.0.0.1", 5000)
+         client: tuple[str, int] | None = ("127.0.0.1", 5000), method: str = "GET"
          ) -> tuple[int, bytes, dict[bytes, bytes]]:
     sent: list[Any] = []
 
@@ -91,7 +91,7 @@ def call(make: Site, path: str, headers: Sequence[tuple[bytes, bytes]] = (),
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
              "root_path": "", "query_string": b"q=%C3%A9", "http_version": "1.1",
              "scheme": "http", "server": ("127.0.0.1", 8080), "client": client,
              "headers": [(b"host", b"site.test"), (b"user-agent", b"probe/1"), *headers]}
@@ -120,6 +120,16 @@ def test_an_asgi_access_line_has_the_shape_of_a_wsgi_one(log: LogManager, tmp_pa
         ("127.0.0.1", "201", "probe/1"), ("127.0.0.1", "201", "probe/1"))
     assert asgi.group("b") == str(len(body)) and wsgi.group("b") == "4"
     assert asgi.group("L") == request_id and wsgi.group("L") != request_id
+
+
+def test_a_head_request_logs_no_bytes(log: LogManager, tmp_path: Path) -> None:
+    site, _tree = site_with(log, wsgi=True)
+    call(site, "/api/x", method="HEAD")  # the apps give a body; the server sends none
+    call(site, "/w/y", method="HEAD")
+    log.access_file = ""  # flushes
+    lines = [LINE.fullmatch(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    assert [(m.group("r").split()[0], m.group("b")) for m in lines if m] == [
+        ("HEAD", "-"), ("HEAD", "-")]
 
 
 def test_a_client_request_id_is_kept_and_an_app_s_own_header_wins(log: LogManager) -> None:

@@ -7,6 +7,7 @@ their connection closed, and the server goes on serving.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import sys
@@ -414,3 +415,35 @@ def test_an_error_page_replaces_the_headers_of_the_response_it_stands_for() -> N
     assert head.lower().count(b"content-length:") == 1
     assert head.lower().count(b"content-type:") == 1
     assert b"Content-Type: text/html" in head and body == b"error page"
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_head_response_has_no_content_and_the_connection_stays_usable(
+        declared: bool) -> None:
+    def plain_wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        headers = [("Content-Type", "text/plain")]
+        if declared:
+            headers.append(("Content-Length", "5"))
+        start_response("200 OK", headers)
+        return [b"hel", b"lo"]  # the body of a GET, given for HEAD too, as many apps do
+
+    with serving(plain_wsgi) as (address, _server):
+        answer, closed = exchange(address, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head_response, _, get_response = answer.partition(b"\r\n\r\n")
+        assert head_response.startswith(b"HTTP/1.1 200 ") and closed
+        if declared:  # the length the GET has, and the connection goes on
+            assert b"Content-Length: 5" in head_response
+            assert get_response.startswith(b"HTTP/1.1 200 "), answer  # not "hello" first
+            assert get_response.partition(b"\r\n\r\n")[2] == b"hello"
+        else:  # no length to give: cheroot closes the connection after the head, nothing more
+            assert b"Connection: close" in head_response and get_response == b"", answer
+        connection = http.client.HTTPConnection(*address, timeout=5)  # a real keep-alive client
+        try:
+            for method in ("HEAD", "GET", "HEAD", "GET"):
+                connection.request(method, "/")
+                response = connection.getresponse()
+                assert (response.status, response.read()) == (
+                    200, b"" if method == "HEAD" else b"hello")
+        finally:
+            connection.close()

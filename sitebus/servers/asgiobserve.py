@@ -277,7 +277,8 @@ class AsgiObserver:
             status = str(response.status)
             if logging:
                 assert log is not None
-                log.access(access_environ(scope), status, response.size, duration,
+                size = 0 if scope["method"] == "HEAD" else response.size  # none is sent
+                log.access(access_environ(scope), status, size, duration,
                            request_id.decode("latin-1") if request_id else None)
             if metrics is not None:
                 metrics.record(script_name, scope["method"], status, duration)

@@ -109,6 +109,8 @@ class Observer:
         """Write the access line and record the metrics of a finished request."""
         duration = perf_counter() - start
         if logging:
+            if environ.get("REQUEST_METHOD") == "HEAD":
+                size = 0  # the server sends no content for HEAD, whatever the app gave
             self.log.access(environ, status, size, duration, request_id)
         metrics = self.metrics
         if metrics is not None:

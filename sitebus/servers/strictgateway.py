@@ -13,9 +13,15 @@ the gateway answers its status (400 or 413) in place of whatever the app answere
 no byte of the app's response has been sent, and closes the connection. A chunked request
 whose body was not read to its end also closes the connection after its response.
 
+A response to HEAD carries no content (RFC 9110 9.3.2), whatever the app returns: cheroot
+would send the body an app gives (as a plain WSGI callable does), and on a keep-alive
+connection the client would read it as the start of the next response. The headers stay what
+the app gave, Content-Length included, as for the same GET.
+
 The gateway reads ``req.conn.rfile``, ``req.rfile``, ``req.chunked_read``,
-``req.close_connection``, ``req.sent_headers`` and writes to ``req.conn.wfile``: public
-attributes of cheroot's ``HTTPRequest`` and ``HTTPConnection``.
+``req.close_connection``, ``req.sent_headers``, ``req.method``, ``req.chunked_write`` and
+writes to ``req.conn.wfile``: public attributes of cheroot's ``HTTPRequest`` and
+``HTTPConnection``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from sitebus.servers.framing import ChunkedInput, FramingError, LengthInput, Lin
 __all__ = ["strict_gateway"]
 
 _made: dict[type, type] = {}
+
 
 
 class _StrictBody:
@@ -58,7 +65,12 @@ class _StrictBody:
         return super().start_response(status, headers, exc_info)  # type: ignore[misc]
 
     def write(self, chunk: bytes) -> None:
-        if self.refusal is not None and not self.req.sent_headers:
+        req = self.req
+        if req.method == b"HEAD":
+            if self.started_response:  # type: ignore[attr-defined]
+                req.ensure_headers_sent()  # the head, never the content
+            return
+        if self.refusal is not None and not req.sent_headers:
             return  # the refusal is answered instead, once the app is done
         super().write(chunk)  # type: ignore[misc]
 
@@ -92,6 +104,8 @@ class _StrictBody:
         refusal = self.refusal
         if refusal is None:
             self.req.ensure_headers_sent()
+            if self.req.method == b"HEAD":
+                self.req.chunked_write = False  # no last chunk either: a HEAD has no content
             return
         self.req.close_connection = True
         if not self.req.sent_headers:
