@@ -43,29 +43,21 @@ __all__ = [
     "unrepr",
 ]
 
+_QUIET: dict[str, Any] = {
+    "engine.autoreload.on": False,
+    "checker.on": False,
+    "tools.log_headers.on": False,
+    "request.show_tracebacks": False,
+    "request.show_mismatched_params": False,
+}
+"""What every environment but development turns off: reloading, checks, tracebacks."""
+
 environments: dict[str, dict[str, Any]] = {
-    "staging": {
-        "engine.autoreload.on": False,
-        "checker.on": False,
-        "tools.log_headers.on": False,
-        "request.show_tracebacks": False,
-        "request.show_mismatched_params": False,
-    },
-    "production": {
-        "engine.autoreload.on": False,
-        "checker.on": False,
-        "tools.log_headers.on": False,
-        "request.show_tracebacks": False,
-        "request.show_mismatched_params": False,
-        "log.screen": False,
-    },
+    "staging": dict(_QUIET),
+    "production": {**_QUIET, "log.screen": False},
     "embedded": {
         # For a site embedded in another deployment stack, which owns signals and logging.
-        "engine.autoreload.on": False,
-        "checker.on": False,
-        "tools.log_headers.on": False,
-        "request.show_tracebacks": False,
-        "request.show_mismatched_params": False,
+        **_QUIET,
         "log.screen": False,
         "engine.SIGHUP": None,
         "engine.SIGTERM": None,
@@ -77,9 +69,7 @@ environments: dict[str, dict[str, Any]] = {
         "request.show_mismatched_params": True,
     },
     "test_suite": {
-        "engine.autoreload.on": False,
-        "checker.on": False,
-        "tools.log_headers.on": False,
+        **_QUIET,
         "request.show_tracebacks": True,
         "request.show_mismatched_params": True,
         "log.screen": False,
